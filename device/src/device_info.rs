@@ -1,0 +1,298 @@
+//! DeviceInfo: the management application's description of a key, and how its TLVs parse.
+
+use std::collections::BTreeMap;
+
+use crate::caps::{Capabilities, FormFactor, Transport};
+use crate::error::ParseError;
+use crate::tlv;
+use crate::version::{ReleaseType, Version, VersionQualifier};
+
+/// DeviceInfo tags (yubikit `management.py`).
+pub mod tag {
+    pub const USB_SUPPORTED: u32 = 0x01;
+    pub const SERIAL: u32 = 0x02;
+    pub const USB_ENABLED: u32 = 0x03;
+    pub const FORM_FACTOR: u32 = 0x04;
+    pub const VERSION: u32 = 0x05;
+    pub const AUTO_EJECT_TIMEOUT: u32 = 0x06;
+    pub const CHALRESP_TIMEOUT: u32 = 0x07;
+    pub const DEVICE_FLAGS: u32 = 0x08;
+    pub const APP_VERSIONS: u32 = 0x09;
+    pub const CONFIG_LOCK: u32 = 0x0A;
+    pub const NFC_SUPPORTED: u32 = 0x0D;
+    pub const NFC_ENABLED: u32 = 0x0E;
+    pub const IAP_DETECTION: u32 = 0x0F;
+    pub const MORE_DATA: u32 = 0x10;
+    pub const FREE_FORM: u32 = 0x11;
+    pub const HID_INIT_DELAY: u32 = 0x12;
+    pub const PART_NUMBER: u32 = 0x13;
+    pub const FIPS_CAPABLE: u32 = 0x14;
+    pub const FIPS_APPROVED: u32 = 0x15;
+    pub const PIN_COMPLEXITY: u32 = 0x16;
+    pub const NFC_RESTRICTED: u32 = 0x17;
+    pub const RESET_BLOCKED: u32 = 0x18;
+    pub const VERSION_QUALIFIER: u32 = 0x19;
+    pub const FPS_VERSION: u32 = 0x20;
+    pub const STM_VERSION: u32 = 0x21;
+}
+
+/// Form-factor flag: a FIPS series key.
+pub const FORM_FACTOR_FIPS: u8 = 0x80;
+/// Form-factor flag: a Security Key series key.
+pub const FORM_FACTOR_SKY: u8 = 0x40;
+
+/// Capabilities per transport. `None` means the key does not have that transport at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct PerTransport {
+    pub usb: Option<Capabilities>,
+    pub nfc: Option<Capabilities>,
+}
+
+impl PerTransport {
+    pub fn get(&self, t: Transport) -> Option<Capabilities> {
+        match t {
+            Transport::Usb => self.usb,
+            Transport::Nfc => self.nfc,
+        }
+    }
+}
+
+/// Everything a key says about itself through READ CONFIG, after parsing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceInfo {
+    pub serial: Option<u32>,
+    /// The behavioural version: for alpha/beta builds this is the qualifier's version.
+    pub version: Version,
+    pub version_qualifier: VersionQualifier,
+    pub form_factor: FormFactor,
+    pub is_fips: bool,
+    pub is_sky: bool,
+    pub supported: PerTransport,
+    pub enabled: PerTransport,
+    pub is_locked: bool,
+    pub auto_eject_timeout: u16,
+    pub challenge_response_timeout: u8,
+    pub device_flags: u8,
+    pub part_number: Option<String>,
+    pub fips_capable: Capabilities,
+    pub fips_approved: Capabilities,
+    pub pin_complexity: bool,
+    pub nfc_restricted: bool,
+    pub reset_blocked: Capabilities,
+    pub fps_version: Option<Version>,
+    pub stm_version: Option<Version>,
+}
+
+impl DeviceInfo {
+    /// A bare record for keys that have no READ CONFIG; the fallback chain fills it in.
+    pub fn synthesized(version: Version, serial: Option<u32>, caps: PerTransport) -> Self {
+        Self {
+            serial,
+            version,
+            version_qualifier: VersionQualifier::final_of(version),
+            form_factor: FormFactor::Unknown,
+            is_fips: false,
+            is_sky: false,
+            supported: caps,
+            enabled: PerTransport::default(),
+            is_locked: false,
+            auto_eject_timeout: 0,
+            challenge_response_timeout: 0,
+            device_flags: 0,
+            part_number: None,
+            fips_capable: Capabilities::NONE,
+            fips_approved: Capabilities::NONE,
+            pin_complexity: false,
+            nfc_restricted: false,
+            reset_blocked: Capabilities::NONE,
+            fps_version: None,
+            stm_version: None,
+        }
+    }
+
+    pub fn has_transport(&self, t: Transport) -> bool {
+        self.supported.get(t).is_some()
+    }
+
+    /// `5.4.3`, or `5.7.8.beta.233` for a pre-release build (ykman's `version_name`).
+    pub fn version_name(&self) -> String {
+        if self.version_qualifier.release == ReleaseType::Final {
+            if self.version == Version::default() {
+                "unknown".to_string()
+            } else {
+                self.version.to_string()
+            }
+        } else {
+            self.version_qualifier.to_string()
+        }
+    }
+
+    /// Parses merged DeviceInfo TLVs (tag 0x10 already removed by the pager).
+    ///
+    /// `default_version` is used when tag 0x05 is absent (the session's version).
+    pub fn parse_tlvs(data: &BTreeMap<u32, Vec<u8>>, default_version: Version) -> Result<Self, ParseError> {
+        let get = |t: u32| data.get(&t).map(Vec::as_slice);
+        let int = |t: u32| -> Result<u32, ParseError> { get(t).map_or(Ok(0), |v| tlv::be_u32(t, v)) };
+        let flag = |t: u32| get(t) == Some(&[0x01][..]);
+        let opt_version = |t: u32| -> Result<Option<Version>, ParseError> {
+            match get(t) {
+                None => Ok(None),
+                Some(v) => {
+                    let ver = Version::from_bytes(v).ok_or(ParseError::BadValueLength {
+                        tag: t,
+                        len: v.len(),
+                        expected: "3 bytes",
+                    })?;
+                    Ok((ver != Version::default()).then_some(ver))
+                }
+            }
+        };
+
+        let mut version = match get(tag::VERSION) {
+            Some(v) => Version::from_bytes(v).ok_or(ParseError::BadValueLength {
+                tag: tag::VERSION,
+                len: v.len(),
+                expected: "3 bytes",
+            })?,
+            None => default_version,
+        };
+
+        let ff_raw = u8::try_from(int(tag::FORM_FACTOR)?).map_err(|_| ParseError::BadValueLength {
+            tag: tag::FORM_FACTOR,
+            len: get(tag::FORM_FACTOR).map_or(0, <[u8]>::len),
+            expected: "1 byte",
+        })?;
+
+        let usb_supported = if version == Version::new(4, 2, 4) {
+            Capabilities(0x3F)
+        } else {
+            Capabilities(tlv::be_u32(
+                tag::USB_SUPPORTED,
+                get(tag::USB_SUPPORTED).ok_or(ParseError::MissingTag(tag::USB_SUPPORTED))?,
+            )?)
+        };
+        let mut enabled = PerTransport::default();
+        let four_x = Version::new(4, 0, 0) <= version && version < Version::new(5, 0, 0);
+        if get(tag::USB_ENABLED).is_some() && !four_x {
+            enabled.usb = Some(Capabilities(int(tag::USB_ENABLED)?));
+        }
+        let mut supported = PerTransport { usb: Some(usb_supported), nfc: None };
+        if get(tag::NFC_SUPPORTED).is_some() {
+            supported.nfc = Some(Capabilities(int(tag::NFC_SUPPORTED)?));
+            enabled.nfc = Some(Capabilities(int(tag::NFC_ENABLED)?));
+        }
+
+        let serial = match int(tag::SERIAL)? {
+            0 => None,
+            s => Some(s),
+        };
+
+        let qualifier = match get(tag::VERSION_QUALIFIER) {
+            Some(v) => Some(parse_qualifier(v)?),
+            None => None,
+        };
+        let version_qualifier = match qualifier {
+            Some(q) => {
+                if q.release != ReleaseType::Final {
+                    version = q.version;
+                }
+                q
+            }
+            None => VersionQualifier::final_of(version),
+        };
+
+        let part_number = get(tag::PART_NUMBER)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+
+        Ok(Self {
+            serial,
+            version,
+            version_qualifier,
+            form_factor: FormFactor::from_code(ff_raw),
+            is_fips: ff_raw & FORM_FACTOR_FIPS != 0,
+            is_sky: ff_raw & FORM_FACTOR_SKY != 0,
+            supported,
+            enabled,
+            is_locked: flag(tag::CONFIG_LOCK),
+            auto_eject_timeout: u16::try_from(int(tag::AUTO_EJECT_TIMEOUT)?).unwrap_or(u16::MAX),
+            challenge_response_timeout: u8::try_from(int(tag::CHALRESP_TIMEOUT)?).unwrap_or(u8::MAX),
+            device_flags: u8::try_from(int(tag::DEVICE_FLAGS)?).unwrap_or(u8::MAX),
+            part_number,
+            fips_capable: Capabilities::from_fips(int(tag::FIPS_CAPABLE)?),
+            fips_approved: Capabilities::from_fips(int(tag::FIPS_APPROVED)?),
+            pin_complexity: flag(tag::PIN_COMPLEXITY),
+            nfc_restricted: flag(tag::NFC_RESTRICTED),
+            reset_blocked: Capabilities(int(tag::RESET_BLOCKED)?),
+            fps_version: opt_version(tag::FPS_VERSION)?,
+            stm_version: opt_version(tag::STM_VERSION)?,
+        })
+    }
+}
+
+/// Tag 0x19: `01 03 <major minor patch> 02 01 <type> 03 04 <iteration>`.
+fn parse_qualifier(value: &[u8]) -> Result<VersionQualifier, ParseError> {
+    let inner = tlv::parse_map(value).map_err(|_| ParseError::BadQualifier)?;
+    let version = inner
+        .get(&0x01)
+        .and_then(|v| Version::from_bytes(v))
+        .ok_or(ParseError::BadQualifier)?;
+    let release = match inner.get(&0x02).map(Vec::as_slice) {
+        Some([code]) => ReleaseType::from_code(*code).ok_or(ParseError::BadQualifier)?,
+        _ => return Err(ParseError::BadQualifier),
+    };
+    let iteration = match inner.get(&0x03).map(Vec::as_slice) {
+        Some(b) if b.len() == 4 => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        _ => return Err(ParseError::BadQualifier),
+    };
+    Ok(VersionQualifier { version, release, iteration })
+}
+
+/// How strictly a page's leading length byte is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageFraming {
+    /// The length byte must cover exactly the rest of the data (ykman over CCID and CTAP).
+    Exact,
+    /// Bytes after the declared length are ignored (the OTP path, whose reports are padded).
+    IgnoreTrailing,
+}
+
+/// Checks one page `LEN || TLVs` and returns its TLVs.
+pub fn parse_page(data: &[u8], framing: PageFraming) -> Result<BTreeMap<u32, Vec<u8>>, ParseError> {
+    let (&len, rest) = data.split_first().ok_or(ParseError::Empty)?;
+    let declared = usize::from(len);
+    if declared == 0 {
+        return Err(ParseError::Empty);
+    }
+    let body = match framing {
+        PageFraming::Exact if rest.len() == declared => rest,
+        PageFraming::IgnoreTrailing if rest.len() >= declared => &rest[..declared],
+        _ => return Err(ParseError::LengthMismatch { declared, actual: rest.len() }),
+    };
+    tlv::parse_map(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page_of(tlvs: &[u8]) -> Vec<u8> {
+        let mut v = vec![tlvs.len() as u8];
+        v.extend_from_slice(tlvs);
+        v
+    }
+
+    #[test]
+    fn page_framing() {
+        assert!(parse_page(&page_of(&[0x01, 0x01, 0x3F]), PageFraming::Exact).is_ok());
+        assert_eq!(parse_page(&[], PageFraming::Exact), Err(ParseError::Empty));
+        assert_eq!(parse_page(&[0x00], PageFraming::Exact), Err(ParseError::Empty));
+        assert_eq!(
+            parse_page(&[0x03, 0x04, 0x01, 0x01, 0x01, 0xFF, 0x3C], PageFraming::Exact),
+            Err(ParseError::LengthMismatch { declared: 3, actual: 6 })
+        );
+        let m = parse_page(&[0x03, 0x04, 0x01, 0x01, 0x01, 0xFF, 0x3C], PageFraming::IgnoreTrailing).unwrap();
+        assert_eq!(m[&4], vec![1]);
+    }
+}

@@ -1,0 +1,21 @@
+//! The smart-card layer: APDUs over any connection that moves bytes (PC/SC, USB CCID, NFC).
+//!
+//! It knows ISO 7816 framing and status words, not YubiKeys.
+
+pub mod aid;
+pub mod apdu;
+mod protocol;
+
+pub use apdu::{Apdu, Response};
+pub use protocol::SmartCardProtocol;
+
+use crate::caps::Transport;
+use crate::error::TransportError;
+
+/// A link that carries one command APDU and returns one raw response (`data || SW1 SW2`).
+pub trait SmartCardConnection {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError>;
+
+    /// Whether the key sits in a USB port or on an NFC reader.
+    fn transport(&self) -> Transport;
+}

@@ -1,0 +1,3 @@
+//! Transports: how bytes reach a key. Each knows its link, not YubiKeys.
+
+pub mod pcsc;

@@ -1,0 +1,167 @@
+//! PC/SC through the `pcsc` crate: list readers, connect in SHARED mode, transact.
+//!
+//! keytally never asks for exclusive access and never kills other programs (ykman kills
+//! gpg's scdaemon; an inventory agent must not). A reader held exclusively by someone else
+//! gets a short, bounded retry and then a clear error.
+
+use std::ffi::CString;
+use std::thread::sleep;
+use std::time::Duration;
+
+use pcsc::{Card, Context, Protocols, Scope, ShareMode};
+
+use crate::caps::Transport;
+use crate::error::TransportError;
+use crate::identify::Pid;
+use crate::smartcard::SmartCardConnection;
+
+/// How often a sharing violation is retried, and how long to wait between tries.
+const SHARING_RETRIES: u32 = 5;
+const SHARING_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Maps PC/SC's error codes onto the link failures keytally acts on.
+pub fn map_error(e: pcsc::Error) -> TransportError {
+    use pcsc::Error as E;
+    match e {
+        E::NoService | E::ServiceStopped => TransportError::NoService,
+        E::NoSmartcard | E::UnpoweredCard | E::UnresponsiveCard | E::UnsupportedCard => TransportError::NoCard,
+        E::RemovedCard | E::ResetCard => TransportError::Removed,
+        E::SharingViolation => TransportError::SharingViolation,
+        E::Timeout | E::WaitedTooLong => TransportError::Timeout,
+        E::ReaderUnavailable | E::UnknownReader => TransportError::ReaderUnavailable,
+        other => TransportError::Other(format!("PC/SC: {other}")),
+    }
+}
+
+/// A PC/SC context: the connection to pcscd (or the Windows/macOS smart-card service).
+pub struct PcscContext {
+    ctx: Context,
+}
+
+impl PcscContext {
+    /// Connects to the service; `TransportError::NoService` when pcscd is not running.
+    pub fn establish() -> Result<Self, TransportError> {
+        Context::establish(Scope::User).map(|ctx| Self { ctx }).map_err(map_error)
+    }
+
+    /// Every reader's name. No readers at all is an empty list, not an error.
+    pub fn readers(&self) -> Result<Vec<String>, TransportError> {
+        match self.ctx.list_readers_owned() {
+            Ok(names) => Ok(names.into_iter().map(|n| n.to_string_lossy().into_owned()).collect()),
+            Err(pcsc::Error::NoReadersAvailable) => Ok(Vec::new()),
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
+    /// Connects to the card in `reader` in SHARED mode. `Ok(None)` means the reader is empty.
+    pub fn connect(&self, reader: &str) -> Result<Option<PcscCard>, TransportError> {
+        let name = CString::new(reader).map_err(|_| TransportError::ReaderUnavailable)?;
+        let mut tries = 0;
+        loop {
+            match self.ctx.connect(&name, ShareMode::Shared, Protocols::ANY) {
+                Ok(card) => return PcscCard::new(card, reader).map(Some),
+                Err(pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard) => return Ok(None),
+                Err(pcsc::Error::SharingViolation) if tries < SHARING_RETRIES => {
+                    tries += 1;
+                    tracing::debug!(reader, tries, "sharing violation, retrying");
+                    sleep(SHARING_BACKOFF);
+                }
+                Err(e) => return Err(map_error(e)),
+            }
+        }
+    }
+}
+
+/// A connected card: its ATR and whether it came over USB or NFC.
+pub struct PcscCard {
+    card: Card,
+    atr: Vec<u8>,
+    transport: Transport,
+    pid: Option<Pid>,
+}
+
+impl PcscCard {
+    fn new(card: Card, reader: &str) -> Result<Self, TransportError> {
+        let atr = card.status2_owned().map_err(map_error)?.atr().to_vec();
+        let pid = Pid::from_reader_name(reader);
+        let transport = transport_of(pid.is_some(), &atr);
+        Ok(Self { card, atr, transport, pid })
+    }
+
+    pub fn atr(&self) -> &[u8] {
+        &self.atr
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The PID when the reader is a YubiKey's own CCID interface.
+    pub fn pid(&self) -> Option<Pid> {
+        self.pid
+    }
+
+    /// Runs `f` inside one PC/SC transaction, so no other client can switch applets under
+    /// us mid-read. The card is left as it was (no reset) when the transaction ends.
+    pub fn transact<T>(&mut self, f: impl FnOnce(&mut dyn SmartCardConnection) -> T) -> Result<T, TransportError> {
+        let transport = self.transport;
+        let mut tries = 0;
+        let tx = loop {
+            match self.card.transaction2() {
+                Ok(tx) => break tx,
+                Err((_, pcsc::Error::SharingViolation)) if tries < SHARING_RETRIES => {
+                    tries += 1;
+                    sleep(SHARING_BACKOFF);
+                }
+                Err((_, e)) => return Err(map_error(e)),
+            }
+        };
+        let mut conn = CardLink { card: &tx, transport };
+        let out = f(&mut conn);
+        if let Err((_, e)) = tx.end(pcsc::Disposition::LeaveCard) {
+            tracing::debug!("ending PC/SC transaction: {e}");
+        }
+        Ok(out)
+    }
+}
+
+/// USB or NFC: a YubiKey's own reader is USB; otherwise the ATR decides, as in yubikit
+/// (`atr[1] & 0xF0 == 0xF0` is the USB interface's ATR).
+pub fn transport_of(yubikey_reader: bool, atr: &[u8]) -> Transport {
+    if yubikey_reader || atr.get(1).is_some_and(|b| b & 0xF0 == 0xF0) {
+        Transport::Usb
+    } else {
+        Transport::Nfc
+    }
+}
+
+struct CardLink<'a> {
+    card: &'a Card,
+    transport: Transport,
+}
+
+impl SmartCardConnection for CardLink<'_> {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
+        let mut buf = [0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
+        self.card.transmit(command, &mut buf).map(<[u8]>::to_vec).map_err(map_error)
+    }
+
+    fn transport(&self) -> Transport {
+        self.transport
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_from_reader_and_atr() {
+        let yk5_usb = [0x3B, 0xFD, 0x13, 0x00];
+        let yk5_nfc = [0x3B, 0x8D, 0x80, 0x01];
+        assert_eq!(transport_of(false, &yk5_usb), Transport::Usb);
+        assert_eq!(transport_of(false, &yk5_nfc), Transport::Nfc);
+        assert_eq!(transport_of(true, &yk5_nfc), Transport::Usb);
+        assert_eq!(transport_of(false, &[]), Transport::Nfc);
+    }
+}
