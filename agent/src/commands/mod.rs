@@ -1,0 +1,17 @@
+//! Dispatch from a parsed command line to the command that runs it.
+
+pub mod scan;
+pub mod status;
+pub mod sync;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Scan(args) => scan::run(&args),
+        Command::Sync(args) => sync::run(cli.config.as_deref(), args.reader.as_deref()),
+        Command::Status(args) => status::run(cli.config.as_deref(), args.json),
+    }
+}

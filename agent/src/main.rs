@@ -1,0 +1,21 @@
+//! keytally: finds every YubiKey attached to this machine and reports it.
+//!
+//! `main` only parses the command line and hands over to a command module.
+
+mod agent_id;
+mod cli;
+mod commands;
+mod config;
+mod logging;
+mod outbox;
+mod sync;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    logging::init(cli.verbose);
+    commands::run(cli)
+}

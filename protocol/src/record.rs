@@ -1,0 +1,169 @@
+//! The device record: serde types for the Appterix external API's device model.
+//!
+//! Field names are the API's own (camelCase, `enabledUSBCapabilities`). Fields keytally does
+//! not model are kept in `extra` maps, so a record read from a server serializes back with
+//! the same fields and values. Server-only fields (`code`, `orgCode`, `model.code`,
+//! `prodLineCode`) are `null` in what the agent sends.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// One device as the devices API lists it, plus keytally's `observation`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub yubikey: YubiKey,
+    #[serde(default)]
+    pub owners: Owners,
+    #[serde(default)]
+    pub tags: Vec<Label>,
+    #[serde(default)]
+    pub status: Option<Status>,
+    /// What the agent saw and the model has no field for. Absent in server listings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observation: Option<Observation>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The `yubikey` object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct YubiKey {
+    pub code: Option<i64>,
+    pub org_code: Option<i64>,
+    pub name: String,
+    pub description: Option<String>,
+    /// Stable, never empty: the key's identity in `PUT /devices/{uniqueId}`.
+    pub unique_id: String,
+    /// The serial as a decimal string; `null` when the key exposes none.
+    pub serial_number: Option<String>,
+    pub alternative_serial_number: Option<String>,
+    /// `major.minor.patch`.
+    pub firmware_version: String,
+    pub model: Model,
+    #[serde(rename = "enabledUSBCapabilities")]
+    pub enabled_usb_capabilities: Vec<u32>,
+    #[serde(rename = "enabledNFCCapabilities")]
+    pub enabled_nfc_capabilities: Vec<u32>,
+    /// RFC 3339, UTC.
+    pub last_update: Option<String>,
+    /// RFC 3339, UTC.
+    pub last_used: Option<String>,
+    pub status: Option<i64>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `yubikey.model`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Model {
+    pub code: Option<i64>,
+    pub name: String,
+    pub unique_id: Option<String>,
+    pub prod_line_code: Option<i64>,
+    /// 0–7, without the FIPS and Security Key flags.
+    pub form_factor: u8,
+    /// `[mask]` with USB = 1 and NFC = 2.
+    pub interfaces: Vec<u32>,
+    pub usb_capabilities: Vec<u32>,
+    pub nfc_capabilities: Vec<u32>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `{count, items}`, the API's list wrapper.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Counted<T> {
+    pub count: u64,
+    pub items: Vec<T>,
+}
+
+impl<T> Default for Counted<T> {
+    fn default() -> Self {
+        Self { count: 0, items: Vec::new() }
+    }
+}
+
+pub type Owners = Counted<Owner>;
+
+/// A person the server has assigned to the key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    pub code: Option<i64>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub is_admin: Option<bool>,
+    pub sid: Option<String>,
+    pub entra_id: Option<String>,
+    pub last_login: Option<String>,
+    #[serde(default)]
+    pub groups: Counted<Label>,
+    #[serde(default)]
+    pub tags: Counted<Label>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A group or tag reference: `{type, source, description, code, name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Label {
+    #[serde(rename = "type")]
+    pub kind: Option<i64>,
+    pub source: Option<i64>,
+    pub description: Option<String>,
+    pub code: Option<i64>,
+    pub name: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The top-level `status` object (e.g. `{"code": 12345, "name": "Shared"}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub code: Option<i64>,
+    pub name: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// How, where and when the agent saw the key, and the DeviceInfo facts the model lacks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Observation {
+    /// `"usb"` or `"nfc"`.
+    pub transport: String,
+    /// The PC/SC reader (or USB port) the key was read through.
+    pub reader: Option<String>,
+    pub host: String,
+    /// A UUID made once per installation.
+    pub agent_id: String,
+    /// RFC 3339, UTC.
+    pub observed_at: String,
+    /// Applications that can run in FIPS mode, as capability bits.
+    pub fips_capable: Vec<u32>,
+    pub fips_approved: Vec<u32>,
+    /// The FIPS-series flag (form factor 0x80, or a YubiKey 4 FIPS).
+    pub fips_series: bool,
+    /// The Security Key flag (form factor 0x40, or the SKY PID).
+    pub security_key: bool,
+    pub pin_complexity: bool,
+    pub nfc_restricted: bool,
+    /// A lock code protects the configuration.
+    pub config_locked: bool,
+    pub part_number: Option<String>,
+    /// ykman's version name: `5.4.3`, or `5.7.8.beta.233` for a pre-release build.
+    pub version_name: String,
+    /// The version qualifier in full: `5.4.3.final.0`.
+    pub version_qualifier: String,
+    /// Applications whose reset is blocked, as capability bits.
+    pub reset_blocked: Vec<u32>,
+    /// Fingerprint-sensor and MCU firmware of a Bio key.
+    pub fps_version: Option<String>,
+    pub stm_version: Option<String>,
+    /// The USB product ID when known (USB CCID reader name, or the USB device).
+    pub usb_pid: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}

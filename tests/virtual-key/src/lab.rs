@@ -1,0 +1,396 @@
+//! An isolated, real `pcscd` with its own socket and vpcd virtual reader, for parallel tests.
+//!
+//! pcscd 1.9 always creates its client socket and pid file at `/run/pcscd/pcscd.comm` and
+//! `/run/pcscd/pcscd.pid` (it ignores `PCSCLITE_CSOCK_NAME`) and refuses to start when another
+//! pcscd owns that socket. The lab therefore runs pcscd in a private mount namespace
+//! (`unshare --mount`, plus `--user --map-root-user` when not root) with a per-lab directory
+//! bind-mounted on `/run/pcscd`. Clients outside reach it with
+//! `PCSCLITE_CSOCK_NAME=<lab>/run/pcscd.comm`, which libpcsclite does honour. The reader comes
+//! from a private `reader.conf.d` (`pcscd -c DIR`) whose vpcd line picks a free TCP port pair
+//! (vpcd listens on PORT for `Virtual PCD 00 00` and PORT+1 for `Virtual PCD 00 01`).
+
+use std::fs;
+use std::io::{self, ErrorKind};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::card::Card;
+use crate::vpcd::{self, End, Session};
+
+/// The environment variable libpcsclite reads for the pcscd socket path.
+pub const SOCKET_ENV: &str = "PCSCLITE_CSOCK_NAME";
+/// Name of the lab's first virtual reader (the one [`PcscLab::insert`] uses).
+pub const READER_NAME: &str = "Virtual PCD 00 00";
+/// Default time allowed for pcscd to come up.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Extra time after the card was powered, for pcscd to publish the reader state to clients.
+pub const PRESENCE_GRACE: Duration = Duration::from_millis(100);
+
+/// Overrides: path of `pcscd`, of the vpcd driver, and of `unshare`.
+pub const PCSCD_ENV: &str = "KEYTALLY_PCSCD";
+pub const VPCD_DRIVER_ENV: &str = "KEYTALLY_VPCD_DRIVER";
+pub const UNSHARE_ENV: &str = "KEYTALLY_UNSHARE";
+/// Set to `1` to run pcscd with `-d -a` (debug and APDU log, see [`PcscLab::log`]).
+pub const DEBUG_ENV: &str = "KEYTALLY_LAB_DEBUG";
+
+const VPCD_DRIVERS: [&str; 3] = [
+    "/usr/lib/pcsc/drivers/serial/libifdvpcd.so",
+    "/usr/lib64/pcsc/drivers/serial/libifdvpcd.so",
+    "/usr/local/lib/pcsc/drivers/serial/libifdvpcd.so",
+];
+const SBIN_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin"];
+
+/// Runs inside the new mount namespace: give pcscd a private /run/pcscd, then exec it.
+const NAMESPACE_SCRIPT: &str = r#"set -e
+if [ ! -d /run/pcscd ] && ! mkdir -p /run/pcscd 2>/dev/null; then
+  mount -t tmpfs -o mode=0755 keytally-lab /run
+  mkdir -p /run/pcscd
+fi
+mount --bind "$KEYTALLY_LAB_RUN" /run/pcscd
+exec "$@"
+"#;
+
+static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A running, isolated pcscd with one vpcd reader pair. Dropping it kills pcscd and removes
+/// its directory.
+#[derive(Debug)]
+pub struct PcscLab {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl PcscLab {
+    /// Starts pcscd and waits (up to [`START_TIMEOUT`]) until its socket and reader are up.
+    pub fn start() -> io::Result<PcscLab> {
+        Self::start_with_timeout(START_TIMEOUT)
+    }
+
+    /// As [`PcscLab::start`] with an explicit timeout.
+    pub fn start_with_timeout(timeout: Duration) -> io::Result<PcscLab> {
+        let pcscd = find_pcscd()?;
+        let driver = find_vpcd_driver()?;
+        let unshare = find_program(UNSHARE_ENV, "unshare")?;
+        let deadline = Instant::now() + timeout;
+        let mut last_err = io::Error::new(ErrorKind::TimedOut, "pcscd lab did not start");
+        for _attempt in 0..5 {
+            if Instant::now() >= deadline {
+                break;
+            }
+            match Self::try_start(&pcscd, &driver, &unshare, deadline) {
+                Ok(lab) => return Ok(lab),
+                Err(e) if e.kind() == ErrorKind::AddrInUse => last_err = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err)
+    }
+
+    fn try_start(
+        pcscd: &Path,
+        driver: &Path,
+        unshare: &Path,
+        deadline: Instant,
+    ) -> io::Result<PcscLab> {
+        let port = free_port_pair()?;
+        let dir = std::env::temp_dir().join(format!(
+            "keytally-lab-{}-{}",
+            std::process::id(),
+            LAB_SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("conf"))?;
+        fs::create_dir_all(dir.join("run"))?;
+        fs::write(
+            dir.join("conf").join("vpcd"),
+            format!(
+                "FRIENDLYNAME \"Virtual PCD\"\nDEVICENAME   /dev/null:0x{port:X}\nLIBPATH      {}\nCHANNELID    0x{port:X}\n",
+                driver.display()
+            ),
+        )?;
+        let log = fs::File::create(dir.join("pcscd.log"))?;
+        let mut cmd = Command::new(unshare);
+        if !is_root() {
+            cmd.args(["--user", "--map-root-user"]);
+        }
+        cmd.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            NAMESPACE_SCRIPT,
+            "keytally-lab",
+        ]);
+        cmd.arg(pcscd).arg("-f").arg("-c").arg(dir.join("conf"));
+        if std::env::var(DEBUG_ENV).is_ok_and(|v| v == "1") {
+            cmd.args(["-d", "-a"]);
+        }
+        cmd.env("KEYTALLY_LAB_RUN", dir.join("run"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = cmd.spawn().map_err(|e| {
+            let _ = fs::remove_dir_all(&dir);
+            io::Error::new(e.kind(), format!("cannot run {}: {e}", unshare.display()))
+        })?;
+        let mut lab = PcscLab { child, dir, port };
+        lab.wait_ready(deadline)?;
+        Ok(lab)
+    }
+
+    fn wait_ready(&mut self, deadline: Instant) -> io::Result<()> {
+        loop {
+            let log = self.log();
+            if log.contains("Could not initialize") || log.contains("Address already in use") {
+                return Err(io::Error::new(
+                    ErrorKind::AddrInUse,
+                    format!("vpcd port {} taken", self.port),
+                ));
+            }
+            if let Some(status) = self.child.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "pcscd lab exited ({status}) during start:\n{log}"
+                )));
+            }
+            if self.socket_path().exists() && tcp_listening(self.port) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    ErrorKind::TimedOut,
+                    format!("pcscd lab not ready in time:\n{log}"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Environment for client processes: `PCSCLITE_CSOCK_NAME=<lab socket>`.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![(
+            SOCKET_ENV.to_string(),
+            self.socket_path().to_string_lossy().into_owned(),
+        )]
+    }
+
+    /// The pcscd client socket of this lab.
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.join("run").join("pcscd.comm")
+    }
+
+    /// The reader [`PcscLab::insert`] puts cards into.
+    pub fn reader_name(&self) -> &'static str {
+        READER_NAME
+    }
+
+    /// vpcd TCP port of [`READER_NAME`] (the second reader, `Virtual PCD 00 01`, is `port + 1`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// pcscd's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// pcscd's output so far (errors only, unless [`DEBUG_ENV`]=1).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("pcscd.log")).unwrap_or_default()
+    }
+
+    /// Inserts (taps) `card` into [`READER_NAME`]; it is served on a background thread until
+    /// the returned handle is removed or dropped.
+    pub fn insert(&self, card: Card) -> io::Result<InsertedCard> {
+        InsertedCard::connect(self.port, card)
+    }
+}
+
+impl Drop for PcscLab {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A card being served to a vpcd reader. Dropping it (or [`InsertedCard::remove`]) removes it.
+#[derive(Debug)]
+pub struct InsertedCard {
+    stop: Arc<AtomicBool>,
+    session: Arc<Session>,
+    apdus: Arc<AtomicU64>,
+    thread: Option<JoinHandle<io::Result<End>>>,
+}
+
+impl InsertedCard {
+    /// Connects `card` to vpcd on 127.0.0.1:`port` (any vpcd, not only a lab's).
+    pub fn connect(port: u16, card: Card) -> io::Result<InsertedCard> {
+        let mut stream = vpcd::connect(port, Duration::from_secs(5))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let session = Arc::new(Session::default());
+        let apdus = card.apdu_counter();
+        let (st, se) = (Arc::clone(&stop), Arc::clone(&session));
+        let thread = std::thread::Builder::new()
+            .name("vkey-vpcd".into())
+            .spawn(move || {
+                let mut card = card;
+                let end = vpcd::serve(&mut stream, &mut card, &st, &se);
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                end
+            })?;
+        Ok(InsertedCard {
+            stop,
+            session,
+            apdus,
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits until pcscd has detected and powered the card (it asked for the ATR after a power
+    /// on), plus [`PRESENCE_GRACE`]. pcscd polls vpcd about every 400 ms.
+    pub fn wait_present(&self, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !self.session.is_powered_with_atr() {
+            if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+                return Err(io::Error::new(
+                    ErrorKind::NotConnected,
+                    "card connection ended",
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    ErrorKind::TimedOut,
+                    "pcscd did not power the card in time",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(PRESENCE_GRACE);
+        Ok(())
+    }
+
+    /// APDUs the card has answered.
+    pub fn apdu_count(&self) -> u64 {
+        self.apdus.load(Ordering::SeqCst)
+    }
+
+    /// The card's shared APDU counter.
+    pub fn apdu_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.apdus)
+    }
+
+    /// What the reader did with the card (power state, ATRs, APDUs).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Removes the card (closes the vpcd connection) and reports how serving ended.
+    pub fn remove(mut self) -> io::Result<End> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> io::Result<End> {
+        self.stop.store(true, Ordering::SeqCst);
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| io::Error::other("card thread panicked"))?,
+            None => Ok(End::Stopped),
+        }
+    }
+}
+
+impl Drop for InsertedCard {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn find_program(env: &str, name: &str) -> io::Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Ok(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(SBIN_DIRS.iter().map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            io::Error::new(
+                ErrorKind::NotFound,
+                format!("`{name}` not found (install it, or set {env})"),
+            )
+        })
+}
+
+fn find_pcscd() -> io::Result<PathBuf> {
+    find_program(PCSCD_ENV, "pcscd").map_err(|_| {
+        io::Error::new(
+            ErrorKind::NotFound,
+            format!("pcscd is not installed (Debian: apt-get install pcscd vsmartcard-vpcd), or set {PCSCD_ENV}"),
+        )
+    })
+}
+
+fn find_vpcd_driver() -> io::Result<PathBuf> {
+    if let Some(p) = std::env::var_os(VPCD_DRIVER_ENV) {
+        return Ok(PathBuf::from(p));
+    }
+    VPCD_DRIVERS.iter().map(PathBuf::from).find(|p| p.is_file()).ok_or_else(|| {
+        io::Error::new(
+            ErrorKind::NotFound,
+            format!("vsmartcard's vpcd driver libifdvpcd.so not found (Debian: apt-get install vsmartcard-vpcd), or set {VPCD_DRIVER_ENV}"),
+        )
+    })
+}
+
+/// A port P such that P and P+1 are both free on all interfaces (vpcd binds 0.0.0.0).
+fn free_port_pair() -> io::Result<u16> {
+    for _ in 0..50 {
+        let a = TcpListener::bind(("0.0.0.0", 0))?;
+        let port = a.local_addr()?.port();
+        if port == u16::MAX {
+            continue;
+        }
+        if TcpListener::bind(("0.0.0.0", port + 1)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(io::Error::new(
+        ErrorKind::AddrInUse,
+        "no free TCP port pair for vpcd",
+    ))
+}
+
+/// Whether some socket is listening on TCP `port` (from /proc/net/tcp{,6}).
+fn tcp_listening(port: u16) -> bool {
+    let needle = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+        fs::read_to_string(f).is_ok_and(|s| {
+            s.lines().skip(1).any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.get(1).is_some_and(|local| local.ends_with(&needle))
+                    && cols.get(3) == Some(&"0A")
+            })
+        })
+    })
+}
