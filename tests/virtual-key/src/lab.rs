@@ -211,6 +211,12 @@ impl PcscLab {
     pub fn insert(&self, card: Card) -> io::Result<InsertedCard> {
         InsertedCard::connect(self.port, card)
     }
+
+    /// Like [`PcscLab::insert`], calling `after_apdu` with the running count after each
+    /// answer has been sent (benchmarks write it to a file).
+    pub fn insert_with(&self, card: Card, after_apdu: impl FnMut(u64) + Send + 'static) -> io::Result<InsertedCard> {
+        InsertedCard::connect_with(self.port, card, after_apdu)
+    }
 }
 
 impl Drop for PcscLab {
@@ -233,6 +239,11 @@ pub struct InsertedCard {
 impl InsertedCard {
     /// Connects `card` to vpcd on 127.0.0.1:`port` (any vpcd, not only a lab's).
     pub fn connect(port: u16, card: Card) -> io::Result<InsertedCard> {
+        Self::connect_with(port, card, |_| {})
+    }
+
+    /// [`InsertedCard::connect`] with a callback after each APDU.
+    pub fn connect_with(port: u16, card: Card, mut after_apdu: impl FnMut(u64) + Send + 'static) -> io::Result<InsertedCard> {
         let mut stream = vpcd::connect(port, Duration::from_secs(5))?;
         let stop = Arc::new(AtomicBool::new(false));
         let session = Arc::new(Session::default());
@@ -242,7 +253,7 @@ impl InsertedCard {
             .name("vkey-vpcd".into())
             .spawn(move || {
                 let mut card = card;
-                let end = vpcd::serve(&mut stream, &mut card, &st, &se);
+                let end = vpcd::serve_with(&mut stream, &mut card, &st, &se, &mut after_apdu);
                 let _ = stream.shutdown(std::net::Shutdown::Both);
                 end
             })?;

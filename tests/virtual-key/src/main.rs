@@ -12,7 +12,11 @@ use keytally_virtual_key::vpcd::{self, End, Session};
 use keytally_virtual_key::Card;
 
 const USAGE: &str = "usage: keytally-vkey --model NAME [--serial N|none] [--fault MODE] [--port PORT] [--count-file PATH]
+       keytally-vkey --model NAME [...] --lab -- COMMAND [ARGS...]
        keytally-vkey --list-models
+With --lab, starts an isolated pcscd (its own /run/pcscd and vpcd port), inserts the key,
+runs COMMAND with PCSCLITE_CSOCK_NAME pointing at that pcscd (and KEYTALLY_VKEY_READER set
+to the reader's name), and exits with COMMAND's status. Nothing of the system's pcscd is used.
 Serves the model on vpcd (127.0.0.1:PORT, default 35963) until SIGINT/SIGTERM; reconnects when
 the reader goes away. --count-file is rewritten with the running APDU count after each APDU.";
 
@@ -20,12 +24,16 @@ struct Args {
     model: KeyModel,
     port: u16,
     count_file: Option<PathBuf>,
+    /// `--lab -- COMMAND...`: run this inside an isolated lab instead of serving forever.
+    lab_command: Option<Vec<String>>,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
     let mut it = std::env::args().skip(1);
     let (mut model, mut serial, mut fault, mut port, mut count_file) =
         (None, None, None, vpcd::DEFAULT_PORT, None);
+    let mut lab = false;
+    let mut lab_command = None;
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match a.as_str() {
@@ -55,6 +63,11 @@ fn parse_args() -> Result<Option<Args>, String> {
                     .map_err(|e| format!("--port: {e}"))?
             }
             "--count-file" => count_file = Some(PathBuf::from(value("--count-file")?)),
+            "--lab" => lab = true,
+            "--" => {
+                lab_command = Some(it.by_ref().collect::<Vec<_>>());
+                break;
+            }
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
@@ -69,10 +82,17 @@ fn parse_args() -> Result<Option<Args>, String> {
         };
         model = model.with_serial(s);
     }
+    let lab_command = match (lab, lab_command) {
+        (true, Some(cmd)) if !cmd.is_empty() => Some(cmd),
+        (true, _) => return Err(format!("--lab needs `-- COMMAND`\n{USAGE}")),
+        (false, Some(_)) => return Err(format!("`-- COMMAND` goes with --lab\n{USAGE}")),
+        (false, None) => None,
+    };
     Ok(Some(Args {
         model: model.with_fault(fault),
         port,
         count_file,
+        lab_command,
     }))
 }
 
@@ -92,6 +112,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(command) = &args.lab_command {
+        return run_in_lab(&args, command);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     if let Err(e) = signals::install(Arc::clone(&stop)) {
         eprintln!("keytally-vkey: cannot install signal handlers: {e}");
@@ -146,6 +169,40 @@ fn main() -> ExitCode {
         counter.load(Ordering::SeqCst)
     );
     ExitCode::SUCCESS
+}
+
+/// `--lab`: an isolated pcscd with the key inserted, for the duration of one command.
+fn run_in_lab(args: &Args, command: &[String]) -> ExitCode {
+    let fail = |what: &str, e: io::Error| {
+        eprintln!("keytally-vkey: {what}: {e}");
+        ExitCode::FAILURE
+    };
+    let lab = match keytally_virtual_key::PcscLab::start() {
+        Ok(lab) => lab,
+        Err(e) => return fail("cannot start the pcscd lab", e),
+    };
+    let count_file = args.count_file.clone();
+    let card = match lab.insert_with(Card::new(args.model.clone()), move |n| {
+        if let Some(path) = &count_file {
+            let _ = write_count(path, n);
+        }
+    }) {
+        Ok(c) => c,
+        Err(e) => return fail("cannot insert the key", e),
+    };
+    if let Err(e) = card.wait_present(Duration::from_secs(10)) {
+        return fail("pcscd did not see the key", e);
+    }
+    let status = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .envs(lab.env())
+        .env("KEYTALLY_VKEY_READER", lab.reader_name())
+        .status();
+    let _ = card.remove();
+    match status {
+        Ok(s) => ExitCode::from(s.code().map_or(1, |c| u8::try_from(c).unwrap_or(1))),
+        Err(e) => fail(&format!("cannot run {:?}", command[0]), e),
+    }
 }
 
 fn sleep_unless(stop: &AtomicBool, d: Duration) {

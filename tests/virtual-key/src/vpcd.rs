@@ -117,6 +117,30 @@ pub fn serve_with(
     }
 }
 
+/// Asks the kernel to acknowledge what arrives at once instead of delaying the ACK.
+///
+/// vpcd writes a message's 2-byte length and its payload in two `send` calls without
+/// TCP_NODELAY, so Nagle holds the payload until the length is acknowledged; with Linux's
+/// delayed ACK that costs ~40 ms per message. A real reader has no such delay, and it would
+/// swamp every timing taken through the lab. TCP_QUICKACK is not sticky, hence per read.
+#[cfg(target_os = "linux")]
+fn quick_ack(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    extern "C" {
+        fn setsockopt(fd: i32, level: i32, name: i32, value: *const std::ffi::c_void, len: u32) -> i32;
+    }
+    const IPPROTO_TCP: i32 = 6;
+    const TCP_QUICKACK: i32 = 12;
+    let one: i32 = 1;
+    // SAFETY: a valid socket fd and a pointer to a live i32 of the stated length.
+    unsafe {
+        setsockopt(stream.as_raw_fd(), IPPROTO_TCP, TCP_QUICKACK, (&one as *const i32).cast(), 4);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn quick_ack(_: &TcpStream) {}
+
 enum Read_ {
     Message(Vec<u8>),
     Closed,
@@ -124,12 +148,14 @@ enum Read_ {
 }
 
 fn read_message(stream: &mut TcpStream, stop: &AtomicBool) -> io::Result<Read_> {
+    quick_ack(stream);
     let mut header = [0u8; 2];
     match read_full(stream, &mut header, stop, true)? {
         Fill::Done => {}
         Fill::Eof => return Ok(Read_::Closed),
         Fill::Stopped => return Ok(Read_::Stopped),
     }
+    quick_ack(stream);
     let mut msg = vec![0u8; usize::from(u16::from_be_bytes(header))];
     match read_full(stream, &mut msg, stop, false)? {
         Fill::Done => Ok(Read_::Message(msg)),

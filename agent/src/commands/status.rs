@@ -1,0 +1,98 @@
+//! `keytally status [--json]`: outbox depth, dropped and quarantined records, the last
+//! success and error per profile, and the credential in use (kind, source, expiry;
+//! never its value).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use serde_json::json;
+
+use crate::commands::sync::{client_for, fmt_time, load_config, outbox_path};
+use crate::outbox::Outbox;
+
+pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
+    let cfg = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let path = outbox_path(&cfg);
+    let outbox = match Outbox::open(&path, cfg.max_pending) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("keytally: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keytally: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = rt.block_on(async {
+        let mut profiles = Vec::new();
+        for p in &cfg.profiles {
+            let state = outbox.sync_state(&p.name).unwrap_or_default();
+            let credential = match client_for(&cfg, p) {
+                Ok(c) => serde_json::to_value(c.auth().info(SystemTime::now()).await).unwrap_or_default(),
+                Err(e) => json!({ "error": format!("{e:#}") }),
+            };
+            profiles.push(json!({
+                "name": p.name,
+                "server": p.server,
+                "state": crate::sync::describe(&state),
+                "pending": outbox.depth(Some(&p.name)).unwrap_or(0),
+                "last_success_at": state.last_success_at.map(fmt_time),
+                "last_error": state.last_error,
+                "last_error_at": state.last_error_at.map(fmt_time),
+                "next_attempt_at": state.next_attempt_at.map(fmt_time),
+                "credential": credential,
+            }));
+        }
+        json!({
+            "config": cfg.file,
+            "outbox": path.display().to_string(),
+            "pending": outbox.depth(None).unwrap_or(0),
+            "dropped": outbox.dropped().unwrap_or(0),
+            "quarantined": outbox.quarantined().unwrap_or_default(),
+            "profiles": profiles,
+        })
+    });
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "never".into());
+    println!("outbox:      {} ({} pending, {} dropped)", report["outbox"].as_str().unwrap_or(""), report["pending"], report["dropped"]);
+    if let Some(q) = report["quarantined"].as_array().filter(|q| !q.is_empty()) {
+        println!("quarantined: {}", q.len());
+        for e in q {
+            println!("  {} [{}] HTTP {}: {}", s(&e["unique_id"]), s(&e["profile"]), e["status"], s(&e["reason"]));
+        }
+    }
+    for p in report["profiles"].as_array().into_iter().flatten() {
+        println!("profile {} ({}): {}, {} pending", s(&p["name"]), s(&p["server"]), s(&p["state"]), p["pending"]);
+        println!("  last success: {}", s(&p["last_success_at"]));
+        if !p["last_error"].is_null() {
+            println!("  last error:   {} ({})", s(&p["last_error"]), s(&p["last_error_at"]));
+        }
+        if !p["next_attempt_at"].is_null() {
+            println!("  next attempt: {}", s(&p["next_attempt_at"]));
+        }
+        let c = &p["credential"];
+        if let Some(err) = c.get("error") {
+            println!("  credential:   unusable: {}", s(err));
+        } else {
+            println!("  credential:   {} from {}, expires {}", s(&c["kind"]), s(&c["source"]), c["expires_at"].as_str().unwrap_or("unknown"));
+            if let Some(w) = c["expiry_warning"].as_str() {
+                println!("  WARNING:      {w}");
+            }
+            if c["rotation_interrupted"].as_bool() == Some(true) {
+                println!("  WARNING:      a machine-token rotation was interrupted; see the docs");
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

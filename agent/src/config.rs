@@ -1,0 +1,309 @@
+//! Configuration: a TOML file (the platform config directory, or `--config PATH`) with
+//! one or more server profiles, overridden by `KEYTALLY_*` environment variables.
+//! A bad configuration is reported as one line naming the file and the key.
+//!
+//! ```toml
+//! state_dir = "/var/lib/keytally"        # optional
+//! [sync]
+//! max_pending = 100000
+//! backoff_cap = "15m"
+//! drain_rate = 10                        # requests per second, at most
+//! heartbeat = "6h"
+//! [profiles.eu]
+//! server = "https://eu.example/api/external/ybk-management"
+//! token_file = "/etc/keytally/eu.token"  # or token_env = "VAR", or:
+//! # client_id = "..."; client_secret_file = "..."; token_url = "https://.../oauth/token"
+//! # machine_token_file = "...";  rotate = true
+//! ca_file = "/etc/keytally/ca.pem"
+//! match = ["1234"]                       # uniqueId prefixes; default: every key
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error in {file}: {key}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    sync: RawSync,
+    #[serde(default)]
+    profiles: BTreeMap<String, RawProfile>,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    max_pending: Option<u64>,
+    backoff_cap: Option<String>,
+    drain_rate: Option<f64>,
+    heartbeat: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfile {
+    pub server: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub token_env: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub client_secret_env: Option<String>,
+    pub token_url: Option<String>,
+    pub client_auth: Option<String>,
+    pub scope: Option<String>,
+    pub machine_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub rotate: bool,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default, rename = "match")]
+    pub match_prefixes: Vec<String>,
+}
+
+/// How a profile authenticates (the secret itself is loaded later, by `auth_setup`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthConfig {
+    /// Static token from an environment variable (by name) or a file.
+    TokenEnv(String),
+    TokenFile(PathBuf),
+    OAuth { client_id: String, secret_env: Option<String>, secret_file: Option<PathBuf>, token_url: String, basic: bool, scope: Option<String> },
+    Machine { file: PathBuf, initial_env: Option<String>, rotate: bool },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub name: String,
+    pub server: String,
+    pub auth: AuthConfig,
+    pub ca_file: Option<PathBuf>,
+    pub match_prefixes: Vec<String>,
+}
+
+impl Profile {
+    /// Whether a record with this uniqueId goes to this profile.
+    pub fn matches(&self, unique_id: &str) -> bool {
+        self.match_prefixes.is_empty() || self.match_prefixes.iter().any(|p| unique_id.starts_with(p.as_str()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where the file was (or would be) read from.
+    pub file: String,
+    pub state_dir: PathBuf,
+    pub max_pending: u64,
+    pub backoff_cap: Duration,
+    pub drain_rate: f64,
+    pub heartbeat: Duration,
+    pub timeout: Duration,
+    pub profiles: Vec<Profile>,
+}
+
+/// The default config file: `<config dir>/keytally/config.toml`.
+pub fn default_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "keytally").map(|d| d.config_dir().join("config.toml"))
+}
+
+fn default_state_dir() -> PathBuf {
+    directories::ProjectDirs::from("", "", "keytally")
+        .map(|d| d.data_local_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from(".keytally"))
+}
+
+/// Loads the configuration: `explicit` (must exist) or the default path (may be absent),
+/// then the environment (`env` is a lookup so tests need not touch the process env).
+pub fn load(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let path = explicit.map(Path::to_path_buf).or_else(default_path);
+    let file = path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<no config file>".into());
+    let bad = |key: &str, message: String| ConfigError { file: file.clone(), key: key.to_owned(), message };
+    let raw: RawFile = match &path {
+        Some(p) if p.exists() || explicit.is_some() => {
+            let text = std::fs::read_to_string(p).map_err(|e| bad("(file)", e.to_string()))?;
+            toml::from_str(&text).map_err(|e| {
+                let key = match e.span() {
+                    Some(sp) => {
+                        let snippet: String = text.get(sp.clone()).unwrap_or("").trim().chars().take(60).collect();
+                        let line = text.get(..sp.start).map(|t| t.lines().count().max(1)).unwrap_or(1);
+                        if snippet.is_empty() || snippet.contains('\n') { format!("line {line}") } else { format!("{snippet} (line {line})") }
+                    }
+                    None => "(file)".into(),
+                };
+                bad(&key, e.message().replace('\n', " "))
+            })?
+        }
+        _ => RawFile::default(),
+    };
+    let dur = |key: &str, v: &Option<String>, d: Duration| -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(d),
+            Some(s) => humantime::parse_duration(s).map_err(|e| bad(key, format!("{s:?} is not a duration ({e}); write e.g. \"15m\""))),
+        }
+    };
+    let backoff_cap = dur("sync.backoff_cap", &raw.sync.backoff_cap, Duration::from_secs(15 * 60))?;
+    let heartbeat = dur("sync.heartbeat", &raw.sync.heartbeat, Duration::from_secs(6 * 3600))?;
+    let timeout = dur("sync.timeout", &raw.sync.timeout, Duration::from_secs(30))?;
+    let drain_rate = raw.sync.drain_rate.unwrap_or(10.0);
+    if !(drain_rate.is_finite() && drain_rate > 0.0 && drain_rate <= 1000.0) {
+        return Err(bad("sync.drain_rate", format!("{drain_rate} must be between 0 and 1000 requests per second")));
+    }
+    let state_dir = env("KEYTALLY_STATE_DIR").map(PathBuf::from).or(raw.state_dir).unwrap_or_else(default_state_dir);
+
+    let mut raws = raw.profiles;
+    // Environment overrides apply to the profile named "default" (created when needed).
+    let env_keys = ["KEYTALLY_SERVER", "KEYTALLY_TOKEN", "KEYTALLY_TOKEN_FILE", "KEYTALLY_CLIENT_ID", "KEYTALLY_CLIENT_SECRET", "KEYTALLY_TOKEN_URL"];
+    if env_keys.iter().any(|k| env(k).is_some()) {
+        let p = raws.entry("default".into()).or_default();
+        if let Some(v) = env("KEYTALLY_SERVER") {
+            p.server = Some(v);
+        }
+        if env("KEYTALLY_TOKEN").is_some() {
+            p.token_env = Some("KEYTALLY_TOKEN".into());
+            p.token_file = None;
+        }
+        if let Some(v) = env("KEYTALLY_TOKEN_FILE") {
+            p.token_file = Some(v.into());
+            p.token_env = None;
+        }
+        if let Some(v) = env("KEYTALLY_CLIENT_ID") {
+            p.client_id = Some(v);
+        }
+        if env("KEYTALLY_CLIENT_SECRET").is_some() {
+            p.client_secret_env = Some("KEYTALLY_CLIENT_SECRET".into());
+            p.client_secret_file = None;
+        }
+        if let Some(v) = env("KEYTALLY_TOKEN_URL") {
+            p.token_url = Some(v);
+        }
+    }
+    let mut profiles = Vec::new();
+    for (name, p) in raws {
+        let k = |f: &str| format!("profiles.{name}.{f}");
+        let server = p.server.clone().ok_or_else(|| bad(&k("server"), "missing: the devices API base URL".into()))?;
+        keytally_protocol::api::parse_secure_url("server URL", &server).map_err(|e| bad(&k("server"), e.to_string()))?;
+        let oauth = p.client_id.is_some() || p.token_url.is_some() || p.client_secret_env.is_some() || p.client_secret_file.is_some();
+        let statics = p.token_env.is_some() as u8 + p.token_file.is_some() as u8;
+        let auth = if oauth {
+            if statics > 0 || p.machine_token_file.is_some() {
+                return Err(bad(&k("client_id"), "choose one credential style: a token, client credentials, or a machine token".into()));
+            }
+            let client_id = p.client_id.clone().ok_or_else(|| bad(&k("client_id"), "missing (needed with token_url)".into()))?;
+            let token_url = p.token_url.clone().ok_or_else(|| bad(&k("token_url"), "missing (needed with client_id)".into()))?;
+            keytally_protocol::api::parse_secure_url("token URL", &token_url).map_err(|e| bad(&k("token_url"), e.to_string()))?;
+            if p.client_secret_env.is_none() && p.client_secret_file.is_none() {
+                return Err(bad(&k("client_secret_file"), "missing: set client_secret_file, client_secret_env or KEYTALLY_CLIENT_SECRET".into()));
+            }
+            let basic = match p.client_auth.as_deref() {
+                None | Some("basic") => true,
+                Some("body") => false,
+                Some(o) => return Err(bad(&k("client_auth"), format!("{o:?}: expected \"basic\" or \"body\""))),
+            };
+            AuthConfig::OAuth { client_id, secret_env: p.client_secret_env.clone(), secret_file: p.client_secret_file.clone(), token_url, basic, scope: p.scope.clone() }
+        } else if let Some(file) = p.machine_token_file.clone() {
+            if p.token_file.is_some() {
+                return Err(bad(&k("token_file"), "use machine_token_file alone (token_env may seed it)".into()));
+            }
+            AuthConfig::Machine { file, initial_env: p.token_env.clone(), rotate: p.rotate }
+        } else if let Some(v) = p.token_env.clone() {
+            if statics > 1 {
+                return Err(bad(&k("token_file"), "set token_file or token_env, not both".into()));
+            }
+            AuthConfig::TokenEnv(v)
+        } else if let Some(f) = p.token_file.clone() {
+            AuthConfig::TokenFile(f)
+        } else {
+            return Err(bad(&k("token_file"), "no credential: set token_file, token_env, client_id + token_url, or machine_token_file".into()));
+        };
+        profiles.push(Profile { name, server, auth, ca_file: p.ca_file, match_prefixes: p.match_prefixes });
+    }
+    Ok(Config { file, state_dir, max_pending: raw.sync.max_pending.unwrap_or(crate::outbox::DEFAULT_MAX_PENDING), backoff_cap, drain_rate, heartbeat, timeout, profiles })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn several_profiles_and_styles() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            &dir,
+            r#"
+            state_dir = "/tmp/kt"
+            [sync]
+            backoff_cap = "10m"
+            [profiles.eu]
+            server = "https://eu.example/api"
+            token_file = "/etc/keytally/eu.token"
+            [profiles.us]
+            server = "https://us.example/api"
+            client_id = "abc"
+            client_secret_file = "/etc/keytally/us.secret"
+            token_url = "https://us.example/oauth/token"
+            match = ["99"]
+            "#,
+        );
+        let c = load(Some(&p), &no_env).unwrap();
+        assert_eq!(c.profiles.len(), 2);
+        assert_eq!(c.backoff_cap, Duration::from_secs(600));
+        assert_eq!(c.profiles[0].auth, AuthConfig::TokenFile("/etc/keytally/eu.token".into()));
+        assert!(matches!(c.profiles[1].auth, AuthConfig::OAuth { basic: true, .. }));
+        assert!(c.profiles[1].matches("9912") && !c.profiles[1].matches("1234"));
+        assert!(c.profiles[0].matches("anything"));
+    }
+
+    #[test]
+    fn env_overrides_make_a_default_profile() {
+        let env = |k: &str| match k {
+            "KEYTALLY_SERVER" => Some("http://127.0.0.1:9/api".to_owned()),
+            "KEYTALLY_TOKEN" => Some("secret".to_owned()),
+            "KEYTALLY_STATE_DIR" => Some("/tmp/st".to_owned()),
+            _ => None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(Some(&write(&dir, "")), &env).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/st"));
+        assert_eq!(c.profiles[0].name, "default");
+        assert_eq!(c.profiles[0].auth, AuthConfig::TokenEnv("KEYTALLY_TOKEN".into()));
+    }
+
+    #[test]
+    fn bad_config_is_one_line_naming_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("[profiles.a]\nserver = \"http://example.com/api\"\ntoken_env = \"X\"\n", "profiles.a.server", "https://"),
+            ("[profiles.a]\nserver = \"https://e/api\"\n", "profiles.a.token_file", "no credential"),
+            ("[sync]\nbackoff_cap = \"soon\"\n", "sync.backoff_cap", "not a duration"),
+            ("[profiles.a]\nserver = \"https://e/api\"\ntokn_file = \"x\"\n", "tokn_file", "unknown field"),
+            ("[sync\n", "line 1", "unclosed"),
+        ];
+        for (text, key, what) in cases {
+            let p = write(&dir, text);
+            let e = load(Some(&p), &no_env).unwrap_err().to_string();
+            assert!(!e.contains('\n'), "{e}");
+            assert!(e.contains(&p.display().to_string()), "{e}");
+            assert!(e.contains(key) && e.to_lowercase().contains(what), "{text:?} gave {e}");
+        }
+        let e = load(Some(&dir.path().join("missing.toml")), &no_env).unwrap_err();
+        assert!(e.to_string().contains("missing.toml"));
+    }
+}
