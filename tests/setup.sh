@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what keytally's build, demo and tests need on a fresh Debian 12 machine:
+# Debian packages (pcscd with the vpcd virtual reader, build headers, QEMU for the VM lab)
+# and Yubico's ykman (the referee) in a venv at .venv. Idempotent: installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+APT_PACKAGES=(
+  pcscd libpcsclite-dev vsmartcard-vpcd   # PC/SC: the real daemon and the virtual reader
+  libudev-dev pkg-config                  # hidapi's hidraw backend
+  util-linux time                         # unshare for the isolated pcscd lab; GNU time for benches
+  python3-venv
+  ${KEYTALLY_EXTRA_APT:-}
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+YKMAN_VERSION=5.9.2
+if ! .venv/bin/ykman --version 2>/dev/null | grep -q "$YKMAN_VERSION"; then
+  echo "setup: creating .venv with yubikey-manager==$YKMAN_VERSION"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check "yubikey-manager==$YKMAN_VERSION" ${KEYTALLY_EXTRA_PIP:-}
+fi
+echo "setup: done"
