@@ -81,6 +81,18 @@ pub struct DeviceInfo {
     pub reset_blocked: Capabilities,
     pub fps_version: Option<Version>,
     pub stm_version: Option<Version>,
+    /// Tags yubikit leaves unparsed, kept raw: 0x09 app versions, 0x0F IAP detection,
+    /// 0x11 free form, 0x12 HID init delay.
+    pub unparsed: UnparsedTags,
+}
+
+/// DeviceInfo tags whose meaning Yubico does not publish; kept as the key sent them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct UnparsedTags {
+    pub app_versions: Option<Vec<u8>>,
+    pub iap_detection: Option<Vec<u8>>,
+    pub free_form: Option<Vec<u8>>,
+    pub hid_init_delay: Option<Vec<u8>>,
 }
 
 impl DeviceInfo {
@@ -107,6 +119,7 @@ impl DeviceInfo {
             reset_blocked: Capabilities::NONE,
             fps_version: None,
             stm_version: None,
+            unparsed: UnparsedTags::default(),
         }
     }
 
@@ -227,6 +240,12 @@ impl DeviceInfo {
             reset_blocked: Capabilities(int(tag::RESET_BLOCKED)?),
             fps_version: opt_version(tag::FPS_VERSION)?,
             stm_version: opt_version(tag::STM_VERSION)?,
+            unparsed: UnparsedTags {
+                app_versions: get(tag::APP_VERSIONS).map(<[u8]>::to_vec),
+                iap_detection: get(tag::IAP_DETECTION).map(<[u8]>::to_vec),
+                free_form: get(tag::FREE_FORM).map(<[u8]>::to_vec),
+                hid_init_delay: get(tag::HID_INIT_DELAY).map(<[u8]>::to_vec),
+            },
         })
     }
 }

@@ -25,6 +25,8 @@ pub enum ParseError {
     BadQualifier,
     #[error("response too short: {0}")]
     TooShort(&'static str),
+    #[error("CRC check failed")]
+    BadCrc,
 }
 
 /// An ISO 7816 status word other than 9000.
@@ -78,6 +80,42 @@ pub enum StatusKind {
     Unknown,
 }
 
+/// A CTAPHID ERROR frame's code (CTAP 2.1 §11.2.9.1.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CtapHidError(pub u8);
+
+impl CtapHidError {
+    pub const INVALID_CMD: Self = Self(0x01);
+    pub const INVALID_PAR: Self = Self(0x02);
+    pub const INVALID_LEN: Self = Self(0x03);
+    pub const INVALID_SEQ: Self = Self(0x04);
+    pub const MSG_TIMEOUT: Self = Self(0x05);
+    pub const CHANNEL_BUSY: Self = Self(0x06);
+    pub const LOCK_REQUIRED: Self = Self(0x0A);
+    pub const INVALID_CHANNEL: Self = Self(0x0B);
+    pub const OTHER: Self = Self(0x7F);
+
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            0x01 => "INVALID_CMD",
+            0x02 => "INVALID_PAR",
+            0x03 => "INVALID_LEN",
+            0x04 => "INVALID_SEQ",
+            0x05 => "MSG_TIMEOUT",
+            0x06 => "CHANNEL_BUSY",
+            0x0A => "LOCK_REQUIRED",
+            0x0B => "INVALID_CHANNEL",
+            _ => "OTHER",
+        }
+    }
+}
+
+impl fmt::Display for CtapHidError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{:02X} ({})", self.0, self.name())
+    }
+}
+
 /// Failures of the link itself, independent of what is on the other end.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
@@ -93,6 +131,12 @@ pub enum TransportError {
     Timeout,
     #[error("the reader is not available any more")]
     ReaderUnavailable,
+    #[error("access denied (no permission to open the device)")]
+    AccessDenied,
+    #[error("the key was unplugged during the read")]
+    Unplugged,
+    #[error("the device broke the protocol: {0}")]
+    Protocol(String),
     #[error("{0}")]
     Other(String),
 }
@@ -110,6 +154,12 @@ pub enum Error {
     NotSupported(&'static str),
     #[error("the card does not seem to be a YubiKey")]
     NotAYubiKey,
+    /// OTP HID: the key answered a command with a plain status report ("No data"): the
+    /// command is not supported, the data is not visible, or the key is still in reclaim.
+    #[error("the key rejected the command (no data)")]
+    CommandRejected,
+    #[error("the key answered with CTAPHID error {0}")]
+    Ctap(CtapHidError),
 }
 
 impl Error {

@@ -49,6 +49,10 @@ fn vector_1_5c_nfc_enhanced_pin() {
     assert!(i.pin_complexity);
     assert!(!i.nfc_restricted);
     assert_eq!(i.reset_blocked, C(0));
+    assert_eq!(i.unparsed.iap_detection.as_deref(), Some(&[0u8][..]));
+    assert_eq!(i.unparsed.free_form.as_deref(), Some(&[0u8, 0, 0, 0][..]));
+    assert_eq!(i.unparsed.hid_init_delay.as_deref(), Some(&[0u8][..]));
+    assert_eq!(i.unparsed.app_versions, None);
     assert_eq!(product_name(&i, Some(KeyType::Yk4)), "YubiKey 5C NFC - Enhanced PIN");
 }
 
@@ -126,6 +130,7 @@ fn vector_7_5ci() {
     assert_eq!(i.serial, Some(10500386));
     assert_eq!(i.form_factor, FormFactor::UsbCLightning);
     assert_eq!(i.version, Version::new(5, 2, 3));
+    assert_eq!(i.unparsed.iap_detection.as_deref(), Some(&[0x0Cu8][..]));
     assert_eq!(product_name(&i, Some(KeyType::Yk4)), "YubiKey 5Ci");
 }
 
