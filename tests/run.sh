@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
 # keytally's test command (after tests/setup.sh): the whole test suite, then the benchmarks,
-# which print figures next to ykman's rather than pass or fail on them.
+# which print figures next to ykman's rather than pass or fail on them. The last line sums
+# every test binary's results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export KEYTALLY_YKMAN="${KEYTALLY_YKMAN:-$PWD/.venv/bin/ykman}"
 export CARGO_TERM_COLOR=never
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 
 echo "== unit, property and end-to-end tests (real pcscd lab, ykman referee)"
-cargo test --workspace --locked
+status=0
+cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
 
-echo "== benchmark: keytally scan vs ykman info on the same virtual key"
-bash tests/bench/scan.sh
+if [ "$status" -eq 0 ]; then
+  echo "== benchmark: keytally scan vs ykman info on the same virtual key"
+  bash tests/bench/scan.sh || status=$?
+fi
+
+# One closing line for the whole run: "tests: N passed, M failed".
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
