@@ -16,6 +16,8 @@ cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
 if [ "$status" -eq 0 ]; then
   echo "== benchmark: keytally scan vs ykman info on the same virtual key"
   bash tests/bench/scan.sh || status=$?
+  echo "== benchmark: keytally run while idle"
+  bash tests/bench/idle.sh 60 || status=$?
 fi
 
 # One closing line for the whole run: "tests: N passed, M failed".

@@ -12,6 +12,7 @@ APT_PACKAGES=(
   pcscd libpcsclite-dev vsmartcard-vpcd   # PC/SC: the real daemon and the virtual reader
   libudev-dev pkg-config                  # hidapi's hidraw backend
   util-linux time                         # unshare for the isolated pcscd lab; GNU time for benches
+  tmux                                    # drives keytally enroll as a person would
   python3-venv
   ${KEYTALLY_EXTRA_APT:-}
 )

@@ -28,6 +28,68 @@ pub enum Command {
     Sync(SyncArgs),
     /// Show the outbox, quarantined records, last success/error and the credential in use.
     Status(StatusArgs),
+    /// The service: watch for keys coming and going, push every change, heartbeat.
+    Run(RunArgs),
+    /// Headless NFC tap station (`run --kiosk`): read, record and push every tap; one line each.
+    Kiosk(RunArgs),
+    /// IT enrollment desk: plug or tap keys one after another and assign owner, tags, status.
+    Enroll(EnrollArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EnrollArgs {
+    /// The owner's email address for every key (asked for each key when not given).
+    #[arg(long, value_name = "EMAIL")]
+    pub owner: Option<String>,
+
+    /// Tags for every key, comma-separated (asked for when not given).
+    #[arg(long, value_name = "LIST")]
+    pub tags: Option<String>,
+
+    /// Status for every key, e.g. Active or Shared (asked for when not given).
+    #[arg(long, value_name = "NAME")]
+    pub status: Option<String>,
+
+    /// Stop after this many keys (otherwise Ctrl-C stops and prints the summary).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Append every enrolled key to this CSV file.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<std::path::PathBuf>,
+
+    /// Only watch PC/SC readers whose name contains this text (case-insensitive).
+    #[arg(long, value_name = "SUBSTR")]
+    pub reader: Option<String>,
+
+    /// How long a push may take before the key is reported as queued.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub push_timeout: std::time::Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Kiosk mode: one line per tap on stdout, taps of one key merged (see `keytally kiosk`).
+    #[arg(long)]
+    pub kiosk: bool,
+
+    /// Only watch PC/SC readers whose name contains this text (case-insensitive).
+    #[arg(long, value_name = "SUBSTR")]
+    pub reader: Option<String>,
+
+    /// Kiosk: taps of the same key within this window are merged into one.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub merge_window: std::time::Duration,
+
+    /// How long a push may take before its records are reported as queued (they are
+    /// retried in the background).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub push_timeout: std::time::Duration,
+
+    /// How often queued records are retried while the outbox is not empty (the sync
+    /// scheduler's backoff still applies).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub retry_every: std::time::Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -39,6 +101,11 @@ pub struct SyncArgs {
     /// Only scan PC/SC readers whose name contains this text (case-insensitive).
     #[arg(long, value_name = "SUBSTR")]
     pub reader: Option<String>,
+
+    /// Queue the device records in this JSON file (an array, as `scan --json` prints)
+    /// instead of scanning.
+    #[arg(long, value_name = "FILE", conflicts_with = "reader")]
+    pub records: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,7 +121,14 @@ pub struct ScanArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Only scan PC/SC readers whose name contains this text (case-insensitive).
+    /// Only scan PC/SC readers whose name contains this text (case-insensitive). USB HID
+    /// nodes are then not scanned.
     #[arg(long, value_name = "SUBSTR")]
     pub reader: Option<String>,
+
+    /// The USB interfaces to read keys through, in the order to try them. A key is read
+    /// once, through the first interface that answers; an interface left out is never
+    /// opened (`otp,fido` leaves YubiKeys' own CCID readers alone).
+    #[arg(long, value_name = "LIST", default_value = "ccid,otp,fido")]
+    pub interfaces: keytally_device::usb_scan::InterfaceOrder,
 }

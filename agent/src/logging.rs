@@ -1,4 +1,7 @@
-//! Log set-up: human-readable lines on stderr, level from `-v` or `RUST_LOG`.
+//! Log set-up: lines on stderr, level from `-v` or `RUST_LOG`; plain (no colours, no
+//! timestamps) under systemd, where journald adds its own.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -10,9 +13,15 @@ pub fn init(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal() && !under_journald);
+    let _ = if under_journald {
+        builder.without_time().try_init()
+    } else {
+        builder.try_init()
+    };
 }

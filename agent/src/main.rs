@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod logging;
 mod outbox;
+mod pusher;
 mod sync;
 
 use std::process::ExitCode;

@@ -19,6 +19,7 @@ pub mod scan;
 pub mod smartcard;
 pub mod tlv;
 pub mod transport;
+pub mod usb_scan;
 pub mod version;
 
 pub use caps::{Capabilities, FormFactor, Transport};

@@ -1,8 +1,9 @@
 //! The management protocol: reading DeviceInfo page by page over any transport.
 //!
 //! The pager is transport-neutral: a backend only has to fetch one raw page
-//! (`LEN || TLVs`). The smart-card backend (SELECT management, READ CONFIG) lives here too;
-//! the OTP HID and CTAPHID backends plug into the same [`read_device_info`].
+//! (`LEN || TLVs`). Three backends plug into the same [`read_device_info`]: smart card
+//! (SELECT management, READ CONFIG), OTP HID (slot 0x13 with a page byte) and CTAPHID
+//! (vendor command 0xC2 with a page byte).
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,8 @@ use crate::device_info::{parse_page, tag, DeviceInfo, PageFraming};
 use crate::error::{Error, ParseError};
 use crate::smartcard::{aid, Apdu, SmartCardProtocol};
 use crate::tlv;
+use crate::transport::ctaphid::CtapHidDevice;
+use crate::transport::otp_hid::{strip_crc, OtpProtocol};
 use crate::version::Version;
 
 /// The first firmware that answers READ CONFIG.
@@ -22,6 +25,12 @@ pub const MAX_PAGES: u64 = 16;
 pub const MAX_PAGE_LEN: usize = 256;
 
 const INS_READ_CONFIG: u8 = 0x1D;
+/// OTP HID slot that answers DeviceInfo pages (`YK4_CAPABILITIES`).
+pub const OTP_SLOT_DEVICE_INFO: u8 = 0x13;
+/// OTP HID slot that answers the serial (4 bytes, big-endian).
+pub const OTP_SLOT_SERIAL: u8 = 0x10;
+/// Yubico's CTAPHID vendor command READ_CONFIG (0x40 + 2; 0xC2 on the wire).
+pub const CTAP_READ_CONFIG: u8 = 0x42;
 
 /// Something that can fetch one raw DeviceInfo page.
 pub trait ConfigPages {
@@ -75,17 +84,97 @@ impl<'p, 'c> SmartCardManagement<'p, 'c> {
 
     /// READ CONFIG for every page. Firmware before 4.1.0 has no such command.
     pub fn read_device_info(&mut self) -> Result<DeviceInfo, Error> {
-        if self.version < MIN_DEVICE_INFO_VERSION && self.version != DEV_VERSION {
-            return Err(Error::NotSupported("DeviceInfo needs firmware 4.1.0 or later"));
-        }
         let version = self.version;
-        read_device_info(self, PageFraming::Exact, version)
+        read_if_supported(self, PageFraming::Exact, version)
     }
 }
 
 impl ConfigPages for SmartCardManagement<'_, '_> {
     fn read_page(&mut self, page: u8) -> Result<Vec<u8>, Error> {
         self.protocol.send(&Apdu::new(0x00, INS_READ_CONFIG, page, 0x00, &[]))
+    }
+}
+
+/// [`read_device_info`] behind the rule every backend shares: READ CONFIG needs firmware
+/// 4.1.0 (or development firmware).
+fn read_if_supported(backend: &mut dyn ConfigPages, framing: PageFraming, version: Version) -> Result<DeviceInfo, Error> {
+    if version < MIN_DEVICE_INFO_VERSION && version != DEV_VERSION {
+        return Err(Error::NotSupported("DeviceInfo needs firmware 4.1.0 or later"));
+    }
+    read_device_info(backend, framing, version)
+}
+
+/// Management over the OTP HID interface.
+pub struct OtpManagement<'p, 'd> {
+    protocol: &'p mut OtpProtocol<'d>,
+}
+
+impl<'p, 'd> OtpManagement<'p, 'd> {
+    /// The version comes from the OTP status report. Firmware 1.x and 2.x (YubiKey
+    /// Standard) has no management at all.
+    pub fn new(protocol: &'p mut OtpProtocol<'d>) -> Result<Self, Error> {
+        let v = protocol.version;
+        if Version::new(1, 0, 0) <= v && v < Version::new(3, 0, 0) {
+            return Err(Error::NotSupported("no management application before firmware 3"));
+        }
+        Ok(Self { protocol })
+    }
+
+    pub fn version(&self) -> Version {
+        self.protocol.version
+    }
+
+    pub fn read_device_info(&mut self) -> Result<DeviceInfo, Error> {
+        let version = self.version();
+        read_if_supported(self, PageFraming::IgnoreTrailing, version)
+    }
+}
+
+impl ConfigPages for OtpManagement<'_, '_> {
+    /// The answer is `LEN || TLVs || CRC`, padded to whole reports; the CRC covers
+    /// `LEN + 1` bytes.
+    fn read_page(&mut self, page: u8) -> Result<Vec<u8>, Error> {
+        let response = self.protocol.send_and_receive(OTP_SLOT_DEVICE_INFO, &[page])?;
+        let len = usize::from(*response.first().ok_or(ParseError::Empty)?);
+        Ok(strip_crc(&response, len + 1)?.to_vec())
+    }
+}
+
+/// The serial over OTP HID (slot 0x10); `None` for 0. [`Error::CommandRejected`] when the
+/// key refuses (the serial is not visible over the API, or the key is in reclaim).
+pub fn otp_serial(protocol: &mut OtpProtocol<'_>) -> Result<Option<u32>, Error> {
+    let response = protocol.send_and_receive(OTP_SLOT_SERIAL, &[])?;
+    let serial = strip_crc(&response, 4)?;
+    Ok(Some(u32::from_be_bytes([serial[0], serial[1], serial[2], serial[3]])).filter(|s| *s != 0))
+}
+
+/// Management over CTAPHID.
+pub struct CtapManagement<'p, 'd> {
+    device: &'p mut CtapHidDevice<'d>,
+    pub version: Version,
+}
+
+impl<'p, 'd> CtapManagement<'p, 'd> {
+    /// The version comes from CTAPHID INIT. Before the YubiKey 4 that number was not the
+    /// firmware version: such keys are taken for a NEO (3.0.0), unless they speak CBOR.
+    pub fn new(device: &'p mut CtapHidDevice<'d>) -> Self {
+        let mut version = device.version;
+        let cbor = device.capabilities & crate::transport::ctaphid::capability::CBOR != 0;
+        if version.major < 4 && version != DEV_VERSION && !(version.major == 0 && cbor) {
+            version = Version::new(3, 0, 0);
+        }
+        Self { device, version }
+    }
+
+    pub fn read_device_info(&mut self) -> Result<DeviceInfo, Error> {
+        let version = self.version;
+        read_if_supported(self, PageFraming::Exact, version)
+    }
+}
+
+impl ConfigPages for CtapManagement<'_, '_> {
+    fn read_page(&mut self, page: u8) -> Result<Vec<u8>, Error> {
+        self.device.call(CTAP_READ_CONFIG, &[page])
     }
 }
 

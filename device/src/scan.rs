@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, TransportError};
-use crate::identify::{identify_smartcard, Identified};
+use crate::identify::{identify_smartcard, Identified, Pid};
 use crate::smartcard::SmartCardProtocol;
 use crate::transport::pcsc::PcscContext;
 
@@ -21,11 +21,33 @@ pub struct ScanOptions {
     pub reader_filter: Option<String>,
     /// How long one reader may take before it is reported as not answering.
     pub reader_timeout: Duration,
+    /// Leave out every YubiKey's own CCID reader (external and NFC readers are still read).
+    pub skip_yubikey_readers: bool,
+    /// Leave out the YubiKey readers of these PIDs (their keys were read another way).
+    pub skip_pids: Vec<Pid>,
 }
 
 impl Default for ScanOptions {
     fn default() -> Self {
-        Self { reader_filter: None, reader_timeout: Duration::from_secs(10) }
+        Self {
+            reader_filter: None,
+            reader_timeout: Duration::from_secs(10),
+            skip_yubikey_readers: false,
+            skip_pids: Vec::new(),
+        }
+    }
+}
+
+impl ScanOptions {
+    /// Whether `reader` is to be read at all.
+    pub(crate) fn wants(&self, reader: &str, filter: Option<&str>) -> bool {
+        if filter.is_some_and(|f| !reader.to_lowercase().contains(f)) {
+            return false;
+        }
+        match Pid::from_reader_name(reader) {
+            Some(pid) => !self.skip_yubikey_readers && !self.skip_pids.contains(&pid),
+            None => true,
+        }
     }
 }
 
@@ -63,7 +85,7 @@ pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, TransportError> {
     let readers: Vec<String> = ctx
         .readers()?
         .into_iter()
-        .filter(|r| filter.as_ref().is_none_or(|f| r.to_lowercase().contains(f)))
+        .filter(|r| opts.wants(r, filter.as_deref()))
         .collect();
 
     let (tx, rx) = mpsc::channel();
@@ -101,7 +123,7 @@ pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, TransportError> {
 }
 
 /// Reads the card in one reader; `Ok(None)` when the reader is empty.
-fn read_reader(ctx: &PcscContext, reader: &str) -> Result<Option<FoundKey>, Error> {
+pub fn read_reader(ctx: &PcscContext, reader: &str) -> Result<Option<FoundKey>, Error> {
     let Some(mut card) = ctx.connect(reader)? else { return Ok(None) };
     let pid = card.pid();
     let atr = card.atr().to_vec();

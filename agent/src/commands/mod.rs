@@ -1,5 +1,7 @@
 //! Dispatch from a parsed command line to the command that runs it.
 
+pub mod enroll;
+pub mod run;
 pub mod scan;
 pub mod status;
 pub mod sync;
@@ -11,7 +13,13 @@ use crate::cli::{Cli, Command};
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Scan(args) => scan::run(&args),
-        Command::Sync(args) => sync::run(cli.config.as_deref(), args.reader.as_deref()),
+        Command::Sync(args) => sync::run(cli.config.as_deref(), args.reader.as_deref(), args.records.as_deref()),
         Command::Status(args) => status::run(cli.config.as_deref(), args.json),
+        Command::Enroll(args) => enroll::run(cli.config.as_deref(), &args),
+        Command::Run(args) => run::run(cli.config.as_deref(), &args),
+        Command::Kiosk(mut args) => {
+            args.kiosk = true;
+            run::run(cli.config.as_deref(), &args)
+        }
     }
 }

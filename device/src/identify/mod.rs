@@ -3,11 +3,13 @@
 //! Sits on top of the management protocol; enumeration sits on top of this.
 
 mod fixups;
+mod hid;
 mod legacy;
 mod name;
 mod pid;
 
 pub use fixups::apply_fixups;
+pub use hid::{identify_ctap, identify_otp, Reclaim};
 pub use name::product_name;
 pub use pid::{KeyType, Pid, UsbInterfaces};
 
@@ -71,7 +73,18 @@ pub fn identify_smartcard(protocol: &mut SmartCardProtocol<'_>, pid: Option<Pid>
         }
     };
 
+    Ok(finish(info, key_type, interfaces, transport, pid))
+}
+
+/// The last steps on every path: yubikit's fix-ups, then the product name.
+fn finish(
+    info: DeviceInfo,
+    key_type: Option<KeyType>,
+    interfaces: UsbInterfaces,
+    transport: Transport,
+    pid: Option<Pid>,
+) -> Identified {
     let info = apply_fixups(info, key_type, interfaces);
     let name = product_name(&info, key_type);
-    Ok(Identified { info, key_type, name, transport, pid })
+    Identified { info, key_type, name, transport, pid }
 }

@@ -125,7 +125,7 @@ pub(crate) mod tests {
     #[test]
     fn endless_chaining_is_bounded() {
         let chunk: Vec<u8> = [vec![0u8; 256], vec![0x61, 0x00]].concat();
-        let answers: Vec<&[u8]> = std::iter::repeat(chunk.as_slice()).take(40).collect();
+        let answers: Vec<&[u8]> = std::iter::repeat_n(chunk.as_slice(), 40).collect();
         let mut card = Scripted::new(&answers);
         let err = SmartCardProtocol::new(&mut card).send(&Apdu::new(0, 0x1D, 0, 0, &[])).unwrap_err();
         assert!(matches!(err, Error::Parse(ParseError::Oversized { .. })));

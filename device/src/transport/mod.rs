@@ -1,3 +1,8 @@
 //! Transports: how bytes reach a key. Each knows its link, not YubiKeys.
 
+pub mod ctaphid;
+pub mod hid;
+pub mod otp_hid;
 pub mod pcsc;
+pub mod pcsc_watch;
+pub mod usb;

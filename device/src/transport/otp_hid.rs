@@ -268,26 +268,25 @@ pub(crate) mod tests {
     use super::*;
     use std::collections::VecDeque;
 
-    /// A scripted OTP device: answers `get_report` from a queue (repeating the idle status
-    /// when the queue is empty) and records every report written.
+    /// A scripted OTP device. It answers status reports (`idle`) until a whole frame was
+    /// written (the report tagged `0x89`), then plays that command's scripted answer, then
+    /// goes back to `idle`. `before` is served first, whatever was written.
     pub(crate) struct FakeOtp {
-        pub reads: VecDeque<Result<[u8; 8], TransportError>>,
+        pub answers: VecDeque<Vec<Result<[u8; 8], TransportError>>>,
+        pub before: VecDeque<Result<[u8; 8], TransportError>>,
+        current: VecDeque<Result<[u8; 8], TransportError>>,
         pub idle: [u8; 8],
         pub written: Vec<[u8; 8]>,
     }
 
     impl FakeOtp {
         pub fn new(idle: [u8; 8]) -> Self {
-            Self { reads: VecDeque::new(), idle, written: Vec::new() }
+            Self { answers: VecDeque::new(), before: VecDeque::new(), current: VecDeque::new(), idle, written: Vec::new() }
         }
 
-        /// Queues the reads one command takes: prog-seq status, one ready poll per report
-        /// sent, then `answer`.
-        pub fn answer(&mut self, sent_reports: usize, answer: &[[u8; 8]]) {
-            for _ in 0..=sent_reports {
-                self.reads.push_back(Ok(self.idle));
-            }
-            self.reads.extend(answer.iter().copied().map(Ok));
+        /// Scripts the answer to the next command.
+        pub fn answer(&mut self, answer: &[[u8; 8]]) {
+            self.answers.push_back(answer.iter().copied().map(Ok).collect());
         }
 
         /// The data reports for `data`, with its complement CRC appended, as a key sends them.
@@ -311,10 +310,13 @@ pub(crate) mod tests {
 
     impl FeatureReports for FakeOtp {
         fn get_report(&mut self) -> Result<[u8; 8], TransportError> {
-            self.reads.pop_front().unwrap_or(Ok(self.idle))
+            self.before.pop_front().or_else(|| self.current.pop_front()).unwrap_or(Ok(self.idle))
         }
         fn set_report(&mut self, report: &[u8; 8]) -> Result<(), TransportError> {
             self.written.push(*report);
+            if report[7] == 0x89 {
+                self.current = self.answers.pop_front().unwrap_or_default().into();
+            }
             Ok(())
         }
     }
@@ -354,14 +356,14 @@ pub(crate) mod tests {
         assert_eq!(page1, vec![[0x01, 0, 0, 0, 0, 0, 0, 0x80], [0x00, 0x13, 0x46, 0xC9, 0, 0, 0, 0x89]]);
         // A payload that reaches the middle chunks sends those too.
         let long = frame_reports(&format_frame(0x12, &[b'c'; 51]).unwrap());
-        assert_eq!(long.len(), 10);
+        assert_eq!(long.len(), 9, "the all-zero chunk 8 is skipped");
         assert!(format_frame(0x12, &[0; 65]).is_err());
     }
 
     #[test]
     fn reads_a_response_and_sends_the_reset_report() {
         let mut dev = FakeOtp::new(IDLE_543);
-        dev.answer(2, &FakeOtp::data_reports(&[0x00, 0x6B, 0x95, 0x6A]));
+        dev.answer(&FakeOtp::data_reports(&[0x00, 0x6B, 0x95, 0x6A]));
         let mut otp = OtpProtocol::new(&mut dev, fast()).unwrap();
         assert_eq!(otp.version, Version::new(5, 4, 3));
         let resp = otp.send_and_receive(0x10, &[]).unwrap();
@@ -371,14 +373,14 @@ pub(crate) mod tests {
             dev.written,
             vec![[0, 0, 0, 0, 0, 0, 0, 0x80], [0x00, 0x10, 0x6B, 0x5B, 0, 0, 0, 0x89], RESET_REPORT]
         );
-        // status + prog-seq + 2 × (ready poll + write) + 2 data + 1 end + reset
-        assert_eq!(reports, 10);
+        // status + prog-seq + 2 × (ready poll + write) + 1 data + 1 end + reset
+        assert_eq!(reports, 9);
     }
 
     #[test]
     fn a_plain_status_report_is_a_rejection() {
         let mut dev = FakeOtp::new(IDLE_543);
-        dev.answer(2, &[IDLE_543]);
+        dev.answer(&[IDLE_543]);
         let mut otp = OtpProtocol::new(&mut dev, fast()).unwrap();
         assert_eq!(otp.send_and_receive(0x13, &[0]).unwrap_err(), Error::CommandRejected);
     }
@@ -386,7 +388,7 @@ pub(crate) mod tests {
     #[test]
     fn an_advanced_programming_sequence_is_a_successful_write() {
         let mut dev = FakeOtp::new(IDLE_543);
-        dev.answer(2, &[[0x00, 5, 4, 3, 8, 0x01, 0, 0]]);
+        dev.answer(&[[0x00, 5, 4, 3, 8, 0x01, 0, 0]]);
         let mut otp = OtpProtocol::new(&mut dev, fast()).unwrap();
         assert_eq!(otp.send_and_receive(0x11, &[0]).unwrap(), vec![5, 4, 3, 8, 1, 0]);
     }
@@ -394,13 +396,12 @@ pub(crate) mod tests {
     #[test]
     fn waits_while_busy_and_for_the_write_flag() {
         let mut dev = FakeOtp::new(IDLE_543);
-        // prog-seq read, then the write flag is still set twice before the first report.
-        dev.reads.push_back(Ok(IDLE_543));
-        dev.reads.extend([[0, 5, 4, 3, 7, 0, 0, 0x80], [0, 5, 4, 3, 7, 0, 0, 0x81], IDLE_543].map(Ok));
-        dev.reads.push_back(Ok(IDLE_543));
+        // status, prog-seq, then the write flag is still set twice before the first report.
+        dev.before.extend([IDLE_543, IDLE_543, [0, 5, 4, 3, 7, 0, 0, 0x80], [0, 5, 4, 3, 7, 0, 0, 0x81]].map(Ok));
         // busy (processing), then waiting for touch, then the data.
-        dev.reads.extend([[0, 0, 0, 0, 0, 0, 0, 0x01], [0, 0, 0, 0, 0, 0, 0, 0x25]].map(Ok));
-        dev.reads.extend(FakeOtp::data_reports(&[1, 2, 3, 4]).into_iter().map(Ok));
+        let mut answer = vec![[0, 0, 0, 0, 0, 0, 0, 0x01], [0, 0, 0, 0, 0, 0, 0, 0x25]];
+        answer.extend(FakeOtp::data_reports(&[1, 2, 3, 4]));
+        dev.answer(&answer);
         let mut otp = OtpProtocol::new(&mut dev, fast()).unwrap();
         let resp = otp.send_and_receive(0x10, &[]).unwrap();
         assert_eq!(strip_crc(&resp, 4).unwrap(), [1, 2, 3, 4]);
@@ -409,10 +410,7 @@ pub(crate) mod tests {
     #[test]
     fn touch_that_never_comes_times_out() {
         let mut dev = FakeOtp::new(IDLE_543);
-        dev.answer(2, &[]);
-        dev.idle = [0, 0, 0, 0, 0, 0, 0, 0x2F];
-        // The constructor's status report is the first queued one.
-        dev.reads.push_front(Ok(IDLE_543));
+        dev.answer(&[[0, 0, 0, 0, 0, 0, 0, 0x2F]; 500]);
         let mut otp = OtpProtocol::new(&mut dev, fast()).unwrap();
         assert_eq!(otp.send_and_receive(0x10, &[]).unwrap_err(), Error::Transport(TransportError::Timeout));
         assert_eq!(dev.written.last(), Some(&RESET_REPORT));
@@ -428,12 +426,12 @@ pub(crate) mod tests {
     #[test]
     fn out_of_sequence_and_incomplete_transfers_are_errors() {
         let mut dev = FakeOtp::new(IDLE_543);
-        dev.answer(2, &[[1, 2, 3, 4, 5, 6, 7, 0x40], [0, 0, 0, 0, 0, 0, 0, 0x43]]);
+        dev.answer(&[[1, 2, 3, 4, 5, 6, 7, 0x40], [0, 0, 0, 0, 0, 0, 0, 0x43]]);
         let mut otp = OtpProtocol::new(&mut dev, fast()).unwrap();
         assert!(matches!(otp.send_and_receive(0x10, &[]), Err(Error::Transport(TransportError::Protocol(_)))));
 
         let mut dev = FakeOtp::new(IDLE_543);
-        dev.answer(2, &[[1, 2, 3, 4, 5, 6, 7, 0x40], IDLE_543]);
+        dev.answer(&[[1, 2, 3, 4, 5, 6, 7, 0x40], IDLE_543]);
         let mut otp = OtpProtocol::new(&mut dev, fast()).unwrap();
         assert!(matches!(otp.send_and_receive(0x10, &[]), Err(Error::Transport(TransportError::Protocol(_)))));
     }
@@ -442,7 +440,7 @@ pub(crate) mod tests {
     fn endless_data_is_cut_off() {
         let mut dev = FakeOtp::new(IDLE_543);
         let endless: Vec<[u8; 8]> = (0..31).map(|i| [0xAA, 0, 0, 0, 0, 0, 0, 0x40 | i]).collect();
-        dev.answer(2, &endless);
+        dev.answer(&endless);
         let mut otp = OtpProtocol::new(&mut dev, fast()).unwrap();
         assert!(matches!(otp.send_and_receive(0x10, &[]), Err(Error::Transport(TransportError::Protocol(_)))));
     }
@@ -450,8 +448,7 @@ pub(crate) mod tests {
     #[test]
     fn an_unplugged_key_is_a_clean_error() {
         let mut dev = FakeOtp::new(IDLE_543);
-        dev.answer(1, &[]);
-        dev.reads.push_back(Err(TransportError::Unplugged));
+        dev.answers.push_back(vec![Err(TransportError::Unplugged)]);
         let mut otp = OtpProtocol::new(&mut dev, fast()).unwrap();
         assert_eq!(otp.send_and_receive(0x10, &[]).unwrap_err(), Error::Transport(TransportError::Unplugged));
     }
@@ -466,7 +463,7 @@ pub(crate) mod tests {
         #[test]
         fn never_panics_on_arbitrary_reports(reports in proptest::collection::vec(proptest::array::uniform8(proptest::num::u8::ANY), 0..40)) {
             let mut dev = FakeOtp::new(IDLE_543);
-            dev.answer(2, &reports);
+            dev.answer(&reports);
             let mut otp = OtpProtocol::new(&mut dev, fast()).unwrap();
             if let Ok(resp) = otp.send_and_receive(0x13, &[0]) {
                 proptest::prop_assert!(resp.len() <= MAX_RESPONSE_REPORTS * 7);

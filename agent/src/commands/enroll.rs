@@ -1,0 +1,319 @@
+//! `keytally enroll`: the IT enrollment desk. Keys are plugged in or tapped one after
+//! another; each is shown, given an owner, tags and a status (from flags, or asked for),
+//! pushed, and reported synced or queued; the next key is accepted once this one is removed.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufRead, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use keytally_device::scan::{read_reader, FoundKey};
+use keytally_device::transport::pcsc::PcscContext;
+use keytally_device::transport::pcsc_watch::{PcscEvent, PcscWatcher};
+use keytally_protocol::mapping::{record_for, rfc3339, ObservationContext};
+use keytally_protocol::record::{Counted, DeviceRecord, Label, Owner, Status};
+use serde_json::{Map, Value};
+
+use crate::cli::EnrollArgs;
+use crate::commands::sync::{client_for, load_config, outbox_path, sync_once, EXIT_CONFIG};
+use crate::config::Config;
+use crate::outbox::Outbox;
+
+/// Running totals, shared with the Ctrl-C handler so the summary is printed either way.
+#[derive(Default)]
+struct Totals {
+    enrolled: AtomicU64,
+    synced: AtomicU64,
+    queued: AtomicU64,
+}
+
+impl Totals {
+    fn summary(&self) -> String {
+        format!(
+            "Enrolled {} key(s): {} synced, {} queued.",
+            self.enrolled.load(Ordering::SeqCst),
+            self.synced.load(Ordering::SeqCst),
+            self.queued.load(Ordering::SeqCst)
+        )
+    }
+}
+
+pub fn run(config_path: Option<&Path>, args: &EnrollArgs) -> ExitCode {
+    let cfg = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if cfg.profiles.is_empty() {
+        eprintln!("keytally: configuration error in {}: profiles: no server profile (set KEYTALLY_SERVER or add [profiles.NAME])", cfg.file);
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keytally: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let totals = Arc::new(Totals::default());
+    {
+        let totals = Arc::clone(&totals);
+        rt.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                println!("\n{}", totals.summary());
+                std::process::exit(0);
+            }
+        });
+    }
+    let agent_id = crate::agent_id::agent_id();
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let mut desk = Desk { cfg, args, rt: &rt, totals: Arc::clone(&totals), stdin: io::stdin().lock() };
+    let mut watcher = PcscWatcher::new(args.reader.as_deref());
+    let mut ctx: Option<PcscContext> = None;
+
+    loop {
+        if args.count.is_some_and(|n| totals.enrolled.load(Ordering::SeqCst) >= n) {
+            break;
+        }
+        println!("\nWaiting for a key: plug it in or tap it on a reader... ({} enrolled so far)", totals.enrolled.load(Ordering::SeqCst));
+        let Some(key) = wait_for_key(&mut watcher, &mut ctx) else { break };
+        let observed = ObservationContext { agent_id, host: host.clone(), observed_at: SystemTime::now() };
+        match desk.enroll(&key, &observed) {
+            Ok(true) => {}
+            Ok(false) => println!("Skipped."),
+            Err(Quit) => break,
+        }
+        println!("Remove the key to continue.");
+        wait_for_removal(&mut watcher, &key.reader);
+    }
+    println!("\n{}", totals.summary());
+    ExitCode::SUCCESS
+}
+
+/// End of input: stop and print the summary.
+struct Quit;
+
+struct Desk<'a> {
+    cfg: Config,
+    args: &'a EnrollArgs,
+    rt: &'a tokio::runtime::Runtime,
+    totals: Arc<Totals>,
+    stdin: io::StdinLock<'static>,
+}
+
+impl Desk<'_> {
+    /// Shows the key, asks for what the flags did not give, pushes. `Ok(false)`: skipped.
+    fn enroll(&mut self, key: &FoundKey, observed: &ObservationContext) -> Result<bool, Quit> {
+        let k = &key.key;
+        let serial = k.info.serial.map_or_else(|| "none".to_string(), |s| s.to_string());
+        println!("Found: {}  serial {}  firmware {}  {}  via {} ({})", k.name, serial, k.info.version_name(), k.info.form_factor.display_name(), k.transport.as_str().to_uppercase(), key.reader);
+        let mut record = record_for(k, Some(&key.reader), observed);
+
+        if let Some(owner) = self.enrolled_owner(&record.yubikey.unique_id) {
+            println!("! This key is already enrolled to {owner}.");
+            if !self.ask("Overwrite its owner? [y/N]: ")?.trim().eq_ignore_ascii_case("y") {
+                return Ok(false);
+            }
+        }
+        let email = match &self.args.owner {
+            Some(o) => o.clone(),
+            None => loop {
+                let answer = self.ask("Owner email: ")?;
+                let answer = answer.trim();
+                if is_email(answer) {
+                    break answer.to_string();
+                }
+                println!("  \"{answer}\" is not an email address.");
+            },
+        };
+        let tags = match &self.args.tags {
+            Some(t) => t.clone(),
+            None => self.ask("Tags (comma-separated, empty for none): ")?.trim().to_string(),
+        };
+        let status = match &self.args.status {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.ask("Status [Active]: ")?;
+                if s.trim().is_empty() { "Active".to_string() } else { s.trim().to_string() }
+            }
+        };
+        assign(&mut record, &email, &tags, &status);
+        let Ok(body) = serde_json::to_value(&record) else { return Ok(false) };
+        let pushed = self.rt.block_on(async { tokio::time::timeout(self.args.push_timeout, sync_once(&self.cfg, std::slice::from_ref(&body))).await });
+        let synced = matches!(pushed, Ok(Ok(_))) && !Outbox::open(&outbox_path(&self.cfg), self.cfg.max_pending).and_then(|o| o.is_pending(&record.yubikey.unique_id)).unwrap_or(true);
+        let state = if synced { "synced" } else { "queued (it will be pushed when the server answers)" };
+        println!("Enrolled {} ({}) to {email}: {state}", k.name, serial);
+        self.totals.enrolled.fetch_add(1, Ordering::SeqCst);
+        if synced {
+            self.totals.synced.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.totals.queued.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some(path) = &self.args.csv {
+            if let Err(e) = append_csv(path, &record, &email, &tags, &status, if synced { "synced" } else { "queued" }) {
+                eprintln!("keytally: cannot write {}: {e}", path.display());
+            }
+        }
+        Ok(true)
+    }
+
+    fn ask(&mut self, prompt: &str) -> Result<String, Quit> {
+        print!("{prompt}");
+        let _ = io::stdout().flush();
+        let mut line = String::new();
+        match self.stdin.read_line(&mut line) {
+            Ok(0) | Err(_) => Err(Quit),
+            Ok(_) => Ok(line),
+        }
+    }
+
+    /// The owner the server has for this key, if any (asked of every profile, briefly).
+    fn enrolled_owner(&self, unique_id: &str) -> Option<String> {
+        for p in &self.cfg.profiles {
+            let Ok(client) = client_for(&self.cfg, p) else { continue };
+            let listed = self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(3), client.list_all(500, 100_000)).await });
+            let Ok(Ok(devices)) = listed else {
+                println!("  (could not ask {} whether this key is enrolled)", p.name);
+                continue;
+            };
+            let owner = devices
+                .iter()
+                .find(|d| d.pointer("/yubikey/uniqueId").and_then(Value::as_str) == Some(unique_id))
+                .and_then(|d| d.pointer("/owners/items/0"))
+                .and_then(|o| o.get("email").or_else(|| o.get("name")))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string);
+            if owner.is_some() {
+                return owner;
+            }
+        }
+        None
+    }
+}
+
+fn is_email(s: &str) -> bool {
+    let mut parts = s.split('@');
+    matches!((parts.next(), parts.next(), parts.next()), (Some(user), Some(domain), None) if !user.is_empty() && domain.contains('.') && !s.contains(char::is_whitespace))
+}
+
+/// Puts the owner, tags and status into the record.
+fn assign(record: &mut DeviceRecord, email: &str, tags: &str, status: &str) {
+    let owner = Owner {
+        code: None,
+        name: None,
+        email: Some(email.to_string()),
+        is_admin: None,
+        sid: None,
+        entra_id: None,
+        last_login: None,
+        groups: Counted::default(),
+        tags: Counted::default(),
+        extra: Map::new(),
+    };
+    record.owners = Counted { count: 1, items: vec![owner] };
+    record.tags = tags
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| Label { kind: None, source: None, description: None, code: None, name: Some(t.to_string()), extra: Map::new() })
+        .collect();
+    record.status = Some(Status { code: None, name: Some(status.to_string()), extra: Map::new() });
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// One row per enrolled key; the header is written when the file is new.
+fn append_csv(path: &Path, r: &DeviceRecord, email: &str, tags: &str, status: &str, result: &str) -> io::Result<()> {
+    let new = !path.exists();
+    let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+    if new {
+        writeln!(f, "enrolled_at,unique_id,serial,name,firmware,owner,tags,status,result")?;
+    }
+    let y = &r.yubikey;
+    let row = [
+        rfc3339(SystemTime::now()),
+        y.unique_id.clone(),
+        y.serial_number.clone().unwrap_or_default(),
+        y.name.clone(),
+        y.firmware_version.clone(),
+        email.to_string(),
+        tags.to_string(),
+        status.to_string(),
+        result.to_string(),
+    ];
+    writeln!(f, "{}", row.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","))?;
+    f.sync_data()
+}
+
+/// Blocks until a key is inserted and read; `None` when PC/SC cannot be used at all.
+fn wait_for_key(watcher: &mut PcscWatcher, ctx: &mut Option<PcscContext>) -> Option<FoundKey> {
+    let mut told = false;
+    loop {
+        let events = match watcher.wait(Duration::from_secs(3600)) {
+            Ok(ev) => ev,
+            Err(e) => {
+                if !told {
+                    eprintln!("keytally: PC/SC is not available ({e}); waiting for pcscd");
+                    told = true;
+                }
+                std::thread::sleep(Duration::from_secs(2));
+                continue;
+            }
+        };
+        for ev in events {
+            let PcscEvent::CardInserted { reader, .. } = ev else { continue };
+            if ctx.is_none() {
+                *ctx = PcscContext::establish().ok();
+            }
+            let Some(c) = ctx.as_ref() else { continue };
+            match read_reader(c, &reader) {
+                Ok(Some(key)) => return Some(key),
+                Ok(None) => {}
+                Err(e) => println!("Could not read the key on \"{reader}\": {e}. Remove it and try again."),
+            }
+        }
+    }
+}
+
+fn wait_for_removal(watcher: &mut PcscWatcher, reader: &str) {
+    loop {
+        match watcher.wait(Duration::from_secs(3600)) {
+            Ok(events) => {
+                if events.iter().any(|e| matches!(e, PcscEvent::CardRemoved { reader: r } | PcscEvent::ReaderRemoved(r) if r == reader)) {
+                    return;
+                }
+            }
+            Err(_) => return, // PC/SC went away: the key is as good as removed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert!(is_email("alice@example.com"));
+        assert!(!is_email("alice"));
+        assert!(!is_email("a@b"));
+        assert!(!is_email("a b@example.com"));
+        assert!(!is_email("a@b@example.com"));
+    }
+
+    #[test]
+    fn csv_quoting() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+}

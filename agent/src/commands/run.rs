@@ -1,0 +1,288 @@
+//! `keytally run` (the service) and `keytally kiosk` (a headless NFC tap station): one
+//! event loop over PC/SC, two ways of handling what it sees.
+//!
+//! The loop blocks in `SCardGetStatusChange` (readers and cards coming and going; no
+//! polling) with the next heartbeat as its only timeout, and hands records to the
+//! [`Pusher`], the only part that talks to the server.
+//! - service: a full scan at start and after every change; attached keys are re-sent at a
+//!   jittered heartbeat (the outbox pushes only changed records otherwise);
+//! - kiosk: each tap is read from its reader, recorded, pushed, and reported in one line;
+//!   taps of the same key within the merge window are merged.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use keytally_device::error::TransportError;
+use keytally_device::scan::{read_reader, FoundKey};
+use keytally_device::transport::pcsc::PcscContext;
+use keytally_device::transport::pcsc_watch::{PcscEvent, PcscWatcher};
+use keytally_protocol::mapping::{record_for, rfc3339, ObservationContext};
+use rand::Rng;
+use serde_json::Value;
+
+use crate::cli::RunArgs;
+use crate::commands::sync::{load_config, EXIT_CONFIG};
+use crate::pusher::{Job, PushTiming, Pusher, TapLine};
+
+pub fn run(config_path: Option<&Path>, args: &RunArgs) -> ExitCode {
+    let cfg = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if cfg.profiles.is_empty() {
+        eprintln!("keytally: configuration error in {}: profiles: no server profile (set KEYTALLY_SERVER or add [profiles.NAME])", cfg.file);
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let heartbeat = cfg.heartbeat;
+    let timing = PushTiming { push_timeout: args.push_timeout, retry_every: args.retry_every, announce_delivery: args.kiosk };
+    let pusher = match Pusher::start(cfg, timing) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("keytally: cannot start the push worker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let observer = Observer {
+        agent_id: crate::agent_id::agent_id(),
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+    };
+    if args.kiosk {
+        eprintln!("keytally kiosk: waiting for taps (Ctrl-C to stop)");
+        let mut kiosk = Kiosk { observer, merge_window: args.merge_window, last_tap: HashMap::new(), ctx: None, feedback: Feedback::default() };
+        event_loop(&pusher, args.reader.as_deref(), &mut kiosk);
+    } else {
+        tracing::info!("keytally service started");
+        let mut service = Service {
+            reader: args.reader.clone(),
+            attached: HashMap::new(),
+            heartbeat,
+            next_heartbeat: Instant::now() + jittered(heartbeat),
+        };
+        service.rescan(&pusher);
+        event_loop(&pusher, args.reader.as_deref(), &mut service);
+    }
+    pusher.finish();
+    ExitCode::SUCCESS
+}
+
+/// What the event loop drives.
+trait Handler {
+    /// How long the next wait may last (the next timer due).
+    fn timeout(&self) -> Duration;
+    /// A batch of PC/SC changes.
+    fn on_events(&mut self, events: Vec<PcscEvent>, pusher: &Pusher);
+    /// After every wait, events or not (timers).
+    fn on_wake(&mut self, _pusher: &Pusher) {}
+}
+
+/// Waits on PC/SC until the pusher stops.
+fn event_loop(pusher: &Pusher, reader: Option<&str>, handler: &mut dyn Handler) {
+    let mut watcher = PcscWatcher::new(reader);
+    let mut down_since: Option<Instant> = None;
+    while !pusher.stopping() {
+        let wait = handler.timeout();
+        match watcher.wait(wait) {
+            Ok(events) => {
+                if down_since.take().is_some() {
+                    eprintln!("keytally: PC/SC is back");
+                }
+                *pusher.canceller.lock().unwrap_or_else(|p| p.into_inner()) = watcher.canceller();
+                if !events.is_empty() && !pusher.stopping() {
+                    handler.on_events(events, pusher);
+                }
+            }
+            Err(e) => {
+                if down_since.is_none() {
+                    eprintln!("keytally: PC/SC is not available ({e}); waiting for pcscd");
+                    down_since = Some(Instant::now());
+                }
+                sleep_unless(&pusher.stop, Duration::from_secs(2));
+            }
+        }
+        handler.on_wake(pusher);
+    }
+}
+
+/// A heartbeat interval with ±10 % jitter, so a fleet does not beat in step.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range(0.9..1.1))
+}
+
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The agent facts that go into every record.
+struct Observer {
+    agent_id: uuid::Uuid,
+    host: String,
+}
+
+impl Observer {
+    fn context(&self) -> ObservationContext {
+        ObservationContext { agent_id: self.agent_id, host: self.host.clone(), observed_at: SystemTime::now() }
+    }
+}
+
+/// The service: keeps the attached keys and pushes what changed.
+struct Service {
+    reader: Option<String>,
+    /// uniqueId → the last record seen, for the heartbeat.
+    attached: HashMap<String, Value>,
+    heartbeat: Duration,
+    next_heartbeat: Instant,
+}
+
+impl Handler for Service {
+    fn timeout(&self) -> Duration {
+        self.next_heartbeat.saturating_duration_since(Instant::now())
+    }
+
+    fn on_events(&mut self, _events: Vec<PcscEvent>, pusher: &Pusher) {
+        self.rescan(pusher);
+    }
+
+    fn on_wake(&mut self, pusher: &Pusher) {
+        if Instant::now() >= self.next_heartbeat {
+            self.heartbeat(pusher);
+            self.next_heartbeat = Instant::now() + jittered(self.heartbeat);
+        }
+    }
+}
+
+impl Service {
+    fn rescan(&mut self, pusher: &Pusher) {
+        let records = match crate::commands::scan::collect_records(self.reader.as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("scan failed: {e:#}");
+                return;
+            }
+        };
+        let mut now_attached = HashMap::new();
+        for r in records {
+            let uid = r.yubikey.unique_id.clone();
+            if !self.attached.contains_key(&uid) {
+                tracing::info!(unique_id = uid, name = r.yubikey.name, "key attached");
+            }
+            if let Ok(v) = serde_json::to_value(&r) {
+                now_attached.insert(uid, v);
+            }
+        }
+        for uid in self.attached.keys().filter(|u| !now_attached.contains_key(*u)) {
+            tracing::info!(unique_id = uid, "key removed");
+        }
+        self.attached = now_attached;
+        let records: Vec<Value> = self.attached.values().cloned().collect();
+        if !records.is_empty() {
+            pusher.send(Job { records, tap: None });
+        }
+    }
+
+    /// Re-sends the attached keys with a fresh `lastUsed`; the outbox turns an unchanged
+    /// record into a push only once its heartbeat is due.
+    fn heartbeat(&mut self, pusher: &Pusher) {
+        let now = rfc3339(SystemTime::now());
+        let records: Vec<Value> = self
+            .attached
+            .values_mut()
+            .map(|r| {
+                if let Some(y) = r.get_mut("yubikey").and_then(Value::as_object_mut) {
+                    y.insert("lastUsed".into(), Value::String(now.clone()));
+                }
+                r.clone()
+            })
+            .collect();
+        tracing::info!(keys = records.len(), "heartbeat");
+        if !records.is_empty() {
+            pusher.send(Job { records, tap: None });
+        }
+    }
+}
+
+/// The kiosk: one read per tap, merged within a window, one line each.
+struct Kiosk {
+    observer: Observer,
+    merge_window: Duration,
+    last_tap: HashMap<String, Instant>,
+    ctx: Option<PcscContext>,
+    feedback: Feedback,
+}
+
+impl Handler for Kiosk {
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(3600)
+    }
+
+    fn on_events(&mut self, events: Vec<PcscEvent>, pusher: &Pusher) {
+        for event in events {
+            let PcscEvent::CardInserted { reader, .. } = event else {
+                tracing::debug!(?event, "PC/SC event");
+                continue;
+            };
+            let present_at = Instant::now();
+            let key = match self.read(&reader) {
+                Ok(Some(key)) => key,
+                Ok(None) => continue, // gone before it could be read: not a tap
+                Err(e) => {
+                    println!("{}  {reader}  unreadable key: {e}", rfc3339(SystemTime::now()));
+                    self.feedback.give(&reader, false);
+                    continue;
+                }
+            };
+            let ctx = self.observer.context();
+            let record = record_for(&key.key, Some(&key.reader), &ctx);
+            let unique_id = record.yubikey.unique_id.clone();
+            let merged = self.last_tap.get(&unique_id).is_some_and(|t| present_at.duration_since(*t) < self.merge_window);
+            self.last_tap.retain(|_, t| present_at.duration_since(*t) < self.merge_window);
+            self.last_tap.insert(unique_id.clone(), present_at);
+            if merged {
+                tracing::info!(unique_id, "tap merged with the previous one of the same key");
+                continue;
+            }
+            let Ok(mut record) = serde_json::to_value(&record) else { continue };
+            // A tap is an event of its own: its time makes it a new version to push.
+            if let Some(o) = record.get_mut("observation").and_then(Value::as_object_mut) {
+                o.insert("tappedAt".into(), Value::String(rfc3339(ctx.observed_at)));
+            }
+            self.feedback.give(&reader, true);
+            let tap = TapLine { reader, name: key.key.name.clone(), serial: key.key.info.serial, unique_id, present_at };
+            pusher.send(Job { records: vec![record], tap: Some(tap) });
+        }
+    }
+}
+
+impl Kiosk {
+    fn read(&mut self, reader: &str) -> Result<Option<FoundKey>, keytally_device::Error> {
+        if self.ctx.is_none() {
+            self.ctx = Some(PcscContext::establish()?);
+        }
+        let Some(ctx) = self.ctx.as_ref() else { return Err(TransportError::NoService.into()) };
+        let r = read_reader(ctx, reader);
+        if matches!(r, Err(keytally_device::Error::Transport(TransportError::NoService))) {
+            self.ctx = None;
+        }
+        r
+    }
+}
+
+/// Buzzer/LED feedback. No reader keytally knows of offers it through a standard PC/SC
+/// control code, so each reader is told about once and the stdout line is the feedback.
+#[derive(Default)]
+struct Feedback {
+    told: std::collections::HashSet<String>,
+}
+
+impl Feedback {
+    fn give(&mut self, reader: &str, _ok: bool) {
+        if self.told.insert(reader.to_string()) {
+            eprintln!("keytally kiosk: reader \"{reader}\" has no buzzer/LED control keytally can drive; the line on stdout is the feedback");
+        }
+    }
+}

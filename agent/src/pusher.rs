@@ -1,0 +1,177 @@
+//! The push worker of the long-running modes (`run`, `kiosk`): a thread with its own async
+//! runtime that takes records, puts them through the outbox to every server profile with a
+//! short deadline, retries a backlog until it is empty, and on SIGINT/SIGTERM flushes what it
+//! holds within that deadline. Nothing else in those modes talks to the network.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use keytally_device::transport::pcsc_watch::Canceller;
+use keytally_protocol::mapping::rfc3339;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::commands::sync::{outbox_path, sync_once};
+use crate::config::Config;
+use crate::outbox::Outbox;
+
+/// A kiosk tap to report with one line once it is synced or queued.
+pub struct TapLine {
+    pub reader: String,
+    pub name: String,
+    pub serial: Option<u32>,
+    pub unique_id: String,
+    /// When PC/SC reported the card present.
+    pub present_at: Instant,
+}
+
+/// Work for the pusher.
+pub struct Job {
+    pub records: Vec<Value>,
+    /// Set for kiosk taps: print the tap's line when the push is done or times out.
+    pub tap: Option<TapLine>,
+}
+
+/// Timing knobs.
+#[derive(Debug, Clone, Copy)]
+pub struct PushTiming {
+    /// How long a push may take before its records are reported as queued (the push
+    /// goes on at the next retry).
+    pub push_timeout: Duration,
+    /// How often a backlog is retried (the scheduler's backoff still applies).
+    pub retry_every: Duration,
+    /// Say on stdout when a backlog has been delivered (kiosk); otherwise it is logged.
+    pub announce_delivery: bool,
+}
+
+/// The running worker. Dropping the sender side (via [`Pusher::finish`]) ends it.
+pub struct Pusher {
+    tx: mpsc::UnboundedSender<Job>,
+    thread: JoinHandle<()>,
+    /// Raised when SIGINT/SIGTERM arrives (or the worker cannot run).
+    pub stop: Arc<AtomicBool>,
+    /// Woken on shutdown so a blocked PC/SC wait returns.
+    pub canceller: Arc<Mutex<Option<Canceller>>>,
+}
+
+impl Pusher {
+    pub fn start(cfg: Config, timing: PushTiming) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let canceller: Arc<Mutex<Option<Canceller>>> = Arc::default();
+        let (s, c) = (Arc::clone(&stop), Arc::clone(&canceller));
+        let thread = std::thread::Builder::new().name("push".into()).spawn(move || worker(cfg, rx, timing, s, c))?;
+        Ok(Self { tx, thread, stop, canceller })
+    }
+
+    /// Hands records over; false when the worker has stopped.
+    pub fn send(&self, job: Job) -> bool {
+        self.tx.send(job).is_ok()
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Lets the worker flush what it holds and waits for it.
+    pub fn finish(self) {
+        drop(self.tx);
+        let _ = self.thread.join();
+    }
+}
+
+fn worker(
+    cfg: Config,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    timing: PushTiming,
+    stop: Arc<AtomicBool>,
+    canceller: Arc<Mutex<Option<Canceller>>>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keytally: cannot start the async runtime: {e}");
+            stop.store(true, Ordering::SeqCst);
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+        };
+        tokio::pin!(shutdown);
+        let mut backlog = pending_count(&cfg) > 0;
+        loop {
+            // Idle means no timer at all: the next wake-up is a job, a signal or a backlog retry.
+            let retry = async {
+                if backlog {
+                    tokio::time::sleep(timing.retry_every).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => break,
+                job = rx.recv() => {
+                    let Some(job) = job else { break };
+                    let result = tokio::time::timeout(timing.push_timeout, sync_once(&cfg, &job.records)).await;
+                    if let Ok(Err(e)) = &result {
+                        tracing::warn!("push failed: {e:#}");
+                    }
+                    backlog = pending_count(&cfg) > 0;
+                    match job.tap {
+                        Some(tap) => {
+                            let state = if result.is_ok_and(|r| r.is_ok()) && !is_pending(&cfg, &tap.unique_id) { "synced" } else { "queued" };
+                            let serial = tap.serial.map_or_else(|| "no serial".to_string(), |s| format!("serial {s}"));
+                            println!(
+                                "{}  {}  {}  {}  {} ({} ms)",
+                                rfc3339(SystemTime::now()), tap.reader, tap.name, serial, state, tap.present_at.elapsed().as_millis()
+                            );
+                        }
+                        None => tracing::info!(records = job.records.len(), backlog, "pushed"),
+                    }
+                }
+                () = retry => {
+                    match tokio::time::timeout(timing.push_timeout, sync_once(&cfg, &[])).await {
+                        Ok(Ok(s)) if s.remaining == 0 => {
+                            backlog = false;
+                            if timing.announce_delivery {
+                                println!("{}  queued records delivered", rfc3339(SystemTime::now()));
+                            } else {
+                                tracing::info!("queued records delivered");
+                            }
+                        }
+                        _ => backlog = pending_count(&cfg) > 0,
+                    }
+                }
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        if let Some(c) = canceller.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            c.cancel();
+        }
+        // Records read but not yet pushed are in the channel: put them in the outbox and
+        // give the server one short chance; what does not make it stays queued.
+        let mut left = Vec::new();
+        while let Ok(job) = rx.try_recv() {
+            left.extend(job.records);
+        }
+        if !left.is_empty() || backlog {
+            let _ = tokio::time::timeout(timing.push_timeout, sync_once(&cfg, &left)).await;
+        }
+    });
+}
+
+fn pending_count(cfg: &Config) -> u64 {
+    Outbox::open(&outbox_path(cfg), cfg.max_pending).and_then(|o| o.depth(None)).unwrap_or(0)
+}
+
+fn is_pending(cfg: &Config, unique_id: &str) -> bool {
+    Outbox::open(&outbox_path(cfg), cfg.max_pending).and_then(|o| o.is_pending(unique_id)).unwrap_or(true)
+}

@@ -1,0 +1,166 @@
+//! HID devices through `hidapi` (on Linux its hidraw backend): listing nodes with their
+//! top-level usage, opening one, and moving feature reports (OTP) and input/output reports
+//! (CTAPHID) with report ID 0 prepended as the OS expects.
+
+use std::ffi::CString;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use hidapi::{HidApi, HidDevice, HidError};
+
+use super::ctaphid::{HidPackets, PACKET_SIZE};
+use super::otp_hid::{FeatureReports, REPORT_SIZE};
+use crate::error::TransportError;
+
+/// One HID node (a hidraw device on Linux), as listed; nothing is opened to list it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HidNodeInfo {
+    /// The OS path: `/dev/hidraw3` on Linux.
+    pub path: String,
+    pub vendor_id: u16,
+    pub product_id: u16,
+    /// The report descriptor's first usage page and usage.
+    pub usage_page: u16,
+    pub usage: u16,
+}
+
+/// Lists HID nodes of one vendor. On Linux this reads udev and sysfs only, so nodes the user
+/// may not open are listed too.
+pub fn list_nodes(vendor_id: u16) -> Result<Vec<HidNodeInfo>, TransportError> {
+    let mut api = api()?;
+    api.reset_devices().and_then(|()| api.add_devices(vendor_id, 0)).map_err(|e| TransportError::Other(format!("hidapi: {e}")))?;
+    let mut nodes: Vec<HidNodeInfo> = api
+        .device_list()
+        .map(|d| HidNodeInfo {
+            path: d.path().to_string_lossy().into_owned(),
+            vendor_id: d.vendor_id(),
+            product_id: d.product_id(),
+            usage_page: d.usage_page(),
+            usage: d.usage(),
+        })
+        .collect();
+    nodes.sort_by(|a, b| a.path.cmp(&b.path));
+    nodes.dedup();
+    Ok(nodes)
+}
+
+/// The process's hidapi context (hidapi wants one; creating it lists every HID device once).
+fn api() -> Result<MutexGuard<'static, HidApi>, TransportError> {
+    static API: OnceLock<Result<Mutex<HidApi>, String>> = OnceLock::new();
+    match API.get_or_init(|| HidApi::new().map(Mutex::new).map_err(|e| e.to_string())) {
+        Ok(api) => Ok(api.lock().unwrap_or_else(std::sync::PoisonError::into_inner)),
+        Err(e) => Err(TransportError::Other(format!("hidapi: {e}"))),
+    }
+}
+
+/// Maps hidapi's errors (text only, from the C library) onto link failures.
+fn map_error(e: HidError) -> TransportError {
+    let text = e.to_string();
+    let lower = text.to_lowercase();
+    if lower.contains("permission denied") || lower.contains("access denied") || lower.contains("access is denied") {
+        TransportError::AccessDenied
+    } else if ["no such device", "disconnected", "no such file", "endpoint shutdown"].iter().any(|m| lower.contains(m)) {
+        TransportError::Unplugged
+    } else if lower.contains("timed out") {
+        TransportError::Timeout
+    } else {
+        TransportError::Other(format!("HID: {text}"))
+    }
+}
+
+/// An open HID node.
+pub struct HidNode {
+    dev: HidDevice,
+}
+
+impl HidNode {
+    /// Opens `path` for reading and writing. A node the user may not open is
+    /// [`TransportError::AccessDenied`]; one that went away is [`TransportError::Unplugged`].
+    pub fn open(path: &str) -> Result<Self, TransportError> {
+        probe_access(path)?;
+        let cpath = CString::new(path).map_err(|_| TransportError::Other(format!("bad HID path {path:?}")))?;
+        let dev = api()?.open_path(&cpath).map_err(map_error)?;
+        Ok(Self { dev })
+    }
+}
+
+/// hidapi reports a failed open as text; on Linux, find out exactly why first.
+#[cfg(target_os = "linux")]
+fn probe_access(path: &str) -> Result<(), TransportError> {
+    use std::io::ErrorKind;
+    match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(TransportError::AccessDenied),
+        Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(19 /* ENODEV */) => {
+            Err(TransportError::Unplugged)
+        }
+        Err(e) => Err(TransportError::Other(format!("cannot open {path}: {e}"))),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn probe_access(_path: &str) -> Result<(), TransportError> {
+    Ok(())
+}
+
+impl FeatureReports for HidNode {
+    fn get_report(&mut self) -> Result<[u8; REPORT_SIZE], TransportError> {
+        // Report ID 0 goes in front; hidapi hands it back in byte 0 and counts it.
+        let mut buf = [0u8; REPORT_SIZE + 1];
+        let n = self.dev.get_feature_report(&mut buf).map_err(map_error)?;
+        if n != REPORT_SIZE + 1 {
+            return Err(TransportError::Protocol(format!("feature report of {n} bytes, expected {}", REPORT_SIZE + 1)));
+        }
+        let mut report = [0u8; REPORT_SIZE];
+        report.copy_from_slice(&buf[1..]);
+        Ok(report)
+    }
+
+    fn set_report(&mut self, report: &[u8; REPORT_SIZE]) -> Result<(), TransportError> {
+        let mut buf = [0u8; REPORT_SIZE + 1];
+        buf[1..].copy_from_slice(report);
+        self.dev.send_feature_report(&buf).map_err(map_error)
+    }
+}
+
+impl HidPackets for HidNode {
+    fn write_packet(&mut self, packet: &[u8; PACKET_SIZE]) -> Result<(), TransportError> {
+        let mut buf = [0u8; PACKET_SIZE + 1];
+        buf[1..].copy_from_slice(packet);
+        let n = self.dev.write(&buf).map_err(map_error)?;
+        if n < PACKET_SIZE {
+            return Err(TransportError::Protocol(format!("short HID write ({n} bytes)")));
+        }
+        Ok(())
+    }
+
+    fn read_packet(&mut self, timeout: Duration) -> Result<Option<[u8; PACKET_SIZE]>, TransportError> {
+        let mut buf = [0u8; PACKET_SIZE];
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX).max(1);
+        match self.dev.read_timeout(&mut buf, ms).map_err(map_error)? {
+            0 => Ok(None),
+            n if n < 7 => Err(TransportError::Protocol(format!("HID input report of {n} bytes"))),
+            // Shorter reports are zero-padded: the framing carries its own length.
+            _ => Ok(Some(buf)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidapi_errors_are_classified() {
+        let e = |m: &str| map_error(HidError::HidApiError { message: m.into() });
+        assert_eq!(e("Failed to open a device with path '/dev/hidraw0': Permission denied"), TransportError::AccessDenied);
+        assert_eq!(e("hid_read_timeout: unexpected poll error (device disconnected)"), TransportError::Unplugged);
+        assert_eq!(e("ioctl (GFEATURE): No such device"), TransportError::Unplugged);
+        assert!(matches!(e("something odd"), TransportError::Other(_)));
+    }
+
+    #[test]
+    fn a_missing_node_is_unplugged() {
+        assert_eq!(HidNode::open("/dev/keytally-no-such-hidraw").err(), Some(TransportError::Unplugged));
+    }
+}

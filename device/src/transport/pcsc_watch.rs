@@ -1,0 +1,184 @@
+//! Watching PC/SC without polling: readers arriving and leaving, cards inserted and removed.
+//!
+//! One `SCardGetStatusChange` call waits on every reader plus the PnP pseudo-reader. Each
+//! reader's current state is synced from its event state before the next wait, so the call
+//! blocks until something really changes (passing the PnP entry as UNAWARE every time is the
+//! well-known busy loop). A lost context (pcscd restarted or stopped) is rebuilt on the next
+//! wait.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::time::Duration;
+
+use pcsc::{Context, ReaderState, Scope, State, PNP_NOTIFICATION};
+
+use super::pcsc::map_error;
+use crate::error::TransportError;
+
+/// A change seen on the PC/SC side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PcscEvent {
+    ReaderAdded(String),
+    ReaderRemoved(String),
+    CardInserted { reader: String, atr: Vec<u8> },
+    CardRemoved { reader: String },
+}
+
+/// Per-reader bookkeeping between two waits.
+struct Known {
+    present: bool,
+    event_count: u32,
+}
+
+/// Blocks on PC/SC changes. Readers whose name does not contain the filter are ignored.
+pub struct PcscWatcher {
+    ctx: Option<Context>,
+    /// Index 0 is the PnP pseudo-reader.
+    states: Vec<ReaderState>,
+    known: HashMap<String, Known>,
+    filter: Option<String>,
+}
+
+impl PcscWatcher {
+    pub fn new(reader_filter: Option<&str>) -> Self {
+        Self { ctx: None, states: Vec::new(), known: HashMap::new(), filter: reader_filter.map(str::to_lowercase) }
+    }
+
+    /// A handle that wakes a blocked [`PcscWatcher::wait`] (for shutdown), once connected.
+    pub fn canceller(&self) -> Option<Canceller> {
+        self.ctx.clone().map(Canceller)
+    }
+
+    /// Waits up to `timeout` and returns what changed (empty on timeout or cancel). The first
+    /// call reports the cards already present as insertions.
+    pub fn wait(&mut self, timeout: Duration) -> Result<Vec<PcscEvent>, TransportError> {
+        let mut events = Vec::new();
+        if self.ctx.is_none() {
+            self.connect(&mut events)?;
+            if !events.is_empty() {
+                // Readers just (re)appeared: report their cards at once.
+                return self.poll_now(events);
+            }
+        }
+        self.wait_inner(timeout, events)
+    }
+
+    fn poll_now(&mut self, events: Vec<PcscEvent>) -> Result<Vec<PcscEvent>, TransportError> {
+        self.wait_inner(Duration::ZERO, events)
+    }
+
+    fn wait_inner(&mut self, timeout: Duration, mut events: Vec<PcscEvent>) -> Result<Vec<PcscEvent>, TransportError> {
+        let Some(ctx) = self.ctx.clone() else { return Ok(events) };
+        for s in &mut self.states {
+            s.sync_current_state();
+        }
+        match ctx.get_status_change(timeout, &mut self.states) {
+            Ok(()) => {}
+            Err(pcsc::Error::Timeout | pcsc::Error::Cancelled) => return Ok(events),
+            Err(e) => {
+                // The context is gone (pcscd restarted or stopped): forget it and every card.
+                tracing::debug!("PC/SC status wait failed: {e}; rebuilding the context");
+                self.drop_context(&mut events);
+                let mapped = map_error(e);
+                return if events.is_empty() { Err(mapped) } else { Ok(events) };
+            }
+        }
+        let pnp_changed = self.states.first().is_some_and(|s| s.event_state().contains(State::CHANGED));
+        let mut gone = Vec::new();
+        for s in self.states.iter().skip(1) {
+            let name = s.name().to_string_lossy().into_owned();
+            let ev = s.event_state();
+            if ev.intersects(State::UNKNOWN | State::IGNORE) {
+                gone.push(name);
+                continue;
+            }
+            let present = ev.contains(State::PRESENT) && !ev.contains(State::MUTE);
+            let count = s.event_count();
+            let known = self.known.entry(name.clone()).or_insert(Known { present: false, event_count: count });
+            let reinserted = known.present && present && count != known.event_count;
+            if known.present && (!present || reinserted) {
+                events.push(PcscEvent::CardRemoved { reader: name.clone() });
+            }
+            if present && (!known.present || reinserted) {
+                events.push(PcscEvent::CardInserted { reader: name.clone(), atr: s.atr().to_vec() });
+            }
+            known.present = present;
+            known.event_count = count;
+        }
+        for name in gone {
+            self.forget(&name, &mut events);
+        }
+        if pnp_changed {
+            let added = self.refresh_readers(&mut events)?;
+            if added {
+                return self.poll_now(events);
+            }
+        }
+        Ok(events)
+    }
+
+    fn connect(&mut self, events: &mut Vec<PcscEvent>) -> Result<(), TransportError> {
+        let ctx = Context::establish(Scope::User).map_err(map_error)?;
+        self.states = vec![ReaderState::new(PNP_NOTIFICATION(), State::UNAWARE)];
+        self.ctx = Some(ctx);
+        self.refresh_readers(events)?;
+        Ok(())
+    }
+
+    /// Re-lists the readers: adds new ones (as UNAWARE, so the next wait reports their
+    /// state at once) and forgets those that left. Returns whether any were added.
+    fn refresh_readers(&mut self, events: &mut Vec<PcscEvent>) -> Result<bool, TransportError> {
+        let Some(ctx) = &self.ctx else { return Ok(false) };
+        let names: Vec<String> = match ctx.list_readers_owned() {
+            Ok(n) => n.into_iter().map(|c| c.to_string_lossy().into_owned()).collect(),
+            Err(pcsc::Error::NoReadersAvailable) => Vec::new(),
+            Err(e) => return Err(map_error(e)),
+        };
+        let names: Vec<String> = names
+            .into_iter()
+            .filter(|n| self.filter.as_ref().is_none_or(|f| n.to_lowercase().contains(f)))
+            .collect();
+        let watched: Vec<String> = self.states.iter().skip(1).map(|s| s.name().to_string_lossy().into_owned()).collect();
+        for old in watched.iter().filter(|w| !names.contains(w)) {
+            self.forget(old, events);
+        }
+        let mut added = false;
+        for name in names.iter().filter(|n| !watched.contains(n)) {
+            let Ok(c) = CString::new(name.as_str()) else { continue };
+            self.states.push(ReaderState::new(c, State::UNAWARE));
+            events.push(PcscEvent::ReaderAdded(name.clone()));
+            added = true;
+        }
+        Ok(added)
+    }
+
+    fn forget(&mut self, reader: &str, events: &mut Vec<PcscEvent>) {
+        if self.known.remove(reader).is_some_and(|k| k.present) {
+            events.push(PcscEvent::CardRemoved { reader: reader.to_string() });
+        }
+        let before = self.states.len();
+        self.states.retain(|s| s.name().to_string_lossy() != reader || s.name() == PNP_NOTIFICATION());
+        if self.states.len() != before {
+            events.push(PcscEvent::ReaderRemoved(reader.to_string()));
+        }
+    }
+
+    fn drop_context(&mut self, events: &mut Vec<PcscEvent>) {
+        let readers: Vec<String> = self.states.iter().skip(1).map(|s| s.name().to_string_lossy().into_owned()).collect();
+        for r in readers {
+            self.forget(&r, events);
+        }
+        self.states.clear();
+        self.ctx = None;
+    }
+}
+
+/// Wakes a watcher blocked in [`PcscWatcher::wait`] from another thread.
+#[derive(Clone)]
+pub struct Canceller(Context);
+
+impl Canceller {
+    pub fn cancel(&self) {
+        let _ = self.0.cancel();
+    }
+}

@@ -1,0 +1,159 @@
+//! `keytally enroll` driven as a person at the IT desk would: in a real terminal (tmux), with
+//! keys typed at its prompts through send-keys and the screen read with capture-pane, while
+//! virtual keys are tapped on an isolated pcscd and the sandbox server takes the records.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use keytally_virtual_key::lab::InsertedCard;
+use keytally_virtual_key::model::KeyModel;
+use keytally_virtual_key::{Card, PcscLab};
+
+const KEYTALLY: &str = env!("CARGO_BIN_EXE_keytally");
+
+fn ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    fn start(command: &[&str], env: &[(String, String)]) -> Tmux {
+        let session = format!("keytally-enroll-{}-{}", std::process::id(), rand_suffix());
+        let mut cmd = Command::new("tmux");
+        cmd.args(["new-session", "-d", "-s", &session, "-x", "200", "-y", "50"]);
+        for (k, v) in env {
+            cmd.args(["-e", &format!("{k}={v}")]);
+        }
+        cmd.args(command);
+        assert!(cmd.status().unwrap().success(), "tmux new-session");
+        let _ = Command::new("tmux").args(["set-option", "-t", &session, "remain-on-exit", "on"]).status();
+        Tmux { session }
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux").args(["capture-pane", "-p", "-J", "-S", "-200", "-t", &self.session]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until the screen shows `text` at least `times` times.
+    fn wait_for(&self, text: &str, times: usize) {
+        let t = Instant::now();
+        while self.screen().matches(text).count() < times {
+            assert!(t.elapsed() < Duration::from_secs(15), "the screen never showed {text:?} ({times}x):\n{}", self.screen());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn type_line(&self, text: &str) {
+        if !text.is_empty() {
+            assert!(Command::new("tmux").args(["send-keys", "-t", &self.session, "-l", text]).status().unwrap().success());
+        }
+        assert!(Command::new("tmux").args(["send-keys", "-t", &self.session, "Enter"]).status().unwrap().success());
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.session]).status();
+    }
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+}
+
+fn tap(lab: &PcscLab, preset: &str) -> InsertedCard {
+    let card = lab.insert(Card::new(KeyModel::preset(preset).unwrap())).unwrap();
+    card.wait_present(Duration::from_secs(10)).unwrap();
+    card
+}
+
+fn env_for(lab: &PcscLab, sb: &keytally_sandbox::Sandbox, state: &Path) -> Vec<(String, String)> {
+    let mut env = lab.env();
+    env.push(("KEYTALLY_SERVER".into(), sb.devices_base()));
+    env.push(("KEYTALLY_TOKEN_URL".into(), sb.token_url()));
+    env.push(("KEYTALLY_CLIENT_ID".into(), "keytally".into()));
+    env.push(("KEYTALLY_CLIENT_SECRET".into(), "sandbox-client-secret".into()));
+    env.push(("KEYTALLY_STATE_DIR".into(), state.display().to_string()));
+    env
+}
+
+#[test]
+fn an_it_desk_enrolls_keys_one_after_another() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        assert!(!ci(), "CI=true but tmux is missing");
+        eprintln!("SKIP: tmux is not installed");
+        return;
+    }
+    let lab = match PcscLab::start() {
+        Ok(lab) => lab,
+        Err(e) if !ci() && e.kind() == std::io::ErrorKind::NotFound => return eprintln!("SKIP: {e}"),
+        Err(e) => panic!("the pcscd lab did not start: {e}"),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sb = rt.block_on(keytally_sandbox::spawn(keytally_sandbox::Config::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("enrolled.csv");
+    let env = env_for(&lab, &sb, &dir.path().join("state"));
+
+    // Two keys, everything asked at the prompts.
+    let desk = Tmux::start(&[KEYTALLY, "enroll", "--count", "2", "--csv", csv.to_str().unwrap()], &env);
+    desk.wait_for("Waiting for a key", 1);
+    let card = tap(&lab, "yk5nfc");
+    desk.wait_for("Found: YubiKey 5 NFC  serial 12345678", 1);
+    desk.wait_for("Owner email: ", 1);
+    desk.type_line("not-an-email");
+    desk.wait_for("is not an email address", 1);
+    desk.type_line("alice@example.com");
+    desk.wait_for("Tags (comma-separated", 1);
+    desk.type_line("laptop, desk");
+    desk.wait_for("Status [Active]: ", 1);
+    desk.type_line("");
+    desk.wait_for("Enrolled YubiKey 5 NFC (12345678) to alice@example.com: synced", 1);
+    desk.wait_for("Remove the key to continue.", 1);
+    card.remove().unwrap();
+    desk.wait_for("(1 enrolled so far)", 1);
+
+    let card = tap(&lab, "skynfc");
+    desk.wait_for("Found: Security Key NFC  serial none", 1);
+    desk.wait_for("Owner email: ", 2);
+    desk.type_line("bob@example.com");
+    desk.wait_for("Tags (comma-separated", 2);
+    desk.type_line("");
+    desk.wait_for("Status [Active]: ", 2);
+    desk.type_line("Shared");
+    desk.wait_for("to bob@example.com: synced", 1);
+    card.remove().unwrap();
+    desk.wait_for("Enrolled 2 key(s): 2 synced, 0 queued.", 1);
+    println!("--- the desk's screen ---\n{}", desk.screen());
+
+    let alice = sb.store().device("12345678").expect("on the server");
+    assert_eq!(alice["owners"]["items"][0]["email"], "alice@example.com");
+    assert_eq!(alice["tags"][0]["name"], "laptop");
+    assert_eq!(alice["tags"][1]["name"], "desk");
+    assert_eq!(alice["status"]["name"], "Active");
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<&str> = rows.lines().collect();
+    assert_eq!(rows.len(), 3, "header and two keys: {rows:?}");
+    assert!(rows[0].starts_with("enrolled_at,unique_id,serial,name"));
+    assert!(rows[1].contains(",12345678,12345678,YubiKey 5 NFC,5.4.3,alice@example.com,\"laptop, desk\",Active,synced"), "{}", rows[1]);
+    assert!(rows[2].contains("Security Key NFC") && rows[2].contains("bob@example.com,,Shared,synced"), "{}", rows[2]);
+    drop(desk);
+
+    // The same key again, with everything given as flags: it is flagged as already enrolled
+    // before its owner is overwritten.
+    let desk = Tmux::start(&[KEYTALLY, "enroll", "--owner", "carol@example.com", "--tags", "loaner", "--status", "Shared", "--count", "1"], &env);
+    desk.wait_for("Waiting for a key", 1);
+    let card = tap(&lab, "yk5nfc");
+    desk.wait_for("! This key is already enrolled to alice@example.com.", 1);
+    desk.wait_for("Overwrite its owner? [y/N]: ", 1);
+    desk.type_line("y");
+    desk.wait_for("to carol@example.com: synced", 1);
+    card.remove().unwrap();
+    desk.wait_for("Enrolled 1 key(s): 1 synced, 0 queued.", 1);
+    assert_eq!(sb.store().device("12345678").unwrap()["owners"]["items"][0]["email"], "carol@example.com");
+}
