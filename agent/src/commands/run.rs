@@ -4,8 +4,9 @@
 //! The loop blocks in `SCardGetStatusChange` (readers and cards coming and going; no
 //! polling) with the next heartbeat as its only timeout, and hands records to the
 //! [`Pusher`], the only part that talks to the server.
-//! - service: a full scan at start and after every change; attached keys are re-sent at a
-//!   jittered heartbeat (the outbox pushes only changed records otherwise);
+//! - service: a full scan at start and after every change (PC/SC, or a Yubico USB device
+//!   coming or going, from nusb's watch, which wakes the PC/SC wait); attached keys are
+//!   re-sent at a jittered heartbeat (the outbox pushes only changed records otherwise);
 //! - kiosk: each tap is read from its reader, recorded, pushed, and reported in one line;
 //!   taps of the same key within the merge window are merged.
 
@@ -13,12 +14,14 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use keytally_device::error::TransportError;
 use keytally_device::scan::{read_reader, FoundKey};
 use keytally_device::transport::pcsc::PcscContext;
-use keytally_device::transport::pcsc_watch::{PcscEvent, PcscWatcher};
+use keytally_device::transport::pcsc_watch::{Canceller, PcscEvent, PcscWatcher};
+use keytally_device::transport::usb_watch::UsbWatch;
 use keytally_protocol::mapping::{record_for, rfc3339, ObservationContext};
 use rand::Rng;
 use serde_json::Value;
@@ -55,7 +58,11 @@ pub fn run(config_path: Option<&Path>, args: &RunArgs) -> ExitCode {
         event_loop(&pusher, args.reader.as_deref(), &mut kiosk);
     } else {
         tracing::info!("keytally service started");
+        // The USB watch starts before the first scan: nusb reports only later events.
+        let usb_changed = Arc::new(AtomicBool::new(false));
+        watch_usb(Arc::clone(&usb_changed), Arc::clone(&pusher.canceller));
         let mut service = Service {
+            usb_changed,
             reader: args.reader.clone(),
             attached: HashMap::new(),
             heartbeat,
@@ -106,6 +113,31 @@ fn event_loop(pusher: &Pusher, reader: Option<&str>, handler: &mut dyn Handler) 
     }
 }
 
+/// Raises `changed` and wakes the PC/SC wait whenever a Yubico USB device comes or goes.
+/// Without a USB hot-plug source (no USB bus, no permission), USB keys are still seen at
+/// every PC/SC change and heartbeat.
+fn watch_usb(changed: Arc<AtomicBool>, canceller: Arc<Mutex<Option<Canceller>>>) {
+    let mut watch = match UsbWatch::start() {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::info!("no USB hot-plug events ({e}); USB keys are read at PC/SC changes and heartbeats");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new().name("usb-watch".into()).spawn(move || {
+        while let Some(change) = watch.next_change() {
+            tracing::debug!(?change, "Yubico USB device");
+            changed.store(true, Ordering::SeqCst);
+            if let Some(c) = canceller.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                c.cancel();
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot watch USB: {e}");
+    }
+}
+
 /// A heartbeat interval with ±10 % jitter, so a fleet does not beat in step.
 fn jittered(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.9..1.1))
@@ -137,6 +169,8 @@ struct Service {
     attached: HashMap<String, Value>,
     heartbeat: Duration,
     next_heartbeat: Instant,
+    /// Set by the USB watch thread.
+    usb_changed: Arc<AtomicBool>,
 }
 
 impl Handler for Service {
@@ -149,6 +183,9 @@ impl Handler for Service {
     }
 
     fn on_wake(&mut self, pusher: &Pusher) {
+        if self.usb_changed.swap(false, Ordering::SeqCst) && !pusher.stopping() {
+            self.rescan(pusher);
+        }
         if Instant::now() >= self.next_heartbeat {
             self.heartbeat(pusher);
             self.next_heartbeat = Instant::now() + jittered(self.heartbeat);

@@ -6,3 +6,4 @@ pub mod otp_hid;
 pub mod pcsc;
 pub mod pcsc_watch;
 pub mod usb;
+pub mod usb_watch;
