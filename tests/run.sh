@@ -14,13 +14,22 @@ status=0
 cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
 
 if [ "$status" -eq 0 ]; then
+  echo "== the VM lab: a real Linux USB stack in QEMU with virtual YubiKeys as USB gadgets"
+  bash tests/vm/run.sh 2>&1 | tee -a "$log" || status=$?
+fi
+
+if [ "$status" -eq 0 ]; then
   echo "== benchmark: keytally scan vs ykman info on the same virtual key"
   bash tests/bench/scan.sh || status=$?
   echo "== benchmark: keytally run while idle"
   bash tests/bench/idle.sh 60 || status=$?
+  echo "== benchmark: kiosk taps through pcscd to the sandbox"
+  cargo bench --locked -q -p keytally --bench kiosk || status=$?
 fi
 
-# One closing line for the whole run: "tests: N passed, M failed".
+# One closing line for the whole run: "tests: N passed, M failed" (cargo's test binaries
+# plus the VM lab's cases).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     /^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3 }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -13,6 +13,7 @@ APT_PACKAGES=(
   libudev-dev pkg-config                  # hidapi's hidraw backend
   util-linux time                         # unshare for the isolated pcscd lab; GNU time for benches
   tmux                                    # drives keytally enroll as a person would
+  qemu-system-x86 busybox-static kmod cpio libccid udev   # the VM lab: a real Linux USB stack
   python3-venv
   ${KEYTALLY_EXTRA_APT:-}
 )

@@ -1,0 +1,658 @@
+#!/usr/bin/env python3
+"""The VM lab's case runner. Runs inside the QEMU guest (root, no udevd), after init has
+chrooted into the overlay of the host's root. Plugs virtual YubiKeys (keytally-gadget on
+dummy_udc.0..2), starts pcscd after plugging (it has no hot-plug without udevd), runs
+`keytally scan --json` and Yubico's ykman, and checks every record field by field.
+
+Prints one `ok - NAME` or `FAIL - NAME: why` line per case, then `N passed, M failed`.
+
+ykman runs in this very interpreter (its own CLI entry point, `ykman._cli.__main__.main`,
+called once per command line) when this script runs under ykman's venv: one Python start-up
+instead of one per command, which matters under TCG where each start-up costs ~10 s.
+"""
+
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+ENV = os.environ
+KEYTALLY = ENV["KT_KEYTALLY"]
+GADGET = ENV["KT_GADGET"]
+YKMAN = ENV.get("KT_YKMAN", "")
+RUN = "/run/keytally-lab"
+CI = ENV.get("CI", "") == "true"
+ONLY = ENV.get("KT_CASES", "")  # comma-separated phase names, for debugging
+
+results = []  # (ok, name, why)
+T0 = time.monotonic()
+
+
+def log(msg):
+    print(f"# [{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+
+
+def report(ok, name, why=""):
+    results.append((ok, name, why))
+    if ok:
+        print(f"ok - {name}", flush=True)
+    else:
+        first, *rest = (why or "").splitlines() or [""]
+        print(f"FAIL - {name}: {first}", flush=True)
+        for line in rest:  # continuation lines stay visible through run.sh's filter
+            print(f"#     {line}", flush=True)
+
+
+def sh(cmd, timeout=60, env=None, user=None):
+    """Runs a command; returns (rc, stdout, stderr, seconds). rc 124 = timeout."""
+    t = time.monotonic()
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"] + cmd
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        return p.returncode, p.stdout, p.stderr, time.monotonic() - t
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        return 124, out, err, time.monotonic() - t
+
+
+# --------------------------------------------------------------------------------------------
+# Keys
+
+
+class Key:
+    def __init__(self, label, model, pid, udc, serial=None, unplug_after=None):
+        self.label, self.model, self.pid, self.udc = label, model, pid, udc
+        self.serial_arg, self.unplug_after = serial, unplug_after
+        args = ["--model", model, "--pid", f"0x{pid:04x}"]
+        if serial is not None:
+            args += ["--serial", serial]
+        self.args = args
+        rc, out, err, _ = sh([GADGET, "--describe"] + args)
+        if rc != 0:
+            raise RuntimeError(f"keytally-gadget --describe failed: {err}")
+        self.expect = json.loads(out)
+        self.proc = None
+        self.port = None
+
+    def start(self):
+        os.makedirs(RUN, exist_ok=True)
+        self.logf = open(f"{RUN}/{self.label}.log", "w")
+        extra = ["--unplug-after", self.unplug_after] if self.unplug_after else []
+        self.proc = subprocess.Popen(
+            [GADGET] + self.args + ["--udc", f"dummy_udc.{self.udc}"] + extra,
+            stdout=self.logf, stderr=self.logf)
+
+    def sysfs(self):
+        """The USB device's sysfs directory on this key's dummy_hcd bus, or None."""
+        base = "/sys/bus/usb/devices"
+        for d in os.listdir(base):
+            if ":" in d or d.startswith("usb"):
+                continue
+            p = os.path.join(base, d)
+            if f"dummy_hcd.{self.udc}/" in os.path.realpath(p) and os.path.exists(p + "/idVendor"):
+                return p
+        return None
+
+    def hidraws(self):
+        dev = self.sysfs()
+        if not dev:
+            return []
+        out = []
+        for root, dirs, _ in os.walk(os.path.realpath(dev)):
+            if os.path.basename(root) == "hidraw":
+                out += dirs
+        return sorted(out)
+
+    def ready(self):
+        dev = self.sysfs()
+        if not dev:
+            return False
+        self.port = os.path.basename(dev)
+        hid = bin(self.expect["interfaces"] & 3).count("1")
+        return len(self.hidraws()) >= hid
+
+    def wait(self, present=True, timeout=30):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc and self.proc.poll() is not None:
+                return False
+            if (self.ready() if present else self.sysfs() is None):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def unplug(self):
+        self.proc.send_signal(signal.SIGUSR1)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.logf.close()
+
+    def gadget_log(self):
+        try:
+            with open(f"{RUN}/{self.label}.log") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+
+class Pcscd:
+    def __init__(self):
+        os.makedirs("/run/pcscd", exist_ok=True)
+        self.logf = open(f"{RUN}/pcscd.log", "a")
+        self.proc = subprocess.Popen(["pcscd", "-f"], stdout=self.logf, stderr=self.logf)
+
+    def wait_readers(self, n, timeout=30):
+        """Waits until pcscd lists n "Yubico YubiKey" readers (through pyscard, which ykman's
+        venv has), or, without pyscard, for its socket and a settle time."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not os.path.exists("/run/pcscd/pcscd.comm"):
+            time.sleep(0.1)
+        try:
+            from smartcard.System import readers  # noqa: WPS433
+        except ImportError:
+            time.sleep(1.0 + 0.5 * n)
+            return
+        names = []
+        while time.monotonic() < end:
+            try:
+                names = [str(r) for r in readers() if "yubico yubikey" in str(r).lower()]
+            except Exception:  # noqa: BLE001  (pcscd not answering yet)
+                names = []
+            if len(names) >= n:
+                break
+            time.sleep(0.2)
+        log(f"pcscd readers: {names}")
+        time.sleep(0.3)  # libccid's first IccPowerOn
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.logf.close()
+
+
+# --------------------------------------------------------------------------------------------
+# keytally and ykman
+
+def keytally_scan(user=None, timeout=60):
+    env = dict(ENV)
+    if user is not None:
+        env["HOME"] = f"/tmp/home-{user}"
+        os.makedirs(env["HOME"], exist_ok=True)
+        os.chown(env["HOME"], user, user)
+    env.setdefault("HOME", "/root")
+    rc, out, err, secs = sh([KEYTALLY, "scan", "--json"], timeout=timeout, env=env, user=user)
+    try:
+        records = json.loads(out) if out.strip() else []
+    except ValueError as e:
+        records = None
+        err += f"\n(unparseable JSON: {e}: {out[:300]!r})"
+    return rc, records, err, secs
+
+
+_ykman_main = None
+
+
+def ykman(args):
+    """Runs ykman with args; returns (rc, stdout, stderr)."""
+    global _ykman_main
+    if _ykman_main is None:
+        try:
+            from ykman._cli.__main__ import main as m  # noqa: WPS433
+            _ykman_main = m
+        except ImportError:
+            _ykman_main = False
+    if not _ykman_main:
+        if not YKMAN:
+            return 127, "", "ykman not available"
+        rc, out, err, _ = sh([YKMAN] + args, timeout=120)
+        return rc, out, err
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, rc = sys.argv, 0
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    sys.argv = ["ykman"] + list(args)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                _ykman_main()
+            except SystemExit as e:
+                rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Exception as e:  # noqa: BLE001
+        rc = 1
+        err.write(f"{type(e).__name__}: {e}")
+    finally:
+        sys.argv = saved_argv
+        for h in list(root.handlers):
+            if h not in handlers:
+                root.removeHandler(h)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def parse_info(text):
+    fields, apps, table = {}, {}, False
+    for line in text.splitlines():
+        if line.startswith("Applications"):
+            table = True
+            continue
+        if table:
+            cols = [c.strip() for c in line.split("\t")]
+            if len(cols) >= 2 and cols[0]:
+                apps[cols[0]] = cols[1:]
+        elif ": " in line:
+            k, v = line.split(": ", 1)
+            fields[k] = v.strip()
+    return fields, apps
+
+
+FORM_FACTORS = [None, "Keychain (USB-A)", "Nano (USB-A)", "Keychain (USB-C)", "Nano (USB-C)",
+                "Keychain (USB-C, Lightning)", "Bio (USB-A)", "Bio (USB-C)"]
+APP_BITS = {"Yubico OTP": 0x01, "FIDO U2F": 0x02, "OpenPGP": 0x08, "PIV": 0x10, "OATH": 0x20,
+            "YubiHSM Auth": 0x100, "FIDO2": 0x200}
+
+
+def bits(mask):
+    return [1 << i for i in range(16) if mask and mask & (1 << i)]
+
+
+# --------------------------------------------------------------------------------------------
+# Checks
+
+
+def check_record(key, r):
+    """Field-by-field check of one keytally record against the key's model. Returns problems."""
+    e, p = key.expect, []
+    y = r.get("yubikey", {})
+    m = y.get("model", {})
+    o = r.get("observation") or {}
+
+    def eq(what, got, want):
+        if got != want:
+            p.append(f"{what}: got {got!r}, want {want!r}")
+
+    eq("yubikey.name", y.get("name"), e["name"])
+    eq("model.name", m.get("name"), e["name"])
+    eq("serialNumber", y.get("serialNumber"), e["serial"])
+    eq("firmwareVersion", y.get("firmwareVersion"), e["firmware"])
+    eq("model.formFactor", m.get("formFactor"), e["formFactor"])
+    uid = y.get("uniqueId")
+    if not uid:
+        p.append("uniqueId is empty")
+    elif e["serial"] and uid != e["serial"]:
+        p.append(f"uniqueId {uid!r} is not the serial")
+    eq("observation.transport", o.get("transport"), "usb")
+    # NFC: tag 0x0D, or a NEO (fw 3.x, whose info ykman and keytally synthesize with NFC).
+    nfc = e["nfcSupported"] is not None or e["firmware"].startswith("3.")
+    eq("model.interfaces", m.get("interfaces"), [1 | (2 if nfc else 0)])
+    usb = m.get("usbCapabilities")
+    if usb is not None and e["usbSupported"] and not (e["firmware"].startswith("3.")):
+        eq("model.usbCapabilities", sorted(usb), bits(e["usbSupported"]))
+    for k in ("code", "orgCode"):
+        if y.get(k) is not None:
+            p.append(f"yubikey.{k} must stay null")
+    return p
+
+
+def check_against_ykman(key, r, info_text):
+    p = []
+    fields, apps = parse_info(info_text)
+    y = r.get("yubikey", {})
+    m = y.get("model", {})
+    o = r.get("observation") or {}
+
+    def eq(what, got, want):
+        if got != want:
+            p.append(f"{what}: ykman {got!r}, keytally {want!r}")
+
+    eq("Device type", fields.get("Device type"), y.get("name"))
+    eq("Serial number", fields.get("Serial number"), y.get("serialNumber"))
+    eq("Firmware version", fields.get("Firmware version"), o.get("versionName") or y.get("firmwareVersion"))
+    ff = m.get("formFactor") or 0
+    eq("Form factor", fields.get("Form factor"), FORM_FACTORS[ff] if 0 < ff < len(FORM_FACTORS) else None)
+    usb, en = m.get("usbCapabilities") or [], y.get("enabledUSBCapabilities") or []
+    if not apps:
+        p.append("ykman printed no application table")
+    for app, cols in apps.items():
+        bit = APP_BITS.get(app)
+        if bit is None:
+            continue
+        want = "Not available" if bit not in usb else ("Enabled" if bit in en else "Disabled")
+        eq(f"{app} over USB", cols[0], want)
+    return p
+
+
+def match_records(keys, records):
+    """Pairs keys with records: by serial, then serial-less keys by name in order."""
+    pairs, used = {}, set()
+    for k in keys:
+        if k.expect["serial"]:
+            for i, r in enumerate(records):
+                if i not in used and r.get("yubikey", {}).get("serialNumber") == k.expect["serial"]:
+                    pairs[k.label] = r
+                    used.add(i)
+                    break
+    for k in keys:
+        if not k.expect["serial"]:
+            for i, r in enumerate(records):
+                y = r.get("yubikey", {})
+                if i not in used and y.get("serialNumber") is None and y.get("name") == k.expect["name"]:
+                    pairs[k.label] = r
+                    used.add(i)
+                    break
+    return pairs
+
+
+def ykman_list_line(k):
+    e = k.expect
+    return f"{e['name']} ({e['firmware']})"
+
+
+# --------------------------------------------------------------------------------------------
+# Phases
+
+
+def plug(keys):
+    for k in keys:
+        k.start()
+    bad = [k for k in keys if not k.wait(True)]
+    for k in bad:
+        rc = k.proc.poll() if k.proc else None
+        dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines()[-15:]
+        report(False, f"{k.label}: plugged in", f"did not enumerate (gadget exit {rc}); gadget log:\n"
+               f"{k.gadget_log()}\ndmesg:\n" + "\n".join(dmesg))
+    return not bad
+
+
+def scan_and_check(phase, keys, with_ykman=True):
+    rc, records, err, secs = keytally_scan()
+    log(f"{phase}: keytally scan --json exit {rc} in {secs:.1f}s, {len(records or [])} records")
+    if records is None or rc == 124:
+        report(False, f"{phase}: keytally scan --json", f"exit {rc}; stderr: {err.strip()[:500]}")
+        records = records or []
+    else:
+        report(rc == 0, f"{phase}: keytally scan --json exits 0 ({secs:.1f}s)", f"exit {rc}; stderr: {err.strip()[:500]}")
+    n = len(keys)
+    report(len(records) == n, f"{phase}: one record per physical key ({n})",
+           f"{len(records)} records: {[r.get('yubikey', {}).get('name') for r in records]}; stderr: {err.strip()[:300]}")
+    uids = [r.get("yubikey", {}).get("uniqueId") for r in records]
+    report(len(set(uids)) == len(uids) and all(uids), f"{phase}: distinct, non-empty uniqueIds", f"{uids}")
+    pairs = match_records(keys, records)
+    for k in keys:
+        r = pairs.get(k.label)
+        name = f"{phase}: keytally reads {k.label} ({k.model} as 1050:{k.pid:04x})"
+        if r is None:
+            report(False, name, f"no record; stderr: {err.strip()[:300]}")
+            continue
+        probs = check_record(k, r)
+        report(not probs, name, "; ".join(probs))
+    if not with_ykman:
+        return pairs
+    t = time.monotonic()
+    lrc, lout, lerr = ykman(["list"])
+    log(f"{phase}: ykman list in {time.monotonic() - t:.1f}s:\n" + "\n".join("#   " + l for l in lout.splitlines()))
+    if lrc == 127 and not CI:
+        print(f"# SKIP: ykman not available ({phase})")
+        return pairs
+    seen = {}
+    for k in keys:
+        want = ykman_list_line(k)
+        iface = "+".join(n for b, n in ((1, "OTP"), (2, "FIDO"), (4, "CCID")) if k.expect["interfaces"] & b)
+        serial = f"Serial: {k.expect['serial']}" if k.expect["serial"] else None
+        lines = [l for l in lout.splitlines()
+                 if l.startswith(want) and f"[{iface}]" in l and (serial is None or l.endswith(serial))]
+        twin = (want, iface, serial) in seen
+        seen[(want, iface, serial)] = seen.get((want, iface, serial), 0) + 1
+        if twin:
+            # ykman merges identical serial-less keys into one (reference §1.4, item 5).
+            print(f"# note: ykman list shows {len(lines)} line(s) for {seen[(want, iface, serial)]} identical "
+                  f"serial-less keys ({want} [{iface}]); keytally must not merge them", flush=True)
+            continue
+        report(bool(lines), f"{phase}: ykman list shows {k.label}", f"want {want} [{iface}] {serial or ''}; got:\n{lout}{lerr}")
+        if not k.expect["serial"]:
+            continue
+        t = time.monotonic()
+        irc, iout, ierr = ykman(["--device", k.expect["serial"], "info"])
+        log(f"{phase}: ykman --device {k.expect['serial']} info: exit {irc} in {time.monotonic() - t:.1f}s")
+        r = pairs.get(k.label)
+        name = f"{phase}: ykman --device {k.expect['serial']} info agrees with keytally on {k.label}"
+        if irc != 0:
+            report(False, name, f"ykman exit {irc}: {ierr.strip()[:300]}")
+        elif r is None:
+            report(False, name, "keytally has no record")
+        else:
+            probs = check_against_ykman(k, r, iout)
+            report(not probs, name, "; ".join(probs) + ("\n" + iout if probs else ""))
+    return pairs
+
+
+PCSCD = [None]
+
+
+def restart_pcscd(readers):
+    """pcscd only scans the bus when it starts (no udevd): restart it after re-plugging."""
+    if PCSCD[0]:
+        PCSCD[0].stop()
+    PCSCD[0] = Pcscd()
+    PCSCD[0].wait_readers(readers)
+
+
+def phase(name, keys, body):
+    if ONLY and name not in ONLY.split(","):
+        return
+    log(f"== {name}: " + ", ".join(f"{k.label}={k.model}@{k.pid:04x}/udc{k.udc}" for k in keys))
+    try:
+        if plug(keys):
+            restart_pcscd(sum(1 for k in keys if k.expect["interfaces"] & 4))
+            body(name, keys)
+    except Exception as e:  # noqa: BLE001
+        report(False, f"{name}: ran", f"{type(e).__name__}: {e}")
+    finally:
+        if PCSCD[0]:
+            PCSCD[0].stop()
+            PCSCD[0] = None
+        for k in keys:
+            k.stop()
+            rc = k.proc.returncode if k.proc else 0
+            if rc != 0:
+                report(False, f"{name}: gadget {k.label} exits cleanly", f"exit {rc}; log:\n{k.gadget_log()}")
+        for k in keys:
+            k.wait(False, 10)
+
+
+def models_body(name, keys):
+    scan_and_check(name, keys)
+
+
+def unplug_body(name, keys):
+    pulled = [k for k in keys if k.unplug_after]
+    others = [k for k in keys if not k.unplug_after]
+    rc, records, err, secs = keytally_scan(timeout=60)
+    log(f"{name}: keytally scan with keys pulled mid-read: exit {rc} in {secs:.1f}s; stderr:\n" +
+        "\n".join("#   " + l for l in err.strip().splitlines()))
+    report(rc != 124, f"{name}: no hang when a key is pulled mid-read ({secs:.1f}s)", "timed out after 60 s")
+    records = records or []
+    pairs = match_records(others, records)
+    for k in others:
+        r = pairs.get(k.label)
+        probs = ["no record"] if r is None else check_record(k, r)
+        report(not probs, f"{name}: {k.label} unaffected", "; ".join(probs) + f"; stderr: {err.strip()[:300]}")
+    for k in pulled:
+        tripped = "unplugging at" in k.gadget_log()
+        report(tripped, f"{name}: {k.label} was pulled in the middle of a read ({k.unplug_after})",
+               f"keytally never reached the pull point; gadget log:\n{k.gadget_log()}")
+        partial = [r for r in records if r.get("yubikey", {}).get("serialNumber") == k.expect["serial"]
+                   and r.get("yubikey", {}).get("name") == k.expect["name"]]
+        # The error must name this key: its USB port, its serial, or its CCID reader's name.
+        marks = [m for m in (k.port, k.expect["serial"], f"Yubico {k.expect['product']}") if m]
+        named = any(m in err for m in marks)
+        clean = tripped and not partial and named and "panicked" not in err
+        report(clean, f"{name}: clean per-key error for {k.label}",
+               f"stderr names none of {marks}: {err.strip()[:600]!r}; records for it: {len(partial)}")
+        report(k.wait(False, 10), f"{name}: {k.label} is gone from the bus", "still enumerated")
+    # Plug the pulled keys back in (SIGUSR2 binds the UDC again): every key reads again.
+    for k in pulled:
+        k.proc.send_signal(signal.SIGUSR2)
+    back = all(k.wait(True, 30) for k in pulled)
+    report(back, f"{name}: pulled keys plugged back in", "did not enumerate again")
+    if not back:
+        return
+    restart_pcscd(sum(1 for k in keys if k.expect["interfaces"] & 4))
+    rc, records, err, secs = keytally_scan()
+    pairs = match_records(keys, records or [])
+    for k in pulled:
+        r = pairs.get(k.label)
+        probs = ["no record"] if r is None else check_record(k, r)
+        report(not probs, f"{name}: {k.label} reads again after being plugged back", "; ".join(probs) + f"; stderr: {err.strip()[:300]}")
+
+
+def ensure_user(name, groups=()):
+    subprocess.run(["groupadd", "-f", "keytally"], check=False)
+    if subprocess.run(["id", name], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "-M", "-d", f"/tmp/home-{name}", "-s", "/bin/sh", name], check=True)
+    for g in groups:
+        subprocess.run(["usermod", "-a", "-G", g, name], check=True)
+    return int(subprocess.run(["id", "-u", name], capture_output=True, text=True).stdout)
+
+
+UDEVD = "/lib/systemd/systemd-udevd"
+RULES = os.path.join(ENV.get("KT_REPO", "/"), "udev/70-keytally.rules")
+
+
+def apply_udev_rules(name, keys):
+    """Gives the keys' hidraw nodes what udev/70-keytally.rules grants. With Debian's `udev`
+    installed on the host, the real systemd-udevd runs in the guest with the repo's rules file
+    copied in and replays the hidraw "add" events; otherwise the grant is emulated (group
+    keytally, mode 0660). Returns the udevd process (or None)."""
+    nodes = [f"/dev/{h}" for k in keys for h in k.hidraws()]
+    udevd = None
+    if os.path.exists(UDEVD) and os.path.exists(RULES):
+        os.makedirs("/etc/udev/rules.d", exist_ok=True)
+        with open(RULES) as src, open("/etc/udev/rules.d/70-keytally.rules", "w") as dst:
+            dst.write(src.read())
+        for n in nodes:  # start from what the kernel gives: root only
+            os.chmod(n, 0o600)
+        # systemd's tools refuse to act in a chroot unless told otherwise.
+        uenv = dict(ENV, SYSTEMD_IGNORE_CHROOT="1")
+        udevd = subprocess.Popen([UDEVD, "--debug"], stdout=subprocess.DEVNULL,
+                                 stderr=open(f"{RUN}/udevd.log", "w"), env=uenv)
+        # Under TCG udevd takes a few seconds to listen; uevents sent before that are lost.
+        for _ in range(120):
+            if subprocess.run(["udevadm", "control", "--ping", "--timeout=5"], env=uenv,
+                              capture_output=True).returncode == 0:
+                break
+            time.sleep(0.5)
+        subprocess.run(["udevadm", "trigger", "--action=add", "--subsystem-match=hidraw"], env=uenv, check=False)
+        subprocess.run(["udevadm", "settle", "--timeout=30"], env=uenv, check=False)
+        how = "systemd-udevd with udev/70-keytally.rules"
+    else:
+        for n in nodes:
+            subprocess.run(["chgrp", "keytally", n], check=True)
+            os.chmod(n, 0o660)
+        how = "emulated: no systemd-udevd on the host root (Debian package udev)"
+    import grp
+    gid = grp.getgrnam("keytally").gr_gid
+    bad = []
+    for n in nodes:
+        st = os.stat(n)
+        if st.st_gid != gid or st.st_mode & 0o777 != 0o660:
+            bad.append(f"{n}: gid {st.st_gid} mode {oct(st.st_mode & 0o777)}")
+    report(bool(nodes) and not bad, f"{name}: hidraw nodes go to group keytally, mode 0660, none world-accessible ({how})",
+           f"{bad or 'no hidraw nodes'}" + (f"\nudevd log:\n{open(RUN + '/udevd.log').read()[-3000:]}" if bad and udevd else ""))
+    return udevd
+
+
+def access_body(name, keys):
+    allowed = ensure_user("ktallowed", ["keytally"])
+    denied = ensure_user("ktdenied")
+    udevd = apply_udev_rules(name, keys)
+    if udevd:
+        udevd.terminate()
+        udevd.wait(10)
+    rc, records, err, secs = keytally_scan(user=allowed)
+    records = records or []
+    pairs = match_records(keys, records)
+    for k in keys:
+        r = pairs.get(k.label)
+        probs = ["no record"] if r is None else check_record(k, r)
+        report(not probs, f"{name}: user in group keytally reads {k.label}", "; ".join(probs) + f"; exit {rc}; stderr: {err.strip()[:300]}")
+    rc, records, err, secs = keytally_scan(user=denied)
+    rc2, table, err2, _ = sh([KEYTALLY, "scan"], env=dict(ENV, HOME=f"/tmp/home-{denied}"), user=denied)
+    log(f"{name}: `keytally scan` as a user outside group keytally (exit {rc2}):\n" +
+        "\n".join("#   " + l for l in (table + err2).strip().splitlines()))
+    for k in keys:
+        if k.expect["interfaces"] & 4:
+            continue  # CCID goes through pcscd, which any user may use
+        leaked = [r for r in (records or []) if r.get("yubikey", {}).get("name") == k.expect["name"]
+                  and r.get("yubikey", {}).get("firmwareVersion")]
+        on_stderr = any(k.port and k.port in l and "access denied" in l.lower() for l in err.splitlines())
+        in_table = any(k.port and k.port in l and "denied" in l.lower() for l in table.splitlines())
+        report(on_stderr and in_table and not leaked,
+               f"{name}: user not allowed gets \"access denied\" for {k.label} (port {k.port}; stderr and table)",
+               f"stderr has it: {on_stderr}, table has it: {in_table}, records: {len(leaked)}; "
+               f"stderr: {err.strip()[:400]!r}; table: {table.strip()[:400]!r}")
+
+
+def main():
+    log(f"keytally: {KEYTALLY}\n# gadget: {GADGET}\n# ykman: {YKMAN or '(none)'} (in-process: {'ykman' in sys.modules or _can_import_ykman()})")
+    report(os.path.exists("/sys/class/udc/dummy_udc.2"), "three dummy UDCs", str(os.listdir("/sys/class/udc")))
+    # Each model through each interface set it has on USB.
+    phase("models-1", [Key("yk5nfc", "yk5nfc", 0x0407, 0), Key("bio", "bio", 0x0402, 1),
+                       Key("yk4", "yk4", 0x0405, 2)], models_body)
+    phase("models-2", [Key("skynfc", "skynfc", 0x0120, 0), Key("neo", "neo", 0x0116, 1),
+                       Key("yk5nano", "yk5nano", 0x0406, 2)], models_body)
+    # The other interface sets: OTP+FIDO, OTP alone, CCID alone.
+    phase("models-3", [Key("yk5cnfc", "yk5cnfc", 0x0403, 0), Key("yk4", "yk4", 0x0401, 1),
+                       Key("yk5nfc", "yk5nfc", 0x0404, 2)], models_body)
+    # Three keys at once, two identical without serials.
+    phase("three-keys", [Key("twin-a", "yk5nfc", 0x0407, 0, serial="none"),
+                         Key("twin-b", "yk5nfc", 0x0407, 1, serial="none"),
+                         Key("yk5cnfc", "yk5cnfc", 0x0407, 2)], models_body)
+    # A key pulled out in the middle of a read (its 2nd APDU), the other two unaffected.
+    phase("unplug", [Key("pulled", "yk5cnfc", 0x0407, 0, unplug_after="apdu:2"),
+                     Key("bio", "bio", 0x0402, 1), Key("yk5nfc", "yk5nfc", 0x0407, 2)], unplug_body)
+    # The same over HID: FIDO pulled at its 2nd CTAPHID packet (after INIT), OTP at its 3rd
+    # feature report; a CCID key beside them unaffected.
+    phase("unplug-hid", [Key("pulled-fido", "bio", 0x0402, 0, unplug_after="ctap:2"),
+                         Key("pulled-otp", "yk4", 0x0401, 1, unplug_after="otp:3"),
+                         Key("yk5nano", "yk5nano", 0x0406, 2)], unplug_body)
+    # udev rules: a user in group keytally can read OTP/FIDO keys; another user is told "access denied".
+    phase("access", [Key("bio", "bio", 0x0402, 0), Key("sky", "skynfc", 0x0120, 1),
+                     Key("otpfido", "yk5cnfc", 0x0403, 2)], access_body)
+
+    passed = sum(1 for ok, _, _ in results if ok)
+    failed = len(results) - passed
+    log("done")
+    print(f"{passed} passed, {failed} failed", flush=True)
+    return 0 if failed == 0 else 1
+
+
+def _can_import_ykman():
+    try:
+        import ykman  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
