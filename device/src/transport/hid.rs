@@ -71,6 +71,7 @@ fn map_error(e: HidError) -> TransportError {
 /// An open HID node.
 pub struct HidNode {
     dev: HidDevice,
+    path: String,
 }
 
 impl HidNode {
@@ -80,7 +81,20 @@ impl HidNode {
         probe_access(path)?;
         let cpath = CString::new(path).map_err(|_| TransportError::Other(format!("bad HID path {path:?}")))?;
         let dev = api()?.open_path(&cpath).map_err(map_error)?;
-        Ok(Self { dev })
+        Ok(Self { dev, path: path.to_string() })
+    }
+
+    /// Classifies a failed transfer. A stalled control transfer (EPIPE, "Broken pipe") is
+    /// what a key pulled mid-read gives, but a live key may stall too: it counts as
+    /// unplugged only when the node has gone.
+    fn fail(&self, e: HidError) -> TransportError {
+        match map_error(e) {
+            TransportError::Other(text) if !std::path::Path::new(&self.path).exists() => {
+                tracing::debug!(path = self.path, "{text}; the node is gone");
+                TransportError::Unplugged
+            }
+            other => other,
+        }
     }
 }
 
@@ -107,7 +121,7 @@ impl FeatureReports for HidNode {
     fn get_report(&mut self) -> Result<[u8; REPORT_SIZE], TransportError> {
         // Report ID 0 goes in front; hidapi hands it back in byte 0 and counts it.
         let mut buf = [0u8; REPORT_SIZE + 1];
-        let n = self.dev.get_feature_report(&mut buf).map_err(map_error)?;
+        let n = self.dev.get_feature_report(&mut buf).map_err(|e| self.fail(e))?;
         if n != REPORT_SIZE + 1 {
             return Err(TransportError::Protocol(format!("feature report of {n} bytes, expected {}", REPORT_SIZE + 1)));
         }
@@ -119,7 +133,7 @@ impl FeatureReports for HidNode {
     fn set_report(&mut self, report: &[u8; REPORT_SIZE]) -> Result<(), TransportError> {
         let mut buf = [0u8; REPORT_SIZE + 1];
         buf[1..].copy_from_slice(report);
-        self.dev.send_feature_report(&buf).map_err(map_error)
+        self.dev.send_feature_report(&buf).map_err(|e| self.fail(e))
     }
 }
 
@@ -127,7 +141,7 @@ impl HidPackets for HidNode {
     fn write_packet(&mut self, packet: &[u8; PACKET_SIZE]) -> Result<(), TransportError> {
         let mut buf = [0u8; PACKET_SIZE + 1];
         buf[1..].copy_from_slice(packet);
-        let n = self.dev.write(&buf).map_err(map_error)?;
+        let n = self.dev.write(&buf).map_err(|e| self.fail(e))?;
         if n < PACKET_SIZE {
             return Err(TransportError::Protocol(format!("short HID write ({n} bytes)")));
         }
@@ -137,7 +151,7 @@ impl HidPackets for HidNode {
     fn read_packet(&mut self, timeout: Duration) -> Result<Option<[u8; PACKET_SIZE]>, TransportError> {
         let mut buf = [0u8; PACKET_SIZE];
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX).max(1);
-        match self.dev.read_timeout(&mut buf, ms).map_err(map_error)? {
+        match self.dev.read_timeout(&mut buf, ms).map_err(|e| self.fail(e))? {
             0 => Ok(None),
             n if n < 7 => Err(TransportError::Protocol(format!("HID input report of {n} bytes"))),
             // Shorter reports are zero-padded: the framing carries its own length.
