@@ -14,6 +14,11 @@ status=0
 cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
 
 if [ "$status" -eq 0 ]; then
+  echo "== the sandbox server against protocol/openapi.yaml (schemathesis)"
+  bash tests/schemathesis.sh || status=$?
+fi
+
+if [ "$status" -eq 0 ]; then
   echo "== the VM lab: a real Linux USB stack in QEMU with virtual YubiKeys as USB gadgets"
   bash tests/vm/run.sh 2>&1 | tee -a "$log" || status=$?
 fi
@@ -23,6 +28,8 @@ if [ "$status" -eq 0 ]; then
   bash tests/bench/scan.sh || status=$?
   echo "== benchmark: keytally run while idle"
   bash tests/bench/idle.sh 60 || status=$?
+  echo "== benchmark: pushing records to the sandbox"
+  bash tests/bench/sync.sh || status=$?
   echo "== benchmark: kiosk taps through pcscd to the sandbox"
   cargo bench --locked -q -p keytally --bench kiosk || status=$?
 fi

@@ -31,6 +31,11 @@ YKMAN_VERSION=5.9.2
 if ! .venv/bin/ykman --version 2>/dev/null | grep -q "$YKMAN_VERSION"; then
   echo "setup: creating .venv with yubikey-manager==$YKMAN_VERSION"
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check "yubikey-manager==$YKMAN_VERSION" ${KEYTALLY_EXTRA_PIP:-}
+  .venv/bin/pip install -q --disable-pip-version-check "yubikey-manager==$YKMAN_VERSION"
+fi
+# schemathesis checks the sandbox server against protocol/openapi.yaml.
+if [ "${KEYTALLY_SETUP_SCHEMATHESIS:-1}" = 1 ] && ! .venv/bin/schemathesis --version >/dev/null 2>&1; then
+  echo "setup: installing schemathesis into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check schemathesis
 fi
 echo "setup: done"

@@ -14,7 +14,10 @@
 //! token_file = "/etc/keytally/eu.token"  # or token_env = "VAR", or:
 //! # client_id = "..."; client_secret_file = "..."; token_url = "https://.../oauth/token"
 //! # machine_token_file = "...";  rotate = true
+//! # rotate_within = "30d"              # rotate when the token expires within this (default 30d)
+//! # rotate_every = "90d"               # and/or when the token file is this old
 //! ca_file = "/etc/keytally/ca.pem"
+//! pin_sha256 = ["base64 SHA-256 of the server's SubjectPublicKeyInfo"]   # optional
 //! match = ["1234"]                       # uniqueId prefixes; default: every key
 //! ```
 
@@ -65,7 +68,12 @@ pub struct RawProfile {
     pub machine_token_file: Option<PathBuf>,
     #[serde(default)]
     pub rotate: bool,
+    pub rotate_within: Option<String>,
+    pub rotate_every: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// Pinned server keys: base64 SHA-256 of the certificate's SubjectPublicKeyInfo.
+    #[serde(default)]
+    pub pin_sha256: Vec<String>,
     #[serde(default, rename = "match")]
     pub match_prefixes: Vec<String>,
 }
@@ -77,7 +85,16 @@ pub enum AuthConfig {
     TokenEnv(String),
     TokenFile(PathBuf),
     OAuth { client_id: String, secret_env: Option<String>, secret_file: Option<PathBuf>, token_url: String, basic: bool, scope: Option<String> },
-    Machine { file: PathBuf, initial_env: Option<String>, rotate: bool },
+    Machine { file: PathBuf, initial_env: Option<String>, rotate: Option<Rotation> },
+}
+
+/// When a machine token is rotated (only with `rotate = true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Rotate when the token's `exp` is this close.
+    pub within: Duration,
+    /// Also rotate when the token file is this old (for tokens without a readable `exp`).
+    pub every: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +103,8 @@ pub struct Profile {
     pub server: String,
     pub auth: AuthConfig,
     pub ca_file: Option<PathBuf>,
+    /// Pinned server keys (`pin-sha256`, base64), checked besides the CA chain.
+    pub pins: Vec<String>,
     pub match_prefixes: Vec<String>,
 }
 
@@ -212,7 +231,20 @@ pub fn load(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Re
             if p.token_file.is_some() {
                 return Err(bad(&k("token_file"), "use machine_token_file alone (token_env may seed it)".into()));
             }
-            AuthConfig::Machine { file, initial_env: p.token_env.clone(), rotate: p.rotate }
+            let rotate = if p.rotate {
+                let within = dur(&k("rotate_within"), &p.rotate_within, Duration::from_secs(30 * 86_400))?;
+                let every = match &p.rotate_every {
+                    None => None,
+                    some => Some(dur(&k("rotate_every"), some, Duration::ZERO)?),
+                };
+                Some(Rotation { within, every })
+            } else {
+                if p.rotate_within.is_some() || p.rotate_every.is_some() {
+                    return Err(bad(&k("rotate"), "rotate_within/rotate_every need rotate = true".into()));
+                }
+                None
+            };
+            AuthConfig::Machine { file, initial_env: p.token_env.clone(), rotate }
         } else if let Some(v) = p.token_env.clone() {
             if statics > 1 {
                 return Err(bad(&k("token_file"), "set token_file or token_env, not both".into()));
@@ -223,7 +255,10 @@ pub fn load(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Re
         } else {
             return Err(bad(&k("token_file"), "no credential: set token_file, token_env, client_id + token_url, or machine_token_file".into()));
         };
-        profiles.push(Profile { name, server, auth, ca_file: p.ca_file, match_prefixes: p.match_prefixes });
+        for pin in &p.pin_sha256 {
+            keytally_protocol::api::pin::check_pin(pin).map_err(|e| bad(&k("pin_sha256"), e))?;
+        }
+        profiles.push(Profile { name, server, auth, ca_file: p.ca_file, pins: p.pin_sha256, match_prefixes: p.match_prefixes });
     }
     Ok(Config { file, state_dir, max_pending: raw.sync.max_pending.unwrap_or(crate::outbox::DEFAULT_MAX_PENDING), backoff_cap, drain_rate, heartbeat, timeout, profiles })
 }

@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use uuid::Uuid;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Default bound on pending entries.
 pub const DEFAULT_MAX_PENDING: u64 = 100_000;
@@ -70,6 +70,9 @@ pub struct SyncState {
     /// Unix seconds before which the profile is not tried again.
     pub next_attempt_at: Option<u64>,
     pub consecutive_failures: u32,
+    /// After a failure while only heartbeats were pending: Unix seconds before which a
+    /// heartbeat-only backlog is not retried (a state change still goes at `next_attempt_at`).
+    pub heartbeat_retry_at: Option<u64>,
 }
 
 pub struct Outbox {
@@ -120,6 +123,8 @@ const MIGRATIONS: &[&str] = &[
         credential_rejected INTEGER NOT NULL DEFAULT 0,
         next_attempt_at INTEGER,
         consecutive_failures INTEGER NOT NULL DEFAULT 0);",
+    // 1 -> 2: heartbeat-only backlogs are retried on their own (longer) schedule.
+    "ALTER TABLE sync_state ADD COLUMN heartbeat_retry_at INTEGER;",
 ];
 
 impl Outbox {
@@ -325,6 +330,21 @@ impl Outbox {
             .map_err(|x| self.err(x))
     }
 
+    /// Whether `profile` has a pending entry that is a state change (its fingerprint differs
+    /// from the last delivered one, or the key was never delivered), as opposed to only
+    /// heartbeats (an unchanged state re-sent to refresh `lastUsed`).
+    pub fn has_pending_changes(&self, profile: &str) -> Result<bool, OutboxError> {
+        self.db
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM pending p LEFT JOIN delivered d ON d.profile=p.profile AND d.unique_id=p.unique_id
+                  WHERE p.profile=?1 AND (d.fingerprint IS NULL OR d.fingerprint != p.fingerprint))",
+                [profile],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|v| v != 0)
+            .map_err(|e| self.err(e))
+    }
+
     pub fn depth(&self, profile: Option<&str>) -> Result<u64, OutboxError> {
         let n: i64 = match profile {
             Some(p) => self.db.query_row("SELECT COUNT(*) FROM pending WHERE profile=?1", [p], |r| r.get(0)),
@@ -366,7 +386,8 @@ impl Outbox {
     pub fn sync_state(&self, profile: &str) -> Result<SyncState, OutboxError> {
         self.db
             .query_row(
-                "SELECT last_success_at, last_error, last_error_at, credential_rejected, next_attempt_at, consecutive_failures
+                "SELECT last_success_at, last_error, last_error_at, credential_rejected, next_attempt_at, consecutive_failures,
+                        heartbeat_retry_at
                  FROM sync_state WHERE profile=?1",
                 [profile],
                 |r| {
@@ -377,6 +398,7 @@ impl Outbox {
                         credential_rejected: r.get::<_, i64>(3)? != 0,
                         next_attempt_at: r.get::<_, Option<i64>>(4)?.map(|v| v.max(0) as u64),
                         consecutive_failures: r.get::<_, i64>(5)?.max(0) as u32,
+                        heartbeat_retry_at: r.get::<_, Option<i64>>(6)?.map(|v| v.max(0) as u64),
                     })
                 },
             )
@@ -388,11 +410,13 @@ impl Outbox {
     pub fn set_sync_state(&self, profile: &str, s: &SyncState) -> Result<(), OutboxError> {
         self.db
             .execute(
-                "INSERT INTO sync_state(profile, last_success_at, last_error, last_error_at, credential_rejected, next_attempt_at, consecutive_failures)
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO sync_state(profile, last_success_at, last_error, last_error_at, credential_rejected, next_attempt_at,
+                   consecutive_failures, heartbeat_retry_at)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(profile) DO UPDATE SET last_success_at=excluded.last_success_at, last_error=excluded.last_error,
                    last_error_at=excluded.last_error_at, credential_rejected=excluded.credential_rejected,
-                   next_attempt_at=excluded.next_attempt_at, consecutive_failures=excluded.consecutive_failures",
+                   next_attempt_at=excluded.next_attempt_at, consecutive_failures=excluded.consecutive_failures,
+                   heartbeat_retry_at=excluded.heartbeat_retry_at",
                 params![
                     profile,
                     s.last_success_at.map(|v| v as i64),
@@ -400,10 +424,19 @@ impl Outbox {
                     s.last_error_at.map(|v| v as i64),
                     s.credential_rejected as i64,
                     s.next_attempt_at.map(|v| v as i64),
-                    s.consecutive_failures as i64
+                    s.consecutive_failures as i64,
+                    s.heartbeat_retry_at.map(|v| v as i64)
                 ],
             )
             .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Whether any profile still has a version of `unique_id` waiting to be pushed.
+    pub fn is_pending(&self, unique_id: &str) -> Result<bool, OutboxError> {
+        self.db
+            .query_row("SELECT EXISTS(SELECT 1 FROM pending WHERE unique_id=?1)", [unique_id], |r| r.get::<_, i64>(0))
+            .map(|v| v != 0)
             .map_err(|e| self.err(e))
     }
 
@@ -470,6 +503,44 @@ mod tests {
         drop(ob);
         // Re-opening does not migrate twice.
         assert_eq!(open(&dir, 10).schema_version().unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn version_1_file_is_migrated_keeping_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        {
+            // A state directory written by the previous release (schema 1).
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch("CREATE TABLE schema_version(version INTEGER NOT NULL); INSERT INTO schema_version VALUES(1);").unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.execute("INSERT INTO sync_state(profile, last_success_at, consecutive_failures) VALUES('p', 42, 3)", []).unwrap();
+            c.execute(
+                "INSERT INTO pending(profile, unique_id, version, fingerprint, body, seq, enqueued_at) VALUES('p','k',?1,'f',x'7b7d',1,1)",
+                [Uuid::new_v4().to_string()],
+            )
+            .unwrap();
+        }
+        let ob = Outbox::open(&path, 10).unwrap();
+        assert_eq!(ob.schema_version().unwrap(), 2);
+        let st = ob.sync_state("p").unwrap();
+        assert_eq!((st.last_success_at, st.consecutive_failures, st.heartbeat_retry_at), (Some(42), 3, None));
+        assert_eq!(ob.depth(None).unwrap(), 1);
+    }
+
+    #[test]
+    fn heartbeat_only_backlog_is_told_apart_from_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = open(&dir, 10);
+        ob.enqueue("p", "k", "a", b"{}", Some(Duration::from_secs(60)), 0).unwrap();
+        assert!(ob.has_pending_changes("p").unwrap(), "never delivered: a change");
+        let e = ob.next_batch("p", 1).unwrap().remove(0);
+        ob.ack(&e, 1).unwrap();
+        ob.enqueue("p", "k", "a", b"{}", Some(Duration::from_secs(60)), 100).unwrap();
+        assert_eq!(ob.depth(None).unwrap(), 1, "the heartbeat is queued");
+        assert!(!ob.has_pending_changes("p").unwrap(), "same fingerprint: a heartbeat");
+        ob.enqueue("p", "k", "b", b"{}", Some(Duration::from_secs(60)), 101).unwrap();
+        assert!(ob.has_pending_changes("p").unwrap());
     }
 
     #[test]

@@ -16,7 +16,7 @@ fn record(id: &str, n: u64) -> Vec<u8> {
 }
 
 fn http(timeout: Duration) -> reqwest::Client {
-    build_client(&TransportConfig { connect_timeout: Duration::from_secs(2), timeout, extra_ca_file: None }).unwrap()
+    build_client(&TransportConfig { connect_timeout: Duration::from_secs(2), timeout, ..TransportConfig::default() }).unwrap()
 }
 
 fn static_client(sb: &Sandbox, token: &str) -> DevicesClient {

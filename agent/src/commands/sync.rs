@@ -13,9 +13,9 @@ use keytally_protocol::auth::{Authenticator, ClientAuth, ClientCredentials, Cred
 use keytally_protocol::secret::Secret;
 use serde_json::Value;
 
-use crate::config::{self, AuthConfig, Config, Profile};
-use crate::outbox::{unix_now, Enqueued, Outbox};
-use crate::sync::{drain, Backoff, DrainLimits, DrainReport, Stopped};
+use crate::config::{self, AuthConfig, Config, Profile, Rotation};
+use crate::outbox::{Enqueued, Outbox};
+use crate::sync::{blocked_until, drain, Backoff, Clock, DrainLimits, DrainReport, Stopped, SystemClock};
 
 pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_PENDING: u8 = 3;
@@ -34,7 +34,12 @@ pub fn outbox_path(cfg: &Config) -> std::path::PathBuf {
 
 /// The client (and its credential) for one profile. Errors name the profile.
 pub fn client_for(cfg: &Config, p: &Profile) -> anyhow::Result<DevicesClient> {
-    let transport = TransportConfig { timeout: cfg.timeout, extra_ca_file: p.ca_file.clone(), ..TransportConfig::default() };
+    let transport = TransportConfig {
+        timeout: cfg.timeout,
+        extra_ca_file: p.ca_file.clone(),
+        pinned_spki: p.pins.clone(),
+        ..TransportConfig::default()
+    };
     let http = build_client(&transport).with_context(|| format!("profile {}", p.name))?;
     let base = parse_secure_url("server URL", &p.server)?;
     let env_secret = |var: &str| -> anyhow::Result<Secret> {
@@ -71,6 +76,32 @@ pub fn client_for(cfg: &Config, p: &Profile) -> anyhow::Result<DevicesClient> {
     Ok(DevicesClient::new(http, base, Arc::new(Authenticator::new(credential)))?)
 }
 
+/// Rotates a machine token when it is due: its `exp` is within `rotation.within`, or the
+/// token file is older than `rotation.every`. Returns whether it rotated. The rotation is
+/// sent at most once per run and never retried here: a failure leaves the old token (and,
+/// when the answer was lost, the intent marker that blocks further rotations until a
+/// request with the old token succeeds; see `keytally_protocol::auth::rotation`).
+pub async fn rotate_if_due(client: &DevicesClient, rotation: Rotation, now: u64) -> Result<bool, keytally_protocol::auth::AuthError> {
+    let Credential::Machine(mt) = client.auth().credential() else { return Ok(false) };
+    if mt.rotation_interrupted() {
+        return Ok(false);
+    }
+    let now_t = std::time::UNIX_EPOCH + Duration::from_secs(now);
+    let by_expiry = keytally_protocol::auth::jwt::expiry(mt.token().expose())
+        .is_some_and(|exp| exp <= now_t + rotation.within);
+    let by_age = rotation.every.is_some_and(|every| {
+        std::fs::metadata(mt.path())
+            .and_then(|m| m.modified())
+            .is_ok_and(|modified| modified + every <= now_t)
+    });
+    if !(by_expiry || by_age) {
+        return Ok(false);
+    }
+    tracing::info!(by_expiry, by_age, "rotating the machine token");
+    mt.rotate().await?;
+    Ok(true)
+}
+
 /// What the server should see as "the same state": the record without its volatile
 /// sighting times, so an unchanged key is not re-pushed on every scan.
 pub fn fingerprint(record: &Value) -> String {
@@ -95,10 +126,15 @@ pub struct Summary {
 
 /// Enqueues `records` for every profile they match, then drains each profile once.
 pub async fn sync_once(cfg: &Config, records: &[Value]) -> anyhow::Result<Summary> {
+    sync_once_at(cfg, records, &SystemClock).await
+}
+
+/// [`sync_once`] on the given clock.
+pub async fn sync_once_at(cfg: &Config, records: &[Value], clock: &dyn Clock) -> anyhow::Result<Summary> {
     let path = outbox_path(cfg);
     let mut outbox = Outbox::open(&path, cfg.max_pending)?;
     let mut summary = Summary::default();
-    let now = unix_now();
+    let now = clock.now();
     for r in records {
         let Some(uid) = r.pointer("/yubikey/uniqueId").and_then(Value::as_str).filter(|s| !s.is_empty()) else {
             tracing::warn!("skipping a record without yubikey.uniqueId");
@@ -114,27 +150,40 @@ pub async fn sync_once(cfg: &Config, records: &[Value]) -> anyhow::Result<Summar
         }
     }
     let limits = DrainLimits { min_interval: Duration::from_secs_f64(1.0 / cfg.drain_rate), ..DrainLimits::default() };
-    let backoff = Backoff { cap: cfg.backoff_cap, ..Backoff::default() };
+    let backoff = Backoff { cap: cfg.backoff_cap, heartbeat: cfg.heartbeat, ..Backoff::default() };
     for p in &cfg.profiles {
         let client = match client_for(cfg, p) {
             Ok(c) => c,
             Err(e) => {
                 let mut st = outbox.sync_state(&p.name)?;
                 st.last_error = Some(format!("{e:#}"));
-                st.last_error_at = Some(unix_now());
+                st.last_error_at = Some(clock.now());
                 outbox.set_sync_state(&p.name, &st)?;
                 eprintln!("keytally: profile {}: {e:#}", p.name);
                 continue;
             }
         };
-        let report = drain(&client, &mut outbox, &p.name, limits, backoff).await?;
+        if let AuthConfig::Machine { rotate: Some(rotation), .. } = &p.auth {
+            // Rotation goes first, before any other request with the old token, and only
+            // while the profile is not backing off.
+            let mut st = outbox.sync_state(&p.name)?;
+            if blocked_until(&st, clock.now(), true).is_none() {
+                if let Err(e) = rotate_if_due(&client, *rotation, clock.now()).await {
+                    eprintln!("keytally: profile {}: {e}", p.name);
+                    st.last_error = Some(e.to_string());
+                    st.last_error_at = Some(clock.now());
+                    outbox.set_sync_state(&p.name, &st)?;
+                }
+            }
+        }
+        let report = drain(&client, &mut outbox, &p.name, limits, backoff, clock).await?;
         summary.per_profile.push((p.name.clone(), report));
     }
     summary.remaining = outbox.depth(None)?;
     Ok(summary)
 }
 
-pub fn run(config_path: Option<&Path>, reader: Option<&str>) -> ExitCode {
+pub fn run(config_path: Option<&Path>, reader: Option<&str>, records_file: Option<&Path>) -> ExitCode {
     let cfg = match load_config(config_path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -143,8 +192,17 @@ pub fn run(config_path: Option<&Path>, reader: Option<&str>) -> ExitCode {
         eprintln!("keytally: configuration error in {}: profiles: no server profile (set KEYTALLY_SERVER or add [profiles.NAME])", cfg.file);
         return ExitCode::from(EXIT_CONFIG);
     }
-    let records = match crate::commands::scan::collect_records(reader) {
-        Ok(rs) => rs.into_iter().filter_map(|r| serde_json::to_value(r).ok()).collect::<Vec<_>>(),
+    let scanned = match records_file {
+        Some(f) => read_records(f),
+        None => crate::commands::scan::collect_records(reader)
+            .map(|rs| rs.into_iter().filter_map(|r| serde_json::to_value(r).ok()).collect::<Vec<_>>()),
+    };
+    let records = match scanned {
+        Ok(rs) => rs,
+        Err(e) if records_file.is_some() => {
+            eprintln!("keytally: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
         Err(e) => {
             // Nothing scanned this time: still push what is queued.
             eprintln!("keytally: scan failed: {e:#}");
@@ -187,6 +245,15 @@ pub fn run(config_path: Option<&Path>, reader: Option<&str>) -> ExitCode {
     }
 }
 
+/// A JSON array of device records (the output of `keytally scan --json`).
+fn read_records(path: &Path) -> anyhow::Result<Vec<Value>> {
+    let text = std::fs::read(path).with_context(|| format!("cannot read the records file {}", path.display()))?;
+    match serde_json::from_slice::<Value>(&text).with_context(|| format!("records file {} is not JSON", path.display()))? {
+        Value::Array(a) => Ok(a),
+        _ => anyhow::bail!("records file {}: expected a JSON array of device records", path.display()),
+    }
+}
+
 pub fn fmt_time(unix: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix)).to_string()
 }
@@ -195,6 +262,7 @@ pub fn fmt_time(unix: u64) -> String {
 mod tests {
     use super::*;
     use crate::config::{AuthConfig, Config, Profile};
+    use crate::outbox::unix_now;
     use serde_json::json;
 
     fn cfg(dir: &Path, server: &str, auth: AuthConfig) -> Config {
@@ -206,7 +274,7 @@ mod tests {
             drain_rate: 200.0,
             heartbeat: Duration::from_secs(6 * 3600),
             timeout: Duration::from_secs(5),
-            profiles: vec![Profile { name: "default".into(), server: server.into(), auth, ca_file: None, match_prefixes: vec![] }],
+            profiles: vec![Profile { name: "default".into(), server: server.into(), auth, ca_file: None, pins: vec![], match_prefixes: vec![] }],
         }
     }
 
@@ -227,12 +295,19 @@ mod tests {
         p
     }
 
-    #[tokio::test]
-    async fn sync_once_delivers_and_skips_unchanged() {
+    /// A sandbox, an API key for it (its id is returned) in a private token file, and a
+    /// one-profile configuration using it.
+    async fn with_api_key() -> (keytally_sandbox::Sandbox, String, tempfile::TempDir, Config) {
         let sb = keytally_sandbox::spawn(keytally_sandbox::Config::default()).await.unwrap();
-        let (_, key) = sb.create_api_key("t");
+        let (id, key) = sb.create_api_key("t");
         let dir = tempfile::tempdir().unwrap();
         let c = cfg(dir.path(), &sb.devices_base(), AuthConfig::TokenFile(secret_file(dir.path(), "tok", &key)));
+        (sb, id, dir, c)
+    }
+
+    #[tokio::test]
+    async fn sync_once_delivers_and_skips_unchanged() {
+        let (sb, _, _dir, c) = with_api_key().await;
         let s = sync_once(&c, &records(20, 1)).await.unwrap();
         assert_eq!((s.queued, s.remaining), (20, 0));
         assert_eq!(sb.store().device_count(), 20);
@@ -249,10 +324,7 @@ mod tests {
 
     #[tokio::test]
     async fn outage_then_recovery_obeys_retry_after() {
-        let sb = keytally_sandbox::spawn(keytally_sandbox::Config::default()).await.unwrap();
-        let (_, key) = sb.create_api_key("t");
-        let dir = tempfile::tempdir().unwrap();
-        let c = cfg(dir.path(), &sb.devices_base(), AuthConfig::TokenFile(secret_file(dir.path(), "tok", &key)));
+        let (sb, _, _dir, c) = with_api_key().await;
         {
             let mut f = sb.faults();
             f.down = true;
@@ -278,11 +350,8 @@ mod tests {
 
     #[tokio::test]
     async fn revoked_key_stops_with_credential_rejected_and_bounded_requests() {
-        let sb = keytally_sandbox::spawn(keytally_sandbox::Config::default()).await.unwrap();
-        let (id, key) = sb.create_api_key("t");
+        let (sb, id, _dir, c) = with_api_key().await;
         sb.revoke_api_key(&id);
-        let dir = tempfile::tempdir().unwrap();
-        let c = cfg(dir.path(), &sb.devices_base(), AuthConfig::TokenFile(secret_file(dir.path(), "tok", &key)));
         for _ in 0..20 {
             let s = sync_once(&c, &records(5, 1)).await.unwrap();
             assert_eq!(s.remaining, 5);
@@ -316,10 +385,7 @@ mod tests {
 
     #[tokio::test]
     async fn permanent_rejection_is_quarantined_with_reason() {
-        let sb = keytally_sandbox::spawn(keytally_sandbox::Config::default()).await.unwrap();
-        let (_, key) = sb.create_api_key("t");
-        let dir = tempfile::tempdir().unwrap();
-        let c = cfg(dir.path(), &sb.devices_base(), AuthConfig::TokenFile(secret_file(dir.path(), "tok", &key)));
+        let (sb, _, _dir, c) = with_api_key().await;
         {
             let mut f = sb.faults();
             f.fail_next = 1;
@@ -332,5 +398,135 @@ mod tests {
         assert_eq!(q.len(), 1, "{q:?}");
         assert_eq!(q[0].status, 422);
         assert!(q[0].reason.contains("injected fault"), "{q:?}");
+    }
+
+    /// The server is down for 30 s (virtual) answering 503 with `Retry-After: 5`, then
+    /// comes back. A pass runs every virtual second; every request is real HTTP on loopback.
+    #[tokio::test]
+    async fn outage_of_30s_retry_after_obeyed_everything_delivered() {
+        use crate::sync::ManualClock;
+        let (sb, _, _dir, c) = with_api_key().await;
+        let clock = ManualClock::at(unix_now());
+        {
+            let mut f = sb.faults();
+            f.down = true;
+            f.fail_status = Some(503);
+            f.retry_after = Some(5);
+        }
+        let mut attempts: Vec<(u64, bool)> = Vec::new(); // (virtual second, server was down)
+        let mut delivered_at = None;
+        for sec in 0..180u64 {
+            if sec == 30 {
+                sb.faults().down = false;
+            }
+            let recs = if sec == 0 { records(50, 1) } else if sec == 10 { records(50, 2)[..10].to_vec() } else { vec![] };
+            let before = sb.request_count();
+            let s = sync_once_at(&c, &recs, &clock).await.unwrap();
+            let sent = sb.request_count() - before;
+            if sent > 0 {
+                attempts.push((sec, sec < 30));
+            }
+            if s.remaining == 0 {
+                delivered_at = Some(sec);
+                break;
+            }
+            clock.advance(Duration::from_secs(1));
+        }
+        let down: Vec<u64> = attempts.iter().filter(|a| a.1).map(|a| a.0).collect();
+        let (devices, applied) = {
+            let st = sb.store();
+            (st.device_count(), st.puts_applied())
+        };
+        eprintln!(
+            "FIGURE 30 s outage: attempts while down at virtual s {down:?}; everything delivered at s {delivered_at:?} ({} records, {} PUTs applied)",
+            devices, applied
+        );
+        // Retry-After is a floor: two attempts are at least 5 s apart while the server says so.
+        for w in attempts.windows(2) {
+            if w[0].1 {
+                assert!(w[1].0 - w[0].0 >= 5, "attempt at {} came {}s after a 503 with Retry-After: 5", w[1].0, w[1].0 - w[0].0);
+            }
+        }
+        assert!(down.len() <= 30 / 5 + 1, "at most one attempt per Retry-After while down: {down:?}");
+        let done = delivered_at.expect("everything is delivered after the server is back");
+        assert!((30..=30 + 2 * 60).contains(&done), "delivered at {done}");
+        assert_eq!(sb.store().device_count(), 50);
+        for i in 0..50u32 {
+            let want = if i < 10 { 2 } else { 1 };
+            assert_eq!(sb.store().device(&format!("{}", 1000 + i)).unwrap()["observation"]["gen"], want);
+        }
+        assert_eq!(Outbox::open(&outbox_path(&c), 1000).unwrap().depth(None).unwrap(), 0);
+    }
+
+    /// A revoked API key: 60 virtual seconds of passes (one a second) send one request, and
+    /// two hours send no more than one per backoff cap.
+    #[tokio::test]
+    async fn revoked_key_bounded_requests_over_60s_and_2h_virtual() {
+        use crate::sync::{describe, ManualClock};
+        let (sb, id, _dir, c) = with_api_key().await;
+        let clock = ManualClock::at(unix_now());
+        sync_once_at(&c, &records(5, 1), &clock).await.unwrap();
+        assert!(sb.revoke_api_key(&id));
+        let before = sb.request_count();
+        for sec in 0..60u64 {
+            let recs = if sec == 0 { records(5, 2) } else { vec![] };
+            let s = sync_once_at(&c, &recs, &clock).await.unwrap();
+            assert_eq!(s.remaining, 5);
+            clock.advance(Duration::from_secs(1));
+        }
+        let in_60s = sb.request_count() - before;
+        let st = Outbox::open(&outbox_path(&c), 1000).unwrap().sync_state("default").unwrap();
+        assert_eq!(describe(&st), "credential rejected");
+        assert!(st.last_error.as_deref().unwrap_or("").starts_with("credential rejected"), "{st:?}");
+        // Two more hours, a pass every virtual minute.
+        for _ in 0..120 {
+            clock.advance(Duration::from_secs(60));
+            sync_once_at(&c, &[], &clock).await.unwrap();
+        }
+        let in_2h = sb.request_count() - before;
+        eprintln!("FIGURE revoked key: {in_60s} request(s) in 60 s of passes, {in_2h} in 2 h (cap 15 min)");
+        assert_eq!(in_60s, 1, "one 403, then nothing for the rest of the minute");
+        assert!(in_2h <= 2 * 3600 / 900 + 1, "{in_2h} requests in 2 h: more than one per backoff cap");
+        assert!(in_2h >= 2, "still retried at the cap");
+    }
+
+    /// `rotate = true`: a machine token that expires within `rotate_within` is rotated
+    /// first, before any other request, stored, and used; a fresh token is left alone.
+    #[tokio::test]
+    async fn machine_token_rotation_is_scheduled_before_other_requests() {
+        use crate::config::Rotation;
+        let soon = std::time::SystemTime::now() + Duration::from_secs(5 * 86_400);
+        let old = keytally_protocol::auth::jwt::unsigned_for_test(soon);
+        let sb = keytally_sandbox::spawn(keytally_sandbox::Config { machine_token: Some(old.clone()), ..Default::default() })
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = secret_file(dir.path(), "machine-token", &old);
+        let rotation = Rotation { within: Duration::from_secs(30 * 86_400), every: None };
+        let c = cfg(dir.path(), &sb.devices_base(), AuthConfig::Machine { file: file.clone(), initial_env: None, rotate: Some(rotation) });
+        let s = sync_once(&c, &records(3, 1)).await.unwrap();
+        assert_eq!(s.remaining, 0);
+        let log = sb.request_log();
+        assert_eq!(log[0], "GET /auth/machine-token", "{log:?}");
+        assert!(log[1..].iter().all(|l| l.starts_with("PUT ")), "{log:?}");
+        let stored = std::fs::read_to_string(&file).unwrap();
+        assert_ne!(stored, old);
+        assert_eq!(Some(stored.clone()), sb.current_machine_token());
+        // The new token is valid for a year: the next run does not rotate again.
+        sync_once(&c, &records(3, 2)).await.unwrap();
+        assert_eq!(sb.request_log().iter().filter(|l| l.contains("machine-token")).count(), 1);
+        // A failed rotation (server down) is not retried in the same run, and the old token stays.
+        let soon2 = keytally_protocol::auth::jwt::unsigned_for_test(soon);
+        std::fs::write(&file, &soon2).unwrap();
+        let before = sb.request_log().len();
+        {
+            let mut f = sb.faults();
+            f.fail_next = 1;
+            f.fail_status = Some(500);
+        }
+        let _ = sync_once(&c, &records(3, 3)).await.unwrap();
+        let log = sb.request_log();
+        assert_eq!(log[before..].iter().filter(|l| l.contains("machine-token")).count(), 1, "{:?}", &log[before..]);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), soon2);
     }
 }

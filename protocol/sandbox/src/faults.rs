@@ -50,6 +50,7 @@ pub struct Faults {
 
 pub async fn inject(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     shared.requests.fetch_add(1, Ordering::SeqCst);
+    shared.log_request(req.method().as_str(), req.uri().path());
     let (latency, fail, hostile, redirect) = {
         let mut f = shared.faults.lock().unwrap_or_else(|p| p.into_inner());
         let fail = if f.down || f.fail_next > 0 {

@@ -79,9 +79,21 @@ pub struct Shared {
     requests: AtomicU64,
     device_requests: AtomicU64,
     token_requests: AtomicU64,
+    /// `METHOD path` of every request (except `/_sandbox`), in arrival order; capped.
+    log: Mutex<Vec<String>>,
 }
 
+/// The most requests kept in the request log.
+const LOG_CAP: usize = 100_000;
+
 impl Shared {
+    pub(crate) fn log_request(&self, method: &str, path: &str) {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if log.len() < LOG_CAP {
+            log.push(format!("{method} {path}"));
+        }
+    }
+
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -120,6 +132,10 @@ impl Sandbox {
     pub fn token_request_count(&self) -> u64 {
         self.shared.token_requests.load(Ordering::SeqCst)
     }
+    /// `METHOD path` of every request so far (except `/_sandbox`), in arrival order.
+    pub fn request_log(&self) -> Vec<String> {
+        self.shared.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
     /// Creates an API key; returns (id, key).
     pub fn create_api_key(&self, name: &str) -> (String, String) {
         self.store().create_api_key(name)
@@ -144,6 +160,7 @@ pub async fn spawn(cfg: Config) -> anyhow::Result<Sandbox> {
         requests: AtomicU64::new(0),
         device_requests: AtomicU64::new(0),
         token_requests: AtomicU64::new(0),
+        log: Mutex::new(Vec::new()),
         cfg: cfg.clone(),
     });
     let listener = tokio::net::TcpListener::bind(cfg.bind).await?;
@@ -226,7 +243,13 @@ async fn put_device(
     if body_id != Some(unique_id.as_str()) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, "yubikey.uniqueId in the body does not match the URL");
     }
-    let idem = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let idem = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(|t| uuid::Uuid::parse_str(t.trim()).ok()) {
+            Some(u) => Some(u.hyphenated().to_string()),
+            None => return error(StatusCode::BAD_REQUEST, "Idempotency-Key must be a UUID"),
+        },
+    };
     match shared.store().upsert(&unique_id, &record, idem.as_deref(), now_secs()) {
         Ok(Upsert::Created) => (StatusCode::CREATED, Json(record)).into_response(),
         Ok(Upsert::Updated) | Ok(Upsert::Replayed) => (StatusCode::OK, Json(record)).into_response(),
@@ -250,12 +273,22 @@ struct Page {
     offset: Option<u64>,
 }
 
-async fn list_devices(State(shared): State<Arc<Shared>>, Query(p): Query<Page>, headers: HeaderMap) -> Response {
+async fn list_devices(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
     shared.device_requests.fetch_add(1, Ordering::SeqCst);
     if let Err(r) = authorize(&shared, &headers) {
         return *r;
     }
-    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let Ok(Query(p)) = query else {
+        return error(StatusCode::BAD_REQUEST, "limit and offset must be non-negative integers");
+    };
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return error(StatusCode::BAD_REQUEST, "limit must be between 1 and 1000");
+    }
     let offset = p.offset.unwrap_or(0);
     let (items, total) = shared.store().list(limit, offset);
     if shared.cfg.bare_list {

@@ -1,6 +1,7 @@
 //! The devices API: the HTTP transport, response classification, and the client.
 
 pub mod client;
+pub mod pin;
 pub mod response;
 pub mod transport;
 

@@ -20,6 +20,9 @@ pub struct TransportConfig {
     pub timeout: Duration,
     /// A PEM file with extra CA certificates trusted besides the system roots.
     pub extra_ca_file: Option<PathBuf>,
+    /// Pinned server keys: base64 SHA-256 of the SubjectPublicKeyInfo (`pin-sha256`).
+    /// When set, the server's certificate must also carry one of these keys.
+    pub pinned_spki: Vec<String>,
 }
 
 impl Default for TransportConfig {
@@ -28,6 +31,7 @@ impl Default for TransportConfig {
             connect_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(30),
             extra_ca_file: None,
+            pinned_spki: Vec::new(),
         }
     }
 }
@@ -43,6 +47,8 @@ pub enum TransportError {
     CaFile { path: PathBuf, reason: String },
     #[error("cannot build the HTTP client: {0}")]
     Build(String),
+    #[error("pinned server key: {0}")]
+    Pin(String),
 }
 
 /// Parses `url` and refuses anything that is not https, except http on loopback.
@@ -100,6 +106,7 @@ pub fn build_client(cfg: &TransportConfig) -> Result<reqwest::Client, TransportE
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(90))
         .https_only(false); // enforced per URL by check_secure, which allows loopback http
+    let mut extra_der = Vec::new();
     if let Some(path) = &cfg.extra_ca_file {
         let pem = std::fs::read(path).map_err(|e| TransportError::CaFile {
             path: path.clone(),
@@ -115,9 +122,21 @@ pub fn build_client(cfg: &TransportConfig) -> Result<reqwest::Client, TransportE
                 reason: "no PEM certificate in it".into(),
             });
         }
-        for c in certs {
-            b = b.add_root_certificate(c);
+        if cfg.pinned_spki.is_empty() {
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        } else {
+            use rustls::pki_types::pem::PemObject;
+            extra_der = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| TransportError::CaFile { path: path.clone(), reason: e.to_string() })?;
         }
+    }
+    if !cfg.pinned_spki.is_empty() {
+        // The same roots (system + extra CA), verified by rustls, then the pin.
+        let tls = super::pin::pinned_tls_config(extra_der, cfg.pinned_spki.clone()).map_err(TransportError::Pin)?;
+        b = b.use_preconfigured_tls(tls);
     }
     b.build().map_err(|e| TransportError::Build(e.to_string()))
 }
