@@ -13,7 +13,8 @@ use keytally_protocol::mapping::rfc3339;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::commands::sync::{outbox_path, sync_once};
+use crate::commands::sync::{outbox_path, runtime, sync_with, Clients};
+use crate::sync::SystemClock;
 use crate::config::Config;
 use crate::outbox::Outbox;
 
@@ -89,14 +90,12 @@ fn worker(
     stop: Arc<AtomicBool>,
     canceller: Arc<Mutex<Option<Canceller>>>,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("keytally: cannot start the async runtime: {e}");
-            stop.store(true, Ordering::SeqCst);
-            return;
-        }
+    let Ok(rt) = runtime() else {
+        stop.store(true, Ordering::SeqCst);
+        return;
     };
+    // One client per profile for the worker's lifetime: kept-alive connections, one token.
+    let mut clients = Clients::default();
     rt.block_on(async move {
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -120,7 +119,7 @@ fn worker(
                 () = &mut shutdown => break,
                 job = rx.recv() => {
                     let Some(job) = job else { break };
-                    let result = tokio::time::timeout(timing.push_timeout, sync_once(&cfg, &job.records)).await;
+                    let result = tokio::time::timeout(timing.push_timeout, sync_with(&cfg, &job.records, &mut clients, &SystemClock)).await;
                     if let Ok(Err(e)) = &result {
                         tracing::warn!("push failed: {e:#}");
                     }
@@ -138,7 +137,7 @@ fn worker(
                     }
                 }
                 () = retry => {
-                    match tokio::time::timeout(timing.push_timeout, sync_once(&cfg, &[])).await {
+                    match tokio::time::timeout(timing.push_timeout, sync_with(&cfg, &[], &mut clients, &SystemClock)).await {
                         Ok(Ok(s)) if s.remaining == 0 => {
                             backlog = false;
                             if timing.announce_delivery {
@@ -163,7 +162,7 @@ fn worker(
             left.extend(job.records);
         }
         if !left.is_empty() || backlog {
-            let _ = tokio::time::timeout(timing.push_timeout, sync_once(&cfg, &left)).await;
+            let _ = tokio::time::timeout(timing.push_timeout, sync_with(&cfg, &left, &mut clients, &SystemClock)).await;
         }
     });
 }

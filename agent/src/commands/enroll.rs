@@ -18,8 +18,9 @@ use keytally_protocol::record::{Counted, DeviceRecord, Label, Owner, Status};
 use serde_json::{Map, Value};
 
 use crate::cli::EnrollArgs;
-use crate::commands::sync::{client_for, load_config, outbox_path, sync_once, EXIT_CONFIG};
+use crate::commands::sync::{client_for, load_server_config, outbox_path, sync_with, Clients};
 use crate::config::Config;
+use crate::sync::SystemClock;
 use crate::outbox::Outbox;
 
 /// Running totals, shared with the Ctrl-C handler so the summary is printed either way.
@@ -42,14 +43,10 @@ impl Totals {
 }
 
 pub fn run(config_path: Option<&Path>, args: &EnrollArgs) -> ExitCode {
-    let cfg = match load_config(config_path) {
+    let cfg = match load_server_config(config_path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if cfg.profiles.is_empty() {
-        eprintln!("keytally: configuration error in {}: profiles: no server profile (set KEYTALLY_SERVER or add [profiles.NAME])", cfg.file);
-        return ExitCode::from(EXIT_CONFIG);
-    }
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -69,7 +66,7 @@ pub fn run(config_path: Option<&Path>, args: &EnrollArgs) -> ExitCode {
     }
     let agent_id = crate::agent_id::agent_id();
     let host = gethostname::gethostname().to_string_lossy().into_owned();
-    let mut desk = Desk { cfg, args, rt: &rt, totals: Arc::clone(&totals), stdin: io::stdin().lock() };
+    let mut desk = Desk { cfg, args, rt: &rt, totals: Arc::clone(&totals), stdin: io::stdin().lock(), clients: Clients::default() };
     let mut watcher = PcscWatcher::new(args.reader.as_deref());
     let mut ctx: Option<PcscContext> = None;
 
@@ -101,6 +98,7 @@ struct Desk<'a> {
     rt: &'a tokio::runtime::Runtime,
     totals: Arc<Totals>,
     stdin: io::StdinLock<'static>,
+    clients: Clients,
 }
 
 impl Desk<'_> {
@@ -141,7 +139,10 @@ impl Desk<'_> {
         };
         assign(&mut record, &email, &tags, &status);
         let Ok(body) = serde_json::to_value(&record) else { return Ok(false) };
-        let pushed = self.rt.block_on(async { tokio::time::timeout(self.args.push_timeout, sync_once(&self.cfg, std::slice::from_ref(&body))).await });
+        let (cfg, clients) = (&self.cfg, &mut self.clients);
+        let pushed = self.rt.block_on(async {
+            tokio::time::timeout(self.args.push_timeout, sync_with(cfg, std::slice::from_ref(&body), clients, &SystemClock)).await
+        });
         let synced = matches!(pushed, Ok(Ok(_))) && !Outbox::open(&outbox_path(&self.cfg), self.cfg.max_pending).and_then(|o| o.is_pending(&record.yubikey.unique_id)).unwrap_or(true);
         let state = if synced { "synced" } else { "queued (it will be pushed when the server answers)" };
         println!("Enrolled {} ({}) to {email}: {state}", k.name, serial);

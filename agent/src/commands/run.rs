@@ -27,18 +27,14 @@ use rand::Rng;
 use serde_json::Value;
 
 use crate::cli::RunArgs;
-use crate::commands::sync::{load_config, EXIT_CONFIG};
+use crate::commands::sync::load_server_config;
 use crate::pusher::{Job, PushTiming, Pusher, TapLine};
 
 pub fn run(config_path: Option<&Path>, args: &RunArgs) -> ExitCode {
-    let cfg = match load_config(config_path) {
+    let cfg = match load_server_config(config_path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if cfg.profiles.is_empty() {
-        eprintln!("keytally: configuration error in {}: profiles: no server profile (set KEYTALLY_SERVER or add [profiles.NAME])", cfg.file);
-        return ExitCode::from(EXIT_CONFIG);
-    }
     let heartbeat = cfg.heartbeat;
     let timing = PushTiming { push_timeout: args.push_timeout, retry_every: args.retry_every, announce_delivery: args.kiosk };
     let pusher = match Pusher::start(cfg, timing) {

@@ -24,12 +24,9 @@ pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match crate::commands::sync::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("keytally: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let report = rt.block_on(async {
         let mut profiles = Vec::new();

@@ -20,6 +20,25 @@ use crate::sync::{blocked_until, drain, Backoff, Clock, DrainLimits, DrainReport
 pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_PENDING: u8 = 3;
 
+/// Loads a config that names at least one server, for the commands that push
+/// (`sync`, `run`, `kiosk`, `enroll`): the one-line error and exit code 2 otherwise.
+pub fn load_server_config(path: Option<&Path>) -> Result<Config, ExitCode> {
+    let cfg = load_config(path)?;
+    if cfg.profiles.is_empty() {
+        eprintln!("keytally: configuration error in {}: profiles: no server profile (set KEYTALLY_SERVER or add [profiles.NAME])", cfg.file);
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    Ok(cfg)
+}
+
+/// A single-threaded async runtime for a command, or the one-line error.
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+        eprintln!("keytally: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 /// Loads the config, printing the one-line error and returning exit code 2 on failure.
 pub fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
     config::load(path, &|k| std::env::var(k).ok().filter(|v| !v.is_empty())).map_err(|e| {
@@ -131,6 +150,26 @@ pub async fn sync_once(cfg: &Config, records: &[Value]) -> anyhow::Result<Summar
 
 /// [`sync_once`] on the given clock.
 pub async fn sync_once_at(cfg: &Config, records: &[Value], clock: &dyn Clock) -> anyhow::Result<Summary> {
+    sync_with(cfg, records, &mut Clients::default(), clock).await
+}
+
+/// One client per profile, kept across pushes by the long-running modes: connections stay
+/// alive and an OAuth2 token is fetched once and refreshed, not fetched for every push.
+#[derive(Default)]
+pub struct Clients(std::collections::HashMap<String, DevicesClient>);
+
+impl Clients {
+    fn get(&mut self, cfg: &Config, p: &Profile) -> anyhow::Result<&DevicesClient> {
+        if !self.0.contains_key(&p.name) {
+            let client = client_for(cfg, p)?;
+            self.0.insert(p.name.clone(), client);
+        }
+        self.0.get(&p.name).ok_or_else(|| anyhow::anyhow!("profile {}: no client", p.name))
+    }
+}
+
+/// [`sync_once_at`] with clients that outlive the call.
+pub async fn sync_with(cfg: &Config, records: &[Value], clients: &mut Clients, clock: &dyn Clock) -> anyhow::Result<Summary> {
     let path = outbox_path(cfg);
     let mut outbox = Outbox::open(&path, cfg.max_pending)?;
     let mut summary = Summary::default();
@@ -152,7 +191,7 @@ pub async fn sync_once_at(cfg: &Config, records: &[Value], clock: &dyn Clock) ->
     let limits = DrainLimits { min_interval: Duration::from_secs_f64(1.0 / cfg.drain_rate), ..DrainLimits::default() };
     let backoff = Backoff { cap: cfg.backoff_cap, heartbeat: cfg.heartbeat, ..Backoff::default() };
     for p in &cfg.profiles {
-        let client = match client_for(cfg, p) {
+        let client = match clients.get(cfg, p) {
             Ok(c) => c,
             Err(e) => {
                 let mut st = outbox.sync_state(&p.name)?;
@@ -168,7 +207,7 @@ pub async fn sync_once_at(cfg: &Config, records: &[Value], clock: &dyn Clock) ->
             // while the profile is not backing off.
             let mut st = outbox.sync_state(&p.name)?;
             if blocked_until(&st, clock.now(), true).is_none() {
-                if let Err(e) = rotate_if_due(&client, *rotation, clock.now()).await {
+                if let Err(e) = rotate_if_due(client, *rotation, clock.now()).await {
                     eprintln!("keytally: profile {}: {e}", p.name);
                     st.last_error = Some(e.to_string());
                     st.last_error_at = Some(clock.now());
@@ -176,7 +215,7 @@ pub async fn sync_once_at(cfg: &Config, records: &[Value], clock: &dyn Clock) ->
                 }
             }
         }
-        let report = drain(&client, &mut outbox, &p.name, limits, backoff, clock).await?;
+        let report = drain(client, &mut outbox, &p.name, limits, backoff, clock).await?;
         summary.per_profile.push((p.name.clone(), report));
     }
     summary.remaining = outbox.depth(None)?;
@@ -184,14 +223,10 @@ pub async fn sync_once_at(cfg: &Config, records: &[Value], clock: &dyn Clock) ->
 }
 
 pub fn run(config_path: Option<&Path>, reader: Option<&str>, records_file: Option<&Path>) -> ExitCode {
-    let cfg = match load_config(config_path) {
+    let cfg = match load_server_config(config_path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if cfg.profiles.is_empty() {
-        eprintln!("keytally: configuration error in {}: profiles: no server profile (set KEYTALLY_SERVER or add [profiles.NAME])", cfg.file);
-        return ExitCode::from(EXIT_CONFIG);
-    }
     let scanned = match records_file {
         Some(f) => read_records(f),
         None => crate::commands::scan::collect_records(reader)
@@ -209,12 +244,9 @@ pub fn run(config_path: Option<&Path>, reader: Option<&str>, records_file: Optio
             Vec::new()
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("keytally: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match rt.block_on(sync_once(&cfg, &records)) {
         Ok(s) => {
