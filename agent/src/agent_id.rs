@@ -2,21 +2,12 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use uuid::Uuid;
 
 const FILE: &str = "agent-id";
 
-/// The state directory: `KEYTALLY_STATE_DIR`, else the platform's data directory.
-pub fn default_state_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KEYTALLY_STATE_DIR") {
-        return PathBuf::from(dir);
-    }
-    directories::ProjectDirs::from("", "", "keytally")
-        .map(|d| d.data_local_dir().to_path_buf())
-        .unwrap_or_else(|| std::env::temp_dir().join("keytally"))
-}
 
 /// Reads the agent id, creating it on first use. The file is written to a temporary name
 /// and renamed, so a crash never leaves a half-written id.
@@ -43,11 +34,12 @@ pub fn load_or_create(state_dir: &Path) -> io::Result<Uuid> {
     Ok(id)
 }
 
-/// The agent id, or a fresh one for this run (with a warning) when the state directory
-/// cannot be used. Reading keys must not fail because of it.
-pub fn agent_id() -> Uuid {
-    let dir = default_state_dir();
-    load_or_create(&dir).unwrap_or_else(|e| {
+/// The agent id kept in `state_dir` (the configuration's, where the outbox lives too), or
+/// a fresh one for this run (with a warning) when it cannot be used. Reading keys must not
+/// fail because of it.
+pub fn agent_id(state_dir: &Path) -> Uuid {
+    let dir = state_dir;
+    load_or_create(dir).unwrap_or_else(|e| {
         tracing::warn!("cannot keep the agent id in {}: {e}; using a temporary one", dir.display());
         Uuid::new_v4()
     })

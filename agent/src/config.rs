@@ -128,12 +128,24 @@ pub struct Config {
     pub profiles: Vec<Profile>,
 }
 
-/// The default config file: `<config dir>/keytally/config.toml`.
+/// The system-wide config file the packages install.
+#[cfg(unix)]
+pub const SYSTEM_CONFIG: &str = "/etc/keytally/config.toml";
+
+/// The default config file: `<user config dir>/keytally/config.toml`, or the system-wide
+/// `/etc/keytally/config.toml` when the user has none.
 pub fn default_path() -> Option<PathBuf> {
-    directories::ProjectDirs::from("", "", "keytally").map(|d| d.config_dir().join("config.toml"))
+    let user = directories::ProjectDirs::from("", "", "keytally").map(|d| d.config_dir().join("config.toml"));
+    #[cfg(unix)]
+    if !user.as_ref().is_some_and(|p| p.exists()) && Path::new(SYSTEM_CONFIG).exists() {
+        return Some(PathBuf::from(SYSTEM_CONFIG));
+    }
+    user
 }
 
-fn default_state_dir() -> PathBuf {
+/// The platform's data directory for keytally (used when neither the file nor
+/// `KEYTALLY_STATE_DIR` names one).
+pub fn default_state_dir() -> PathBuf {
     directories::ProjectDirs::from("", "", "keytally")
         .map(|d| d.data_local_dir().to_path_buf())
         .unwrap_or_else(|| PathBuf::from(".keytally"))

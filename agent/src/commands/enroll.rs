@@ -64,7 +64,7 @@ pub fn run(config_path: Option<&Path>, args: &EnrollArgs) -> ExitCode {
             }
         });
     }
-    let agent_id = crate::agent_id::agent_id();
+    let agent_id = crate::agent_id::agent_id(&cfg.state_dir);
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let mut desk = Desk { cfg, args, rt: &rt, totals: Arc::clone(&totals), stdin: io::stdin().lock(), clients: Clients::default() };
     let mut watcher = PcscWatcher::new(args.reader.as_deref());

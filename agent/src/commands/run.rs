@@ -36,6 +36,7 @@ pub fn run(config_path: Option<&Path>, args: &RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     let heartbeat = cfg.heartbeat;
+    let state_dir = cfg.state_dir.clone();
     let timing = PushTiming { push_timeout: args.push_timeout, retry_every: args.retry_every, announce_delivery: args.kiosk };
     let pusher = match Pusher::start(cfg, timing) {
         Ok(p) => p,
@@ -45,7 +46,7 @@ pub fn run(config_path: Option<&Path>, args: &RunArgs) -> ExitCode {
         }
     };
     let observer = Observer {
-        agent_id: crate::agent_id::agent_id(),
+        agent_id: crate::agent_id::agent_id(&state_dir),
         host: gethostname::gethostname().to_string_lossy().into_owned(),
     };
     if args.kiosk {
@@ -60,6 +61,7 @@ pub fn run(config_path: Option<&Path>, args: &RunArgs) -> ExitCode {
         let mut service = Service {
             usb_changed,
             reader: args.reader.clone(),
+            state_dir,
             attached: HashMap::new(),
             heartbeat,
             next_heartbeat: Instant::now() + jittered(heartbeat),
@@ -161,6 +163,8 @@ impl Observer {
 /// The service: keeps the attached keys and pushes what changed.
 struct Service {
     reader: Option<String>,
+    /// Where the agent id lives.
+    state_dir: std::path::PathBuf,
     /// uniqueId → the last record seen, for the heartbeat.
     attached: HashMap<String, Value>,
     heartbeat: Duration,
@@ -191,7 +195,7 @@ impl Handler for Service {
 
 impl Service {
     fn rescan(&mut self, pusher: &Pusher) {
-        let records = match crate::commands::scan::collect_records(self.reader.as_deref()) {
+        let records = match crate::commands::scan::collect_records(self.reader.as_deref(), &self.state_dir) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("scan failed: {e:#}");

@@ -7,6 +7,7 @@
 //! could be read from it.
 
 use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -34,7 +35,7 @@ pub struct ScanResult {
 
 /// Scans every transport. Fails only when none could be scanned at all: PC/SC is unusable
 /// and no YubiKey was found on USB.
-pub fn scan(reader: Option<&str>, interfaces: &InterfaceOrder) -> Result<ScanResult, TransportError> {
+pub fn scan(reader: Option<&str>, interfaces: &InterfaceOrder, state_dir: &Path) -> Result<ScanResult, TransportError> {
     let opts = FullScanOptions {
         pcsc: ScanOptions { reader_filter: reader.map(str::to_string), ..ScanOptions::default() },
         order: interfaces.clone(),
@@ -67,7 +68,7 @@ pub fn scan(reader: Option<&str>, interfaces: &InterfaceOrder) -> Result<ScanRes
         );
     }
     let ctx = ObservationContext {
-        agent_id: crate::agent_id::agent_id(),
+        agent_id: crate::agent_id::agent_id(state_dir),
         host: gethostname::gethostname().to_string_lossy().into_owned(),
         observed_at: SystemTime::now(),
     };
@@ -81,8 +82,8 @@ pub fn scan(reader: Option<&str>, interfaces: &InterfaceOrder) -> Result<ScanRes
 }
 
 /// Scan and return just the records (used by `sync`).
-pub fn collect_records(reader: Option<&str>) -> anyhow::Result<Vec<DeviceRecord>> {
-    Ok(scan(reader, &InterfaceOrder::default())?.records)
+pub fn collect_records(reader: Option<&str>, state_dir: &Path) -> anyhow::Result<Vec<DeviceRecord>> {
+    Ok(scan(reader, &InterfaceOrder::default(), state_dir)?.records)
 }
 
 fn warn_problems(report: &Report, interfaces: &InterfaceOrder) {
@@ -123,8 +124,21 @@ fn access_hint() -> &'static str {
     }
 }
 
-pub fn run(args: &ScanArgs) -> ExitCode {
-    let result = match scan(args.reader.as_deref(), &args.interfaces) {
+/// Where the agent id lives: the configuration's state directory, or its default when the
+/// configuration cannot be read (reading keys needs no server, so that is only a warning).
+fn state_dir(config: Option<&Path>) -> PathBuf {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match crate::config::load(config, &env) {
+        Ok(cfg) => cfg.state_dir,
+        Err(e) => {
+            eprintln!("keytally: warning: {e}");
+            env("KEYTALLY_STATE_DIR").map_or_else(crate::config::default_state_dir, PathBuf::from)
+        }
+    }
+}
+
+pub fn run(config: Option<&Path>, args: &ScanArgs) -> ExitCode {
+    let result = match scan(args.reader.as_deref(), &args.interfaces, &state_dir(config)) {
         Ok(r) => r,
         Err(_) => return ExitCode::from(EXIT_NO_TRANSPORT),
     };

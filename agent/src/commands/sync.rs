@@ -229,7 +229,7 @@ pub fn run(config_path: Option<&Path>, reader: Option<&str>, records_file: Optio
     };
     let scanned = match records_file {
         Some(f) => read_records(f),
-        None => crate::commands::scan::collect_records(reader)
+        None => crate::commands::scan::collect_records(reader, &cfg.state_dir)
             .map(|rs| rs.into_iter().filter_map(|r| serde_json::to_value(r).ok()).collect::<Vec<_>>()),
     };
     let records = match scanned {
