@@ -26,6 +26,8 @@ fi
 if [ "$status" -eq 0 ]; then
   echo "== benchmark: keytally scan vs ykman info on the same virtual key"
   bash tests/bench/scan.sh || status=$?
+  echo "== the Debian package: contents, units, and install/upgrade/purge in a clean Debian root"
+  bash installer/test-deb.sh --chroot 2>&1 | tee -a "$log" || status=$?
   echo "== benchmark: keytally run while idle"
   bash tests/bench/idle.sh 60 || status=$?
   echo "== benchmark: pushing records to the sandbox"
@@ -34,9 +36,11 @@ if [ "$status" -eq 0 ]; then
   cargo bench --locked -q -p keytally --bench kiosk || status=$?
 fi
 
-# One closing line for the whole run: "tests: N passed, M failed" (cargo's test binaries
-# plus the VM lab's cases).
+# One closing line for the whole run: "tests: N passed, M failed" (cargo's test binaries,
+# the VM lab's cases and the package checks).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      /^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3 }
+     /^ok    / { p++ }
+     /^FAIL  / { f++ }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -14,6 +14,7 @@ APT_PACKAGES=(
   util-linux time                         # unshare for the isolated pcscd lab; GNU time for benches
   tmux                                    # drives keytally enroll as a person would
   qemu-system-x86 busybox-static kmod cpio libccid udev   # the VM lab: a real Linux USB stack
+  debootstrap systemd                     # the .deb installed into a clean Debian root; systemd-analyze
   python3-venv
   ${KEYTALLY_EXTRA_APT:-}
 )

@@ -34,6 +34,9 @@ pub enum Command {
     Kiosk(RunArgs),
     /// IT enrollment desk: plug or tap keys one after another and assign owner, tags, status.
     Enroll(EnrollArgs),
+    /// Check this installation: config, pcscd, udev rules, secret files, each server and
+    /// credential. One line per check with a fix; exit 0 when all pass, 1 otherwise.
+    Doctor,
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,5 +1,6 @@
 //! Dispatch from a parsed command line to the command that runs it.
 
+pub mod doctor;
 pub mod enroll;
 pub mod run;
 pub mod scan;
@@ -12,9 +13,10 @@ use crate::cli::{Cli, Command};
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Scan(args) => scan::run(&args),
+        Command::Scan(args) => scan::run(cli.config.as_deref(), &args),
         Command::Sync(args) => sync::run(cli.config.as_deref(), args.reader.as_deref(), args.records.as_deref()),
         Command::Status(args) => status::run(cli.config.as_deref(), args.json),
+        Command::Doctor => doctor::run(cli.config.as_deref()),
         Command::Enroll(args) => enroll::run(cli.config.as_deref(), &args),
         Command::Run(args) => run::run(cli.config.as_deref(), &args),
         Command::Kiosk(mut args) => {
