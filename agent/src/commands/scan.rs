@@ -34,7 +34,7 @@ pub struct ScanResult {
 }
 
 /// Scans every transport. Fails only when none could be scanned at all: PC/SC is unusable
-/// and no YubiKey was found on USB.
+/// and USB could not be listed (or was not asked for, with `--reader`), with nothing found.
 pub fn scan(reader: Option<&str>, interfaces: &InterfaceOrder, state_dir: &Path) -> Result<ScanResult, TransportError> {
     let opts = FullScanOptions {
         pcsc: ScanOptions { reader_filter: reader.map(str::to_string), ..ScanOptions::default() },
@@ -53,7 +53,8 @@ pub fn scan(reader: Option<&str>, interfaces: &InterfaceOrder, state_dir: &Path)
             ),
             other => eprintln!("keytally: PC/SC cannot be used: {other}"),
         }
-        if report.keys.is_empty() && report.unreadable.is_empty() {
+        let usb_scanned = opts.usb && report.usb_error.is_none();
+        if !usb_scanned && report.keys.is_empty() && report.unreadable.is_empty() {
             return Err(e.clone());
         }
     }
