@@ -46,6 +46,8 @@ else
         echo "== cargo install cargo-deb (once)"
         cargo install cargo-deb --locked --version 3.8.0 || { echo "FAIL  cannot install cargo-deb"; exit 1; }
     fi
+    echo "== installer/gen-assets.sh (man page, completions)"
+    "$here/gen-assets.sh" >"$work/assets.log" 2>&1 || { cat "$work/assets.log" >&2; echo "FAIL  installer/gen-assets.sh"; exit 1; }
     echo "== cargo deb -p keytally"
     start=$(date +%s)
     deb=$(cargo deb -p keytally 2>"$work/build.log" | tail -1)
@@ -97,6 +99,14 @@ expect -rw-r--r-- 0/0 /usr/lib/udev/rules.d/70-keytally.rules
 expect -rw-r--r-- 0/0 /usr/share/polkit-1/rules.d/70-keytally.rules
 expect -rw-r--r-- 0/0 /etc/keytally/config.toml
 expect -rw------- 0/0 /etc/keytally/secret
+for f in /usr/share/man/man1/keytally.1.gz /usr/share/bash-completion/completions/keytally \
+    /usr/share/zsh/vendor-completions/_keytally /usr/share/fish/vendor_completions.d/keytally.fish; do
+    expect -rw-r--r-- 0/0 "$f"
+done
+check "the man page is gzip'd roff naming every subcommand" bash -c "m=\$(gzip -dc '$work/root/usr/share/man/man1/keytally.1.gz') && grep -q '^\.TH keytally 1' <<<\"\$m\" && for s in scan sync status run kiosk enroll doctor; do grep -qw \$s <<<\"\$m\" || exit 1; done"
+check "the bash completion is valid bash and completes keytally" bash -c "bash -n '$work/root/usr/share/bash-completion/completions/keytally' && grep -q 'complete .*keytally' '$work/root/usr/share/bash-completion/completions/keytally'"
+check "the zsh completion starts with #compdef keytally" grep -qx '#compdef keytally' "$work/root/usr/share/zsh/vendor-completions/_keytally"
+check "the fish completion completes keytally" grep -q '^complete -c keytally' "$work/root/usr/share/fish/vendor_completions.d/keytally.fish"
 check "every file is owned by root in the archive" bash -c "! grep -v ' 0/0 ' '$work/contents'"
 check "nothing is world-writable" bash -c "! awk '{print \$1}' '$work/contents' | grep -q '^........w'"
 check "no state is shipped (/var stays the service's)" bash -c "! grep -q ' /var/' '$work/contents'"

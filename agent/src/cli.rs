@@ -37,6 +37,16 @@ pub enum Command {
     /// Check this installation: config, pcscd, udev rules, secret files, each server and
     /// credential. One line per check with a fix; exit 0 when all pass, 1 otherwise.
     Doctor,
+    /// Print the shell completion script for SHELL on stdout.
+    #[command(hide = true)]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout.
+    #[command(hide = true)]
+    Manpage,
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,5 +1,6 @@
 //! Dispatch from a parsed command line to the command that runs it.
 
+pub mod docs;
 pub mod doctor;
 pub mod enroll;
 pub mod run;
@@ -17,6 +18,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Sync(args) => sync::run(cli.config.as_deref(), args.reader.as_deref(), args.records.as_deref()),
         Command::Status(args) => status::run(cli.config.as_deref(), args.json),
         Command::Doctor => doctor::run(cli.config.as_deref()),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Manpage => docs::manpage(),
         Command::Enroll(args) => enroll::run(cli.config.as_deref(), &args),
         Command::Run(args) => run::run(cli.config.as_deref(), &args),
         Command::Kiosk(mut args) => {
