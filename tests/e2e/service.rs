@@ -104,14 +104,19 @@ fn taps_are_pushed_merged_queued_and_delivered() {
     assert_eq!(sb.store().device_count(), 2);
 
     // SIGTERM: a clean exit within a few seconds.
+    terminate_within(&mut kiosk, Duration::from_secs(5));
+}
+
+/// Sends SIGTERM and requires a successful exit within `limit`.
+fn terminate_within(child: &mut Child, limit: Duration) {
     let t = Instant::now();
     // SAFETY: kill(2) on our own child's pid.
-    unsafe { kill(kiosk.id() as i32, 15) };
+    unsafe { kill(child.id() as i32, 15) };
     let status = loop {
-        if let Some(s) = kiosk.try_wait().unwrap() {
+        if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "kiosk did not stop within 5 s of SIGTERM");
+        assert!(t.elapsed() < limit, "did not stop within {limit:?} of SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
@@ -151,15 +156,5 @@ fn service_pushes_keys_as_they_come() {
         std::thread::sleep(Duration::from_millis(50));
     }
     card.remove().unwrap();
-    let t = Instant::now();
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { kill(service.id() as i32, 15) };
-    let status = loop {
-        if let Some(s) = service.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t.elapsed() < Duration::from_secs(5), "the service did not stop within 5 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "{status:?}");
+    terminate_within(&mut service, Duration::from_secs(5));
 }
