@@ -6,6 +6,7 @@ mod agent_id;
 mod cli;
 mod commands;
 mod config;
+mod control;
 mod logging;
 mod outbox;
 mod pusher;
