@@ -37,6 +37,9 @@ pub enum Command {
     /// Check this installation: config, pcscd, udev rules, secret files, each server and
     /// credential. One line per check with a fix; exit 0 when all pass, 1 otherwise.
     Doctor,
+    /// Put a profile's secret into the OS keyring (read from standard input), or check it.
+    #[command(subcommand)]
+    Secret(crate::commands::secret::SecretCommand),
     /// Print the shell completion script for SHELL on stdout.
     #[command(hide = true)]
     Completions {

@@ -11,8 +11,10 @@
 //! heartbeat = "6h"
 //! [profiles.eu]
 //! server = "https://eu.example/api/external/ybk-management"
-//! token_file = "/etc/keytally/eu.token"  # or token_env = "VAR", or:
-//! # client_id = "..."; client_secret_file = "..."; token_url = "https://.../oauth/token"
+//! token_file = "/etc/keytally/eu.token"  # or token_env = "VAR", or
+//! # token_keyring = { service = "keytally", user = "eu" }   # the OS keyring (service defaults to "keytally")
+//! # or: client_id = "..."; client_secret_file = "..."; token_url = "https://.../oauth/token"
+//! # (client_secret_env or client_secret_keyring = { user = "..." } instead of client_secret_file)
 //! # machine_token_file = "...";  rotate = true
 //! # rotate_within = "30d"              # rotate when the token expires within this (default 30d)
 //! # rotate_every = "90d"               # and/or when the token file is this old
@@ -20,10 +22,18 @@
 //! pin_sha256 = ["base64 SHA-256 of the server's SubjectPublicKeyInfo"]   # optional
 //! match = ["1234"]                       # uniqueId prefixes; default: every key
 //! ```
+//!
+//! A keyring entry is stored with `keytally secret set --profile NAME` (the value is read
+//! from standard input) or any keyring tool (`secret-tool store --label=keytally service
+//! keytally username eu`); see [`crate::keyring`] for where each platform keeps it. The
+//! Secret Service needs a D-Bus session and an unlocked keyring: a headless service uses
+//! a 0600 `token_file` (or systemd `LoadCredential=`) instead.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::keyring::KeyringEntry;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("configuration error in {file}: {key}: {message}")]
@@ -59,9 +69,11 @@ pub struct RawProfile {
     pub server: Option<String>,
     pub token_file: Option<PathBuf>,
     pub token_env: Option<String>,
+    pub token_keyring: Option<KeyringEntry>,
     pub client_id: Option<String>,
     pub client_secret_file: Option<PathBuf>,
     pub client_secret_env: Option<String>,
+    pub client_secret_keyring: Option<KeyringEntry>,
     pub token_url: Option<String>,
     pub client_auth: Option<String>,
     pub scope: Option<String>,
@@ -81,10 +93,20 @@ pub struct RawProfile {
 /// How a profile authenticates (the secret itself is loaded later, by `auth_setup`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthConfig {
-    /// Static token from an environment variable (by name) or a file.
+    /// Static token from an environment variable (by name), a file or the OS keyring.
     TokenEnv(String),
     TokenFile(PathBuf),
-    OAuth { client_id: String, secret_env: Option<String>, secret_file: Option<PathBuf>, token_url: String, basic: bool, scope: Option<String> },
+    TokenKeyring(KeyringEntry),
+    /// The client secret comes from `secret_env`, else `secret_file`, else `secret_keyring`.
+    OAuth {
+        client_id: String,
+        secret_env: Option<String>,
+        secret_file: Option<PathBuf>,
+        secret_keyring: Option<KeyringEntry>,
+        token_url: String,
+        basic: bool,
+        scope: Option<String>,
+    },
     Machine { file: PathBuf, initial_env: Option<String>, rotate: Option<Rotation> },
 }
 
@@ -200,10 +222,12 @@ pub fn load(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Re
         if env("KEYTALLY_TOKEN").is_some() {
             p.token_env = Some("KEYTALLY_TOKEN".into());
             p.token_file = None;
+            p.token_keyring = None;
         }
         if let Some(v) = env("KEYTALLY_TOKEN_FILE") {
             p.token_file = Some(v.into());
             p.token_env = None;
+            p.token_keyring = None;
         }
         if let Some(v) = env("KEYTALLY_CLIENT_ID") {
             p.client_id = Some(v);
@@ -211,6 +235,7 @@ pub fn load(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Re
         if env("KEYTALLY_CLIENT_SECRET").is_some() {
             p.client_secret_env = Some("KEYTALLY_CLIENT_SECRET".into());
             p.client_secret_file = None;
+            p.client_secret_keyring = None;
         }
         if let Some(v) = env("KEYTALLY_TOKEN_URL") {
             p.token_url = Some(v);
@@ -221,8 +246,9 @@ pub fn load(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Re
         let k = |f: &str| format!("profiles.{name}.{f}");
         let server = p.server.clone().ok_or_else(|| bad(&k("server"), "missing: the devices API base URL".into()))?;
         keytally_protocol::api::parse_secure_url("server URL", &server).map_err(|e| bad(&k("server"), e.to_string()))?;
-        let oauth = p.client_id.is_some() || p.token_url.is_some() || p.client_secret_env.is_some() || p.client_secret_file.is_some();
-        let statics = p.token_env.is_some() as u8 + p.token_file.is_some() as u8;
+        let client_secrets = p.client_secret_env.is_some() as u8 + p.client_secret_file.is_some() as u8 + p.client_secret_keyring.is_some() as u8;
+        let oauth = p.client_id.is_some() || p.token_url.is_some() || client_secrets > 0;
+        let statics = p.token_env.is_some() as u8 + p.token_file.is_some() as u8 + p.token_keyring.is_some() as u8;
         let auth = if oauth {
             if statics > 0 || p.machine_token_file.is_some() {
                 return Err(bad(&k("client_id"), "choose one credential style: a token, client credentials, or a machine token".into()));
@@ -230,17 +256,28 @@ pub fn load(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Re
             let client_id = p.client_id.clone().ok_or_else(|| bad(&k("client_id"), "missing (needed with token_url)".into()))?;
             let token_url = p.token_url.clone().ok_or_else(|| bad(&k("token_url"), "missing (needed with client_id)".into()))?;
             keytally_protocol::api::parse_secure_url("token URL", &token_url).map_err(|e| bad(&k("token_url"), e.to_string()))?;
-            if p.client_secret_env.is_none() && p.client_secret_file.is_none() {
-                return Err(bad(&k("client_secret_file"), "missing: set client_secret_file, client_secret_env or KEYTALLY_CLIENT_SECRET".into()));
+            if client_secrets == 0 {
+                return Err(bad(&k("client_secret_file"), "missing: set client_secret_file, client_secret_env, client_secret_keyring or KEYTALLY_CLIENT_SECRET".into()));
+            }
+            if p.client_secret_keyring.is_some() && client_secrets > 1 {
+                return Err(bad(&k("client_secret_keyring"), "set one of client_secret_file, client_secret_env and client_secret_keyring".into()));
             }
             let basic = match p.client_auth.as_deref() {
                 None | Some("basic") => true,
                 Some("body") => false,
                 Some(o) => return Err(bad(&k("client_auth"), format!("{o:?}: expected \"basic\" or \"body\""))),
             };
-            AuthConfig::OAuth { client_id, secret_env: p.client_secret_env.clone(), secret_file: p.client_secret_file.clone(), token_url, basic, scope: p.scope.clone() }
+            AuthConfig::OAuth {
+                client_id,
+                secret_env: p.client_secret_env.clone(),
+                secret_file: p.client_secret_file.clone(),
+                secret_keyring: p.client_secret_keyring.clone(),
+                token_url,
+                basic,
+                scope: p.scope.clone(),
+            }
         } else if let Some(file) = p.machine_token_file.clone() {
-            if p.token_file.is_some() {
+            if p.token_file.is_some() || p.token_keyring.is_some() {
                 return Err(bad(&k("token_file"), "use machine_token_file alone (token_env may seed it)".into()));
             }
             let rotate = if p.rotate {
@@ -257,15 +294,16 @@ pub fn load(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Re
                 None
             };
             AuthConfig::Machine { file, initial_env: p.token_env.clone(), rotate }
+        } else if statics > 1 {
+            return Err(bad(&k("token_file"), "set one of token_file, token_env and token_keyring".into()));
         } else if let Some(v) = p.token_env.clone() {
-            if statics > 1 {
-                return Err(bad(&k("token_file"), "set token_file or token_env, not both".into()));
-            }
             AuthConfig::TokenEnv(v)
         } else if let Some(f) = p.token_file.clone() {
             AuthConfig::TokenFile(f)
+        } else if let Some(e) = p.token_keyring.clone() {
+            AuthConfig::TokenKeyring(e)
         } else {
-            return Err(bad(&k("token_file"), "no credential: set token_file, token_env, client_id + token_url, or machine_token_file".into()));
+            return Err(bad(&k("token_file"), "no credential: set token_file, token_env, token_keyring, client_id + token_url, or machine_token_file".into()));
         };
         for pin in &p.pin_sha256 {
             keytally_protocol::api::pin::check_pin(pin).map_err(|e| bad(&k("pin_sha256"), e))?;
@@ -334,12 +372,47 @@ mod tests {
     }
 
     #[test]
+    fn keyring_entries_for_token_and_client_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            &dir,
+            r#"
+            [profiles.eu]
+            server = "https://eu.example/api"
+            token_keyring = { user = "eu" }
+            [profiles.us]
+            server = "https://us.example/api"
+            client_id = "abc"
+            client_secret_keyring = { service = "corp", user = "us" }
+            token_url = "https://us.example/oauth/token"
+            "#,
+        );
+        let c = load(Some(&p), &no_env).unwrap();
+        assert_eq!(c.profiles[0].auth, AuthConfig::TokenKeyring(KeyringEntry { service: "keytally".into(), user: "eu".into() }));
+        let AuthConfig::OAuth { secret_keyring: Some(e), secret_file: None, secret_env: None, .. } = &c.profiles[1].auth else {
+            panic!("{:?}", c.profiles[1].auth)
+        };
+        assert_eq!(e.to_string(), "corp/us");
+        // KEYTALLY_TOKEN replaces the profile's keyring entry, as it replaces a token file.
+        let env = |k: &str| (k == "KEYTALLY_TOKEN").then(|| "t".to_owned());
+        let p = write(&dir, "[profiles.default]\nserver = \"https://e/api\"\ntoken_keyring = { user = \"d\" }\n");
+        assert_eq!(load(Some(&p), &env).unwrap().profiles[0].auth, AuthConfig::TokenEnv("KEYTALLY_TOKEN".into()));
+    }
+
+    #[test]
     fn bad_config_is_one_line_naming_key_and_file() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [
             ("[profiles.a]\nserver = \"http://example.com/api\"\ntoken_env = \"X\"\n", "profiles.a.server", "https://"),
             ("[profiles.a]\nserver = \"https://e/api\"\n", "profiles.a.token_file", "no credential"),
             ("[sync]\nbackoff_cap = \"soon\"\n", "sync.backoff_cap", "not a duration"),
+            ("[profiles.a]\nserver = \"https://e/api\"\ntoken_file = \"f\"\ntoken_keyring = { user = \"a\" }\n", "profiles.a.token_file", "one of"),
+            ("[profiles.a]\nserver = \"https://e/api\"\ntoken_keyring = { service = \"x\" }\n", "(line 3)", "missing field `user`"),
+            (
+                "[profiles.a]\nserver = \"https://e/api\"\nclient_id = \"c\"\ntoken_url = \"https://e/t\"\nclient_secret_env = \"V\"\nclient_secret_keyring = { user = \"a\" }\n",
+                "profiles.a.client_secret_keyring",
+                "one of",
+            ),
             ("[profiles.a]\nserver = \"https://e/api\"\ntokn_file = \"x\"\n", "tokn_file", "unknown field"),
             ("[sync\n", "line 1", "unclosed"),
         ];

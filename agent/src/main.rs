@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod config;
 mod control;
+mod keyring;
 mod logging;
 mod outbox;
 mod pusher;

@@ -301,6 +301,10 @@ fn credential_fix(p: &Profile) -> String {
     match &p.auth {
         AuthConfig::TokenEnv(v) => format!("set {v} to a valid API token"),
         AuthConfig::TokenFile(f) => format!("write a valid API token into {}", f.display()),
+        AuthConfig::TokenKeyring(e) => format!("store a valid API token in keyring entry {e}: keytally secret set --profile {}", p.name),
+        AuthConfig::OAuth { client_id, secret_keyring: Some(e), secret_env: None, secret_file: None, .. } => {
+            format!("check client_id {client_id:?} and the client secret in keyring entry {e} (keytally secret set --profile {})", p.name)
+        }
         AuthConfig::OAuth { client_id, secret_file: Some(f), secret_env: None, .. } => {
             format!("check client_id {client_id:?} and the client secret in {}", f.display())
         }
@@ -328,7 +332,8 @@ async fn check_profile(cfg: &Config, p: &Profile) -> (Check, Check) {
     };
     let info = client.auth().info(SystemTime::now()).await;
     let expires = info.expires_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_else(|| "unknown".into());
-    let mut ok = format!("valid ({} from {}, expires {expires})", info.kind, info.source);
+    let source = crate::commands::secret::shown_source(p, &info.source);
+    let mut ok = format!("valid ({} from {source}, expires {expires})", info.kind);
     if let Some(w) = info.expiry_warning {
         ok.push_str(&format!("; {w}"));
     }
@@ -387,7 +392,16 @@ mod tests {
         let c = cfg(vec![
             profile(AuthConfig::TokenFile("/etc/keytally/eu.token".into())),
             profile(AuthConfig::TokenEnv("X".into())),
-            profile(AuthConfig::OAuth { client_id: "a".into(), secret_env: None, secret_file: Some(SYSTEM_SECRET.into()), token_url: "https://t".into(), basic: true, scope: None }),
+            profile(AuthConfig::OAuth {
+                client_id: "a".into(),
+                secret_env: None,
+                secret_file: Some(SYSTEM_SECRET.into()),
+                secret_keyring: None,
+                token_url: "https://t".into(),
+                basic: true,
+                scope: None,
+            }),
+            profile(AuthConfig::TokenKeyring(crate::keyring::KeyringEntry { service: "keytally".into(), user: "eu".into() })),
         ]);
         assert_eq!(secret_files(Some(&c), true), vec![("/etc/keytally/eu.token".into(), true), (SYSTEM_SECRET.into(), true)]);
         assert_eq!(secret_files(None, true), vec![(SYSTEM_SECRET.into(), false)]);

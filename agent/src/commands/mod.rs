@@ -5,6 +5,7 @@ pub mod doctor;
 pub mod enroll;
 pub mod run;
 pub mod scan;
+pub mod secret;
 pub mod status;
 pub mod sync;
 
@@ -18,6 +19,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Sync(args) => sync::run(cli.config.as_deref(), args.reader.as_deref(), args.records.as_deref()),
         Command::Status(args) => status::run(cli.config.as_deref(), args.json),
         Command::Doctor => doctor::run(cli.config.as_deref()),
+        Command::Secret(cmd) => secret::run(cli.config.as_deref(), &cmd),
         Command::Completions { shell } => docs::completions(shell),
         Command::Manpage => docs::manpage(),
         Command::Enroll(args) => enroll::run(cli.config.as_deref(), &args),

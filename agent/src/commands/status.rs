@@ -33,7 +33,11 @@ pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
         for p in &cfg.profiles {
             let state = outbox.sync_state(&p.name).unwrap_or_default();
             let credential = match client_for(&cfg, p) {
-                Ok(c) => serde_json::to_value(c.auth().info(SystemTime::now()).await).unwrap_or_default(),
+                Ok(c) => {
+                    let mut info = c.auth().info(SystemTime::now()).await;
+                    info.source = crate::commands::secret::shown_source(p, &info.source);
+                    serde_json::to_value(info).unwrap_or_default()
+                }
                 Err(e) => json!({ "error": format!("{e:#}") }),
             };
             profiles.push(json!({

@@ -64,14 +64,18 @@ pub fn client_for(cfg: &Config, p: &Profile) -> anyhow::Result<DevicesClient> {
     let env_secret = |var: &str| -> anyhow::Result<Secret> {
         Secret::from_env(var)?.with_context(|| format!("profile {}: environment variable {var} is not set", p.name))
     };
+    // The keyring's errors name the entry (callers add the profile).
+    let keyring_secret = |e: &crate::keyring::KeyringEntry| crate::keyring::get(e, crate::keyring::READ_TIMEOUT);
     let credential = match &p.auth {
         AuthConfig::TokenEnv(var) => Credential::Static(StaticToken::new(StaticSource::Value(env_secret(var)?))?),
         AuthConfig::TokenFile(f) => Credential::Static(StaticToken::new(StaticSource::File(f.clone()))?),
-        AuthConfig::OAuth { client_id, secret_env, secret_file, token_url, basic, scope } => {
-            let secret = match (secret_env, secret_file) {
-                (Some(v), _) => env_secret(v)?,
-                (None, Some(f)) => Secret::from_file(f)?,
-                (None, None) => anyhow::bail!("profile {}: no client secret", p.name),
+        AuthConfig::TokenKeyring(e) => Credential::Static(StaticToken::new(StaticSource::Value(keyring_secret(e)?))?),
+        AuthConfig::OAuth { client_id, secret_env, secret_file, secret_keyring, token_url, basic, scope } => {
+            let secret = match (secret_env, secret_file, secret_keyring) {
+                (Some(v), _, _) => env_secret(v)?,
+                (None, Some(f), _) => Secret::from_file(f)?,
+                (None, None, Some(e)) => keyring_secret(e)?,
+                (None, None, None) => anyhow::bail!("profile {}: no client secret", p.name),
             };
             Credential::OAuth(ClientCredentials::new(
                 http.clone(),
@@ -159,7 +163,7 @@ pub async fn sync_once_at(cfg: &Config, records: &[Value], clock: &dyn Clock) ->
 pub struct Clients(std::collections::HashMap<String, DevicesClient>);
 
 impl Clients {
-    fn get(&mut self, cfg: &Config, p: &Profile) -> anyhow::Result<&DevicesClient> {
+    pub fn get(&mut self, cfg: &Config, p: &Profile) -> anyhow::Result<&DevicesClient> {
         if !self.0.contains_key(&p.name) {
             let client = client_for(cfg, p)?;
             self.0.insert(p.name.clone(), client);
@@ -404,6 +408,7 @@ mod tests {
             client_id: "keytally".into(),
             secret_env: None,
             secret_file: Some(secret_file(dir.path(), "cs", "sandbox-client-secret")),
+            secret_keyring: None,
             token_url: sb.token_url(),
             basic: false,
             scope: None,
