@@ -16,6 +16,7 @@ APT_PACKAGES=(
   qemu-system-x86 busybox-static kmod cpio libccid udev   # the VM lab: a real Linux USB stack
   debootstrap systemd                     # the .deb installed into a clean Debian root; systemd-analyze
   python3-venv
+  xvfb xfce4-panel dbus-daemon xdotool imagemagick fonts-dejavu-core   # keytally tray: a StatusNotifier host on a virtual screen
   dbus gnome-keyring libsecret-tools      # the keyring test: a private session bus, Secret Service, secret-tool
   ${KEYTALLY_EXTRA_APT:-}
 )

@@ -34,6 +34,9 @@ pub enum Command {
     Kiosk(RunArgs),
     /// IT enrollment desk: plug or tap keys one after another and assign owner, tags, status.
     Enroll(EnrollArgs),
+    /// Workstation tray icon (run as the logged-in user): the attached keys, the last sync and
+    /// warnings from the running service, "Sync now" and "Quit". `--once` prints the menu.
+    Tray(TrayArgs),
     /// Check this installation: config, pcscd, udev rules, secret files, each server and
     /// credential. One line per check with a fix; exit 0 when all pass, 1 otherwise.
     Doctor,
@@ -147,4 +150,12 @@ pub struct ScanArgs {
     /// opened (`otp,fido` leaves YubiKeys' own CCID readers alone).
     #[arg(long, value_name = "LIST", default_value = "ccid,otp,fido")]
     pub interfaces: keytally_device::usb_scan::InterfaceOrder,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrayArgs {
+    /// Print the menu the tray would show, as text, and exit (no GUI). Exit 1 when the
+    /// service is not running or refuses this user.
+    #[arg(long)]
+    pub once: bool,
 }

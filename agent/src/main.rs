@@ -12,6 +12,7 @@ mod logging;
 mod outbox;
 mod pusher;
 mod sync;
+mod tray_menu;
 
 use std::process::ExitCode;
 

@@ -8,6 +8,7 @@ pub mod scan;
 pub mod secret;
 pub mod status;
 pub mod sync;
+pub mod tray;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Completions { shell } => docs::completions(shell),
         Command::Manpage => docs::manpage(),
         Command::Enroll(args) => enroll::run(cli.config.as_deref(), &args),
+        Command::Tray(args) => tray::run(&args),
         Command::Run(args) => run::run(cli.config.as_deref(), &args),
         Command::Kiosk(mut args) => {
             args.kiosk = true;
