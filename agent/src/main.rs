@@ -7,10 +7,13 @@ mod cli;
 mod commands;
 mod config;
 mod control;
+mod control_server;
 mod keyring;
 mod logging;
 mod outbox;
 mod pusher;
+mod session;
+mod status_board;
 mod sync;
 mod tray_menu;
 

@@ -13,7 +13,9 @@ use keytally_protocol::mapping::rfc3339;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::commands::sync::{outbox_path, runtime, sync_with, Clients};
+use crate::commands::sync::{fmt_time, outbox_path, runtime, sync_with, Clients};
+use crate::control::SyncView;
+use crate::status_board::{server_view, StatusBoard};
 use crate::sync::SystemClock;
 use crate::config::Config;
 use crate::outbox::Outbox;
@@ -33,6 +35,8 @@ pub struct Job {
     pub records: Vec<Value>,
     /// Set for kiosk taps: print the tap's line when the push is done or times out.
     pub tap: Option<TapLine>,
+    /// Ask the server for these records' owner, status and tags afterwards (for the tray).
+    pub lookup: bool,
 }
 
 /// Timing knobs.
@@ -58,12 +62,14 @@ pub struct Pusher {
 }
 
 impl Pusher {
-    pub fn start(cfg: Config, timing: PushTiming) -> std::io::Result<Self> {
+    /// `board`, when given, gets the sync state after every push and the server's view of
+    /// looked-up records.
+    pub fn start(cfg: Config, timing: PushTiming, board: Option<Arc<StatusBoard>>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
         let canceller: Arc<Mutex<Option<Canceller>>> = Arc::default();
         let (s, c) = (Arc::clone(&stop), Arc::clone(&canceller));
-        let thread = std::thread::Builder::new().name("push".into()).spawn(move || worker(cfg, rx, timing, s, c))?;
+        let thread = std::thread::Builder::new().name("push".into()).spawn(move || worker(cfg, rx, timing, s, c, board))?;
         Ok(Self { tx, thread, stop, canceller })
     }
 
@@ -89,6 +95,7 @@ fn worker(
     timing: PushTiming,
     stop: Arc<AtomicBool>,
     canceller: Arc<Mutex<Option<Canceller>>>,
+    board: Option<Arc<StatusBoard>>,
 ) {
     let Ok(rt) = runtime() else {
         stop.store(true, Ordering::SeqCst);
@@ -106,6 +113,9 @@ fn worker(
         };
         tokio::pin!(shutdown);
         let mut backlog = pending_count(&cfg) > 0;
+        if let Some(board) = &board {
+            publish_sync_state(&cfg, &mut clients, board).await;
+        }
         loop {
             // Idle means no timer at all: the next wake-up is a job, a signal or a backlog retry.
             let retry = async {
@@ -135,6 +145,12 @@ fn worker(
                         }
                         None => tracing::info!(records = job.records.len(), backlog, "pushed"),
                     }
+                    if let Some(board) = &board {
+                        if job.lookup && board.has_watchers() {
+                            look_up(&cfg, &mut clients, &job.records, board, timing.push_timeout).await;
+                        }
+                        publish_sync_state(&cfg, &mut clients, board).await;
+                    }
                 }
                 () = retry => {
                     match tokio::time::timeout(timing.push_timeout, sync_with(&cfg, &[], &mut clients, &SystemClock)).await {
@@ -147,6 +163,9 @@ fn worker(
                             }
                         }
                         _ => backlog = pending_count(&cfg) > 0,
+                    }
+                    if let Some(board) = &board {
+                        publish_sync_state(&cfg, &mut clients, board).await;
                     }
                 }
             }
@@ -165,6 +184,72 @@ fn worker(
             let _ = tokio::time::timeout(timing.push_timeout, sync_with(&cfg, &left, &mut clients, &SystemClock)).await;
         }
     });
+}
+
+/// The sync state over every profile, and what the user should act on, for the tray.
+async fn publish_sync_state(cfg: &Config, clients: &mut Clients, board: &StatusBoard) {
+    let Ok(outbox) = Outbox::open(&outbox_path(cfg), cfg.max_pending) else { return };
+    let mut sync = SyncView { state: "ok".into(), pending: outbox.depth(None).unwrap_or(0), ..SyncView::default() };
+    let mut warnings = Vec::new();
+    let mut last_success = None;
+    let mut last_error: Option<(u64, String)> = None;
+    for p in &cfg.profiles {
+        let st = outbox.sync_state(&p.name).unwrap_or_default();
+        let described = crate::sync::describe(&st);
+        if described == "credential rejected" || (described == "backing off" && sync.state == "ok") {
+            sync.state = described.to_string();
+        }
+        if st.credential_rejected {
+            warnings.push(format!("The server ({}) rejected keytally's credential: ask IT to renew it", p.name));
+        }
+        last_success = last_success.max(st.last_success_at);
+        if let (Some(at), Some(e)) = (st.last_error_at, st.last_error) {
+            if last_error.as_ref().is_none_or(|(t, _)| at > *t) {
+                last_error = Some((at, e));
+            }
+        }
+        if let Ok(client) = clients.get(cfg, p) {
+            if let Some(w) = client.auth().info(SystemTime::now()).await.expiry_warning {
+                warnings.push(w);
+            }
+        }
+    }
+    // An error older than the last success is history, not the state.
+    sync.last_error = last_error.filter(|(at, _)| last_success.is_none_or(|s| *at > s)).map(|(_, e)| e);
+    sync.last_success_at = last_success.map(fmt_time);
+    if let Ok(q) = outbox.quarantined() {
+        if !q.is_empty() {
+            warnings.push(format!("{} record(s) were refused by the server; see `keytally status`", q.len()));
+        }
+    }
+    board.set_sync(sync, warnings);
+}
+
+/// Asks the server for the owner, status and tags of `records` (the first profile that
+/// answers; one listing, bounded in size and time).
+async fn look_up(cfg: &Config, clients: &mut Clients, records: &[Value], board: &StatusBoard, deadline: Duration) {
+    let wanted: std::collections::HashSet<&str> = records.iter().filter_map(|r| r.pointer("/yubikey/uniqueId").and_then(Value::as_str)).collect();
+    if wanted.is_empty() {
+        return;
+    }
+    for p in &cfg.profiles {
+        let Ok(client) = clients.get(cfg, p) else { continue };
+        match tokio::time::timeout(deadline, client.list_all(500, 20_000)).await {
+            Ok(Ok(devices)) => {
+                let views = devices
+                    .iter()
+                    .filter_map(|d| {
+                        let uid = d.pointer("/yubikey/uniqueId").and_then(Value::as_str)?;
+                        wanted.contains(uid).then(|| (uid.to_string(), server_view(d)))
+                    })
+                    .collect();
+                board.set_server_views(views);
+                return;
+            }
+            Ok(Err(e)) => tracing::info!("profile {}: cannot list devices for the tray: {e}", p.name),
+            Err(_) => tracing::info!("profile {}: listing devices for the tray timed out", p.name),
+        }
+    }
 }
 
 fn pending_count(cfg: &Config) -> u64 {

@@ -5,6 +5,7 @@
 //! arrives, and SIGTERM ends either within seconds.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
@@ -126,6 +127,23 @@ extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
 }
 
+/// `keytally run` against the sandbox with an API key; `socket`: where its control socket goes.
+fn start_service(lab: &PcscLab, sb: &keytally_sandbox::Sandbox, state: &std::path::Path, socket: Option<&std::path::Path>) -> Child {
+    let (_, key) = sb.create_api_key("service");
+    let mut cmd = Command::new(KEYTALLY);
+    cmd.args(["run", "--retry-every", "1s"])
+        .envs(lab.env())
+        .env("KEYTALLY_SERVER", sb.devices_base())
+        .env("KEYTALLY_TOKEN", &key)
+        .env("KEYTALLY_STATE_DIR", state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(socket) = socket {
+        cmd.env("KEYTALLY_CONTROL_SOCKET", socket);
+    }
+    cmd.spawn().unwrap()
+}
+
 /// The service: a key plugged in reaches the server without polling, and SIGTERM ends the
 /// service within a few seconds.
 #[test]
@@ -134,18 +152,7 @@ fn service_pushes_keys_as_they_come() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let sb = rt.block_on(keytally_sandbox::spawn(keytally_sandbox::Config::default())).unwrap();
     let state = tempfile::tempdir().unwrap();
-    let (id, key) = sb.create_api_key("service");
-    let _ = id;
-    let mut service = Command::new(KEYTALLY)
-        .args(["run", "--retry-every", "1s"])
-        .envs(lab.env())
-        .env("KEYTALLY_SERVER", sb.devices_base())
-        .env("KEYTALLY_TOKEN", &key)
-        .env("KEYTALLY_STATE_DIR", state.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut service = start_service(&lab, &sb, state.path(), None);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(sb.store().device_count(), 0);
     let card = lab.insert(Card::new(KeyModel::preset("yk5cnfc").unwrap())).unwrap();
@@ -157,4 +164,113 @@ fn service_pushes_keys_as_they_come() {
     }
     card.remove().unwrap();
     terminate_within(&mut service, Duration::from_secs(5));
+}
+
+/// The tray's socket: a watcher sees the key arrive, then (after "Sync now") the owner and
+/// status an admin assigned on the server; the sync state is there; a user with no local
+/// session is refused, by peer credentials.
+#[test]
+fn service_serves_the_tray_over_its_control_socket() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+
+    let Some(lab) = lab() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sb = rt.block_on(keytally_sandbox::spawn(keytally_sandbox::Config::default())).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let run_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(run_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = run_dir.path().join("control.sock");
+    let mut service = start_service(&lab, &sb, state.path(), Some(&socket));
+    // A failed assertion must not leave the service running.
+    struct Reap(u32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on our own child's pid (a no-op error once it has been reaped).
+            unsafe { kill(self.0 as i32, 9) };
+        }
+    }
+    let _reap = Reap(service.id());
+    let t = Instant::now();
+    let stream = loop {
+        if let Ok(s) = UnixStream::connect(&socket) {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no control socket at {}", socket.display());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o666);
+    let mut writer = stream.try_clone().unwrap();
+    let (tx, states) = mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |what: &str, ok: &dyn Fn(&serde_json::Value) -> bool| -> serde_json::Value {
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let m = states.recv_timeout(left).unwrap_or_else(|_| panic!("no state with {what} within 15 s"));
+            if ok(&m) {
+                return m;
+            }
+        }
+    };
+    writer.write_all(b"{\"op\":\"watch\"}\n").unwrap();
+    let first = wait_for("the host", &|m| m["type"] == "state");
+    assert!(first["host"].as_str().is_some_and(|h| !h.is_empty()), "{first}");
+
+    // A key arrives: the watcher sees it, without an owner yet.
+    let card = lab.insert(Card::new(KeyModel::preset("yk5cnfc").unwrap())).unwrap();
+    card.wait_present(Duration::from_secs(10)).unwrap();
+    let m = wait_for("the key", &|m| m["keys"][0]["serial"] == 23456789);
+    let k = &m["keys"][0];
+    assert_eq!((k["name"].as_str(), k["transport"].as_str(), k["owner"].is_null()), (Some("YubiKey 5C NFC"), Some("nfc"), true), "{m}");
+    let m = wait_for("a last sync", &|m| m["sync"]["last_success_at"].is_string());
+    assert_eq!(m["sync"]["state"], "ok");
+
+    // An admin assigns the key on the server; "Sync now" brings it to the tray.
+    let mut device = sb.store().device("23456789").expect("the key reached the server");
+    // A service running as root suggests no owner (only people are suggested).
+    assert_eq!(device["owners"]["items"], serde_json::json!([]), "{device}");
+    device["owners"] = serde_json::json!({"count": 1, "items": [{"name": "Alice", "email": "alice@example.com"}]});
+    device["status"] = serde_json::json!({"code": 1, "name": "Active"});
+    device["tags"] = serde_json::json!([{"name": "finance"}]);
+    sb.store().upsert("23456789", &device, None, 0).unwrap();
+    writer.write_all(b"{\"op\":\"sync\"}\n").unwrap();
+    wait_for("the ack", &|m| m["type"] == "ack" && m["op"] == "sync");
+    let m = wait_for("the server's owner", &|m| m["keys"][0]["owner"] == "alice@example.com");
+    assert_eq!((m["keys"][0]["status"].as_str(), &m["keys"][0]["tags"]), (Some("Active"), &serde_json::json!(["finance"])), "{m}");
+    // The service's own pushes (heartbeats, rescans) do not undo the assignment.
+    assert_eq!(sb.store().device("23456789").unwrap()["owners"]["items"][0]["email"], "alice@example.com");
+
+    // The key leaves: the watcher sees no key.
+    card.remove().unwrap();
+    wait_for("no key", &|m| m["type"] == "state" && m["keys"].as_array().is_some_and(|k| k.is_empty()));
+
+    // Someone else (uid 65534, no session here) is refused with a reason, by SO_PEERCRED.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { geteuid() } == 0 {
+        let out = Command::new("python3")
+            .args(["-c", "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(5)\ns.connect(sys.argv[1])\nprint(s.makefile().readline(), end='')", socket.to_str().unwrap()])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        assert_eq!(reply["type"], "refused", "{reply}");
+        assert!(reply["reason"].as_str().unwrap().contains("uid 65534"), "{reply}");
+    } else {
+        eprintln!("SKIP (part): the refusal of another uid needs root to run a client as uid 65534");
+    }
+    terminate_within(&mut service, Duration::from_secs(5));
+    assert!(!socket.exists() || UnixStream::connect(&socket).is_err(), "nothing serves the socket after exit");
+}
+
+extern "C" {
+    fn geteuid() -> u32;
 }

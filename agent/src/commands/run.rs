@@ -26,7 +26,11 @@ use keytally_protocol::mapping::{record_for, rfc3339, ObservationContext};
 use rand::Rng;
 use serde_json::Value;
 
+use keytally_protocol::record::{Counted, Owner};
+
 use crate::cli::RunArgs;
+use crate::session::LocalUser;
+use crate::status_board::StatusBoard;
 use crate::commands::sync::load_server_config;
 use crate::pusher::{Job, PushTiming, Pusher, TapLine};
 
@@ -38,23 +42,29 @@ pub fn run(config_path: Option<&Path>, args: &RunArgs) -> ExitCode {
     let heartbeat = cfg.heartbeat;
     let state_dir = cfg.state_dir.clone();
     let timing = PushTiming { push_timeout: args.push_timeout, retry_every: args.retry_every, announce_delivery: args.kiosk };
-    let pusher = match Pusher::start(cfg, timing) {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    // The tray's view of the service (not for the kiosk: no one looks at a kiosk's tray).
+    let board = (!args.kiosk).then(|| StatusBoard::new(host.clone()));
+    let pusher = match Pusher::start(cfg, timing, board.clone()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("keytally: cannot start the push worker: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let observer = Observer {
-        agent_id: crate::agent_id::agent_id(&state_dir),
-        host: gethostname::gethostname().to_string_lossy().into_owned(),
-    };
-    if args.kiosk {
-        eprintln!("keytally kiosk: waiting for taps (Ctrl-C to stop)");
-        let mut kiosk = Kiosk { observer, merge_window: args.merge_window, last_tap: HashMap::new(), ctx: None, feedback: Feedback::default() };
-        event_loop(&pusher, args.reader.as_deref(), &mut kiosk);
-    } else {
+    let observer = Observer { agent_id: crate::agent_id::agent_id(&state_dir), host };
+    if let Some(board) = board {
         tracing::info!("keytally service started");
+        let canceller = Arc::clone(&pusher.canceller);
+        board.set_wake(Box::new(move || {
+            if let Some(c) = canceller.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                c.cancel();
+            }
+        }));
+        match crate::control::server_socket_path() {
+            Some(path) => crate::control_server::start(path, Arc::clone(&board)),
+            None => tracing::info!("no runtime directory for the control socket; the tray cannot reach this service"),
+        }
         // The USB watch starts before the first scan: nusb reports only later events.
         let usb_changed = Arc::new(AtomicBool::new(false));
         watch_usb(Arc::clone(&usb_changed), Arc::clone(&pusher.canceller));
@@ -65,9 +75,14 @@ pub fn run(config_path: Option<&Path>, args: &RunArgs) -> ExitCode {
             attached: HashMap::new(),
             heartbeat,
             next_heartbeat: Instant::now() + jittered(heartbeat),
+            board,
         };
-        service.rescan(&pusher);
+        service.rescan(&pusher, false);
         event_loop(&pusher, args.reader.as_deref(), &mut service);
+    } else {
+        eprintln!("keytally kiosk: waiting for taps (Ctrl-C to stop)");
+        let mut kiosk = Kiosk { observer, merge_window: args.merge_window, last_tap: HashMap::new(), ctx: None, feedback: Feedback::default() };
+        event_loop(&pusher, args.reader.as_deref(), &mut kiosk);
     }
     pusher.finish();
     ExitCode::SUCCESS
@@ -88,7 +103,9 @@ fn event_loop(pusher: &Pusher, reader: Option<&str>, handler: &mut dyn Handler) 
     let mut watcher = PcscWatcher::new(reader);
     let mut down_since: Option<Instant> = None;
     while !pusher.stopping() {
-        let wait = handler.timeout();
+        // Until the watcher has a context there is nothing to cancel a blocking wait with,
+        // so the first wait (and the first after pcscd comes back) only connects.
+        let wait = if watcher.canceller().is_some() { handler.timeout() } else { Duration::ZERO };
         match watcher.wait(wait) {
             Ok(events) => {
                 if down_since.take().is_some() {
@@ -126,8 +143,15 @@ fn watch_usb(changed: Arc<AtomicBool>, canceller: Arc<Mutex<Option<Canceller>>>)
         while let Some(change) = watch.next_change() {
             tracing::debug!(?change, "Yubico USB device");
             changed.store(true, Ordering::SeqCst);
-            if let Some(c) = canceller.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                c.cancel();
+            // PC/SC cancels only a wait in progress: repeat until the loop took the change.
+            for _ in 0..30 {
+                if let Some(c) = canceller.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    c.cancel();
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                if !changed.load(Ordering::SeqCst) {
+                    break;
+                }
             }
         }
     });
@@ -171,20 +195,27 @@ struct Service {
     next_heartbeat: Instant,
     /// Set by the USB watch thread.
     usb_changed: Arc<AtomicBool>,
+    /// What the tray sees; also carries its "Sync now".
+    board: Arc<StatusBoard>,
 }
 
 impl Handler for Service {
     fn timeout(&self) -> Duration {
+        if self.usb_changed.load(Ordering::SeqCst) || self.board.sync_pending() {
+            return Duration::ZERO;
+        }
         self.next_heartbeat.saturating_duration_since(Instant::now())
     }
 
     fn on_events(&mut self, _events: Vec<PcscEvent>, pusher: &Pusher) {
-        self.rescan(pusher);
+        self.rescan(pusher, false);
     }
 
     fn on_wake(&mut self, pusher: &Pusher) {
-        if self.usb_changed.swap(false, Ordering::SeqCst) && !pusher.stopping() {
-            self.rescan(pusher);
+        let usb = self.usb_changed.swap(false, Ordering::SeqCst);
+        let asked = self.board.take_sync_request();
+        if (usb || asked) && !pusher.stopping() {
+            self.rescan(pusher, asked);
         }
         if Instant::now() >= self.next_heartbeat {
             self.heartbeat(pusher);
@@ -194,19 +225,27 @@ impl Handler for Service {
 }
 
 impl Service {
-    fn rescan(&mut self, pusher: &Pusher) {
+    /// Reads every key and pushes what changed. `asked`: a "Sync now" (push even with no
+    /// key, so a backlog goes at once, and ask the server for the owners).
+    fn rescan(&mut self, pusher: &Pusher, asked: bool) {
         let records = match crate::commands::scan::collect_records(self.reader.as_deref(), &self.state_dir) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("scan failed: {e:#}");
-                return;
+                Vec::new()
             }
         };
+        let suggestion = crate::session::logged_in_user().map(|u| suggested_owner(&u));
         let mut now_attached = HashMap::new();
-        for r in records {
+        let mut arrived = false;
+        for mut r in records {
             let uid = r.yubikey.unique_id.clone();
             if !self.attached.contains_key(&uid) {
                 tracing::info!(unique_id = uid, name = r.yubikey.name, "key attached");
+                arrived = true;
+            }
+            if let Some(owner) = &suggestion {
+                r.owners = Counted { count: 1, items: vec![owner.clone()] };
             }
             if let Ok(v) = serde_json::to_value(&r) {
                 now_attached.insert(uid, v);
@@ -217,8 +256,9 @@ impl Service {
         }
         self.attached = now_attached;
         let records: Vec<Value> = self.attached.values().cloned().collect();
-        if !records.is_empty() {
-            pusher.send(Job { records, tap: None });
+        self.board.set_keys(&records);
+        if !records.is_empty() || asked {
+            pusher.send(Job { records, tap: None, lookup: asked || arrived });
         }
     }
 
@@ -238,8 +278,28 @@ impl Service {
             .collect();
         tracing::info!(keys = records.len(), "heartbeat");
         if !records.is_empty() {
-            pusher.send(Job { records, tap: None });
+            pusher.send(Job { records, tap: None, lookup: false });
         }
+    }
+}
+
+/// The person logged in at this workstation, as a suggested owner of its keys: the name,
+/// and the uid where Windows would give the SID. Marked `suggested`, so the server can tell
+/// it from an owner it assigned (kiosk and enrollment-desk records carry none).
+fn suggested_owner(user: &LocalUser) -> Owner {
+    let mut extra = serde_json::Map::new();
+    extra.insert("suggested".into(), Value::Bool(true));
+    Owner {
+        code: None,
+        name: Some(user.name.clone()),
+        email: None,
+        is_admin: None,
+        sid: Some(user.uid.to_string()),
+        entra_id: None,
+        last_login: None,
+        groups: Counted::default(),
+        tags: Counted::default(),
+        extra,
     }
 }
 
@@ -290,7 +350,7 @@ impl Handler for Kiosk {
             }
             self.feedback.give(&reader, true);
             let tap = TapLine { reader, name: key.key.name.clone(), serial: key.key.info.serial, unique_id, present_at };
-            pusher.send(Job { records: vec![record], tap: Some(tap) });
+            pusher.send(Job { records: vec![record], tap: Some(tap), lookup: false });
         }
     }
 }

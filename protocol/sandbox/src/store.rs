@@ -56,11 +56,14 @@ impl Store {
             }
             tx.execute("INSERT INTO idempotency(key, unique_id) VALUES(?1, ?2)", params![k, unique_id])?;
         }
+        let stored: Option<String> =
+            tx.query_row("SELECT body FROM devices WHERE unique_id=?1", [unique_id], |r| r.get(0)).optional()?;
+        let existed = stored.is_some();
+        let mut record = record.clone();
+        if let Some(old) = stored.and_then(|b| serde_json::from_str::<Value>(&b).ok()) {
+            keep_assignments(&mut record, &old);
+        }
         let body = record.to_string();
-        let existed: bool = tx
-            .query_row("SELECT 1 FROM devices WHERE unique_id=?1", [unique_id], |_| Ok(true))
-            .optional()?
-            .unwrap_or(false);
         tx.execute(
             "INSERT INTO devices(unique_id, body, updated_at) VALUES(?1, ?2, ?3)
              ON CONFLICT(unique_id) DO UPDATE SET body=excluded.body, updated_at=excluded.updated_at",
@@ -210,5 +213,71 @@ impl Store {
     /// A revoked API key gets 403 (the key is known and was revoked), not 401.
     pub fn token_forbidden(&self, token: &str) -> bool {
         self.db.query_row("SELECT 1 FROM api_keys WHERE key=?1 AND revoked=1", [token], |_| Ok(())).optional().ok().flatten().is_some()
+    }
+}
+
+/// Owner, tags and status are the server's to assign (an admin, or the enrollment desk that
+/// sends them). A PUT that leaves them empty keeps what the server has, and an owner the
+/// agent only suggests (`"suggested": true`, from the workstation's logged-in user) fills an
+/// unassigned key but never replaces an assigned owner.
+fn keep_assignments(new: &mut Value, old: &Value) {
+    let empty = |v: Option<&Value>| match v {
+        None | Some(Value::Null) => true,
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(o) => o.get("items").and_then(Value::as_array).is_some_and(|a| a.is_empty()),
+    };
+    let suggested_only = |v: Option<&Value>| {
+        v.and_then(|o| o.get("items")).and_then(Value::as_array).is_some_and(|items| {
+            !items.is_empty() && items.iter().all(|i| i.get("suggested").and_then(Value::as_bool) == Some(true))
+        })
+    };
+    let Some(obj) = new.as_object_mut() else { return };
+    let old_owners = old.get("owners");
+    let keep_owners = !empty(old_owners)
+        && (empty(obj.get("owners")) || (suggested_only(obj.get("owners")) && !suggested_only(old_owners)));
+    if keep_owners {
+        if let Some(o) = old_owners {
+            obj.insert("owners".into(), o.clone());
+        }
+    }
+    for field in ["tags", "status"] {
+        if empty(obj.get(field)) && !empty(old.get(field)) {
+            if let Some(v) = old.get(field) {
+                obj.insert(field.into(), v.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(store: &mut Store, body: Value) -> Value {
+        store.upsert("7", &body, None, 1).unwrap();
+        store.device("7").unwrap()
+    }
+
+    #[test]
+    fn assignments_survive_an_agent_put_and_suggestions_fill_only_the_unassigned() {
+        let mut store = Store::open(None).unwrap();
+        let suggested = json!({"count": 1, "items": [{"name": "alice", "sid": "1000", "suggested": true}]});
+        let assigned = json!({"count": 1, "items": [{"name": "Bob", "email": "bob@example.com"}]});
+        let none = json!({"count": 0, "items": []});
+        // An unassigned key takes the suggestion.
+        let d = put(&mut store, json!({"yubikey": {"uniqueId": "7"}, "owners": suggested, "tags": [], "status": null}));
+        assert_eq!(d["owners"], suggested);
+        // The desk assigns an owner, tags and a status.
+        let d = put(&mut store, json!({"yubikey": {"uniqueId": "7"}, "owners": assigned, "tags": [{"name": "desk"}], "status": {"name": "Active"}}));
+        assert_eq!(d["owners"], assigned);
+        // The agent's next PUT (a suggestion, or nothing) keeps them.
+        let d = put(&mut store, json!({"yubikey": {"uniqueId": "7", "lastUsed": "x"}, "owners": suggested, "tags": [], "status": null}));
+        assert_eq!((&d["owners"], &d["tags"][0]["name"], &d["status"]["name"]), (&assigned, &json!("desk"), &json!("Active")));
+        assert_eq!(d["yubikey"]["lastUsed"], "x", "the agent's facts are updated");
+        let d = put(&mut store, json!({"yubikey": {"uniqueId": "7"}, "owners": none, "tags": [], "status": null}));
+        assert_eq!(d["owners"], assigned);
+        // A new assignment replaces the old.
+        let carol = json!({"count": 1, "items": [{"email": "carol@example.com"}]});
+        assert_eq!(put(&mut store, json!({"yubikey": {"uniqueId": "7"}, "owners": carol}))["owners"], carol);
     }
 }
