@@ -274,3 +274,32 @@ fn service_serves_the_tray_over_its_control_socket() {
 extern "C" {
     fn geteuid() -> u32;
 }
+
+/// pcscd crashes and comes back while the service runs: the service builds a new PC/SC
+/// context on its own and a key plugged in afterwards still reaches the server.
+#[test]
+fn service_survives_a_pcscd_restart() {
+    let Some(mut lab) = lab() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sb = rt.block_on(keytally_sandbox::spawn(keytally_sandbox::Config::default())).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut service = start_service(&lab, &sb, state.path(), None);
+    let first = lab.insert(Card::new(KeyModel::preset("yk5nfc").unwrap())).unwrap();
+    first.wait_present(Duration::from_secs(10)).unwrap();
+    let t = Instant::now();
+    while sb.store().device_count() == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "the first key did not reach the server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.remove().unwrap();
+    lab.restart().unwrap();
+    let card = lab.insert(Card::new(KeyModel::preset("yk5cnfc").unwrap())).unwrap();
+    card.wait_present(Duration::from_secs(10)).unwrap();
+    let t = Instant::now();
+    while sb.store().device("23456789").is_none() {
+        assert!(t.elapsed() < Duration::from_secs(15), "no key reached the server after pcscd came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    card.remove().unwrap();
+    terminate_within(&mut service, Duration::from_secs(5));
+}

@@ -107,6 +107,37 @@ impl PcscLab {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("conf"))?;
         fs::create_dir_all(dir.join("run"))?;
+        let child = Self::spawn(pcscd, driver, unshare, &dir, port).inspect_err(|_| {
+            let _ = fs::remove_dir_all(&dir);
+        })?;
+        let mut lab = PcscLab { child, dir, port };
+        lab.wait_ready(deadline)?;
+        Ok(lab)
+    }
+
+    /// Stops pcscd the hard way (SIGKILL, as a crash would) and starts a new one on the same
+    /// socket and reader port, waiting until it is up: clients must notice their context is
+    /// gone and build a new one. Remove inserted cards first (their connection would hold the
+    /// vpcd port).
+    pub fn restart(&mut self) -> io::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_file(self.socket_path());
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            self.child = Self::spawn(&find_pcscd()?, &find_vpcd_driver()?, &find_program(UNSHARE_ENV, "unshare")?, &self.dir, self.port)?;
+            match self.wait_ready(deadline) {
+                Err(e) if e.kind() == ErrorKind::AddrInUse && Instant::now() < deadline => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn spawn(pcscd: &Path, driver: &Path, unshare: &Path, dir: &Path, port: u16) -> io::Result<Child> {
         fs::write(
             dir.join("conf").join("vpcd"),
             format!(
@@ -137,13 +168,7 @@ impl PcscLab {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let child = cmd.spawn().map_err(|e| {
-            let _ = fs::remove_dir_all(&dir);
-            io::Error::new(e.kind(), format!("cannot run {}: {e}", unshare.display()))
-        })?;
-        let mut lab = PcscLab { child, dir, port };
-        lab.wait_ready(deadline)?;
-        Ok(lab)
+        cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("cannot run {}: {e}", unshare.display())))
     }
 
     fn wait_ready(&mut self, deadline: Instant) -> io::Result<()> {
