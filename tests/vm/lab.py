@@ -538,6 +538,22 @@ UDEVD = "/lib/systemd/systemd-udevd"
 RULES = os.path.join(ENV.get("KT_REPO", "/"), "udev/70-keytally.rules")
 
 
+def start_udevd():
+    """The real systemd-udevd, listening (it rebroadcasts uevents to udev's netlink group,
+    which is what nusb's hot-plug watch reads). Returns (process, env for udevadm)."""
+    # systemd's tools refuse to act in a chroot unless told otherwise.
+    uenv = dict(ENV, SYSTEMD_IGNORE_CHROOT="1")
+    udevd = subprocess.Popen([UDEVD, "--debug"], stdout=subprocess.DEVNULL,
+                             stderr=open(f"{RUN}/udevd.log", "w"), env=uenv)
+    # Under TCG udevd takes a few seconds to listen; uevents sent before that are lost.
+    for _ in range(120):
+        if subprocess.run(["udevadm", "control", "--ping", "--timeout=5"], env=uenv,
+                          capture_output=True).returncode == 0:
+            break
+        time.sleep(0.5)
+    return udevd, uenv
+
+
 def apply_udev_rules(name, keys):
     """Gives the keys' hidraw nodes what udev/70-keytally.rules grants. With Debian's `udev`
     installed on the host, the real systemd-udevd runs in the guest with the repo's rules file
@@ -551,16 +567,7 @@ def apply_udev_rules(name, keys):
             dst.write(src.read())
         for n in nodes:  # start from what the kernel gives: root only
             os.chmod(n, 0o600)
-        # systemd's tools refuse to act in a chroot unless told otherwise.
-        uenv = dict(ENV, SYSTEMD_IGNORE_CHROOT="1")
-        udevd = subprocess.Popen([UDEVD, "--debug"], stdout=subprocess.DEVNULL,
-                                 stderr=open(f"{RUN}/udevd.log", "w"), env=uenv)
-        # Under TCG udevd takes a few seconds to listen; uevents sent before that are lost.
-        for _ in range(120):
-            if subprocess.run(["udevadm", "control", "--ping", "--timeout=5"], env=uenv,
-                              capture_output=True).returncode == 0:
-                break
-            time.sleep(0.5)
+        udevd, uenv = start_udevd()
         subprocess.run(["udevadm", "trigger", "--action=add", "--subsystem-match=hidraw"], env=uenv, check=False)
         subprocess.run(["udevadm", "settle", "--timeout=30"], env=uenv, check=False)
         how = "systemd-udevd with udev/70-keytally.rules"
@@ -612,6 +619,93 @@ def access_body(name, keys):
                f"stderr: {err.strip()[:400]!r}; table: {table.strip()[:400]!r}")
 
 
+def enroll_body(name, keys):
+    """The enrollment desk with USB keys PC/SC cannot see (FIDO-only, OTP-only): one is
+    plugged in before `keytally enroll` starts, the others are plugged in while it waits
+    (nusb's hot-plug watch, fed by systemd-udevd); each is found, read over HID, given the
+    owner/tags/status from the flags, pushed to the sandbox server, and the desk waits for
+    its removal before taking the next."""
+    import queue
+    import threading
+    sandbox = ENV.get("KT_SANDBOX", "")
+    if not (sandbox and os.access(sandbox, os.X_OK) and os.path.exists(UDEVD)):
+        report(False, f"{name}: prerequisites", f"sandbox binary {sandbox!r}, udevd {os.path.exists(UDEVD)}")
+        return
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=False)
+    udevd, _ = start_udevd()
+    srv = subprocess.Popen([sandbox, "--listen", "127.0.0.1:18787"], stdout=subprocess.DEVNULL,
+                           stderr=open(f"{RUN}/sandbox.log", "w"))
+    later = keys[1:]
+    unplugged = set()
+    for k in later:
+        k.unplug()
+        unplugged.add(k.label)
+    for k in later:
+        k.wait(False, 15)
+    csv = f"{RUN}/enrolled.csv"
+    env = dict(ENV, KEYTALLY_SERVER="http://127.0.0.1:18787/api/external/ybk-management",
+               KEYTALLY_TOKEN_URL="http://127.0.0.1:18787/oauth/token", KEYTALLY_CLIENT_ID="keytally",
+               KEYTALLY_CLIENT_SECRET="sandbox-client-secret", KEYTALLY_STATE_DIR=f"{RUN}/enroll-state")
+    desk = subprocess.Popen([KEYTALLY, "enroll", "--count", str(len(keys)), "--owner", "it@example.com",
+                             "--tags", "desk,usb", "--status", "Active", "--csv", csv],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l.rstrip("\n")) for l in desk.stdout], daemon=True).start()
+    seen = []
+
+    def expect(pattern, timeout=90):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                line = lines.get(timeout=max(0.1, end - time.monotonic()))
+            except queue.Empty:
+                break
+            seen.append(line)
+            m = re.search(pattern, line)
+            if m:
+                return m
+        return None
+
+    try:
+        for i, k in enumerate(keys):
+            if k.label in unplugged:
+                k.proc.send_signal(signal.SIGUSR2)  # plug it in while the desk waits
+                unplugged.discard(k.label)
+            found = expect(r"^Found: (.+?)  serial (\S+)  firmware (\S+)")
+            ok = bool(found) and found.group(1) == k.expect["name"] and found.group(2) == str(k.expect["serial"] or "none")
+            report(ok, f"{name}: {k.label} {'plugged in before the start' if i == 0 else 'hot-plugged'} is found over USB HID and read",
+                   f"want {k.expect['name']} serial {k.expect['serial']}; desk said:\n" + "\n".join(seen[-15:]))
+            if not found:
+                return
+            pushed = expect(r"(synced|queued)")
+            report(bool(pushed) and pushed.group(1) == "synced", f"{name}: {k.label} pushed with owner/tags/status (synced)",
+                   "\n".join(seen[-10:]))
+            if not expect(r"^Remove the key to continue"):
+                report(False, f"{name}: {k.label} removal asked", "\n".join(seen[-10:]))
+                return
+            k.unplug()
+            unplugged.add(k.label)
+        summary = expect(r"^Enrolled (\d+) key\(s\): (\d+) synced")
+        try:
+            rc = desk.wait(30)
+        except subprocess.TimeoutExpired:
+            rc = None
+        report(bool(summary) and summary.group(1) == str(len(keys)) and summary.group(2) == str(len(keys)) and rc == 0,
+               f"{name}: the desk ends after --count {len(keys)} with a summary, exit 0", f"exit {rc}:\n" + "\n".join(seen[-10:]))
+        rows = open(csv).read().strip().splitlines() if os.path.exists(csv) else []
+        report(len(rows) == len(keys) + 1 and all(r.endswith(",synced") and "it@example.com" in r for r in rows[1:]),
+               f"{name}: --csv has one synced row per key with its owner", "\n".join(rows))
+    finally:
+        for p in (desk, srv, udevd):
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        for k in keys:  # the phase's clean-up stops gadgets that are plugged in
+            if k.label in unplugged:
+                k.proc.send_signal(signal.SIGUSR2)
+                k.wait(True, 15)
+
+
 def main():
     log(f"keytally: {KEYTALLY}\n# gadget: {GADGET}\n# ykman: {YKMAN or '(none)'} (in-process: {'ykman' in sys.modules or _can_import_ykman()})")
     report(os.path.exists("/sys/class/udc/dummy_udc.2"), "three dummy UDCs", str(os.listdir("/sys/class/udc")))
@@ -638,6 +732,10 @@ def main():
     # udev rules: a user in group keytally can read OTP/FIDO keys; another user is told "access denied".
     phase("access", [Key("bio", "bio", 0x0402, 0), Key("sky", "skynfc", 0x0120, 1),
                      Key("otpfido", "yk5cnfc", 0x0403, 2)], access_body)
+
+    # The enrollment desk with keys only USB HID can read, plugged in while it waits.
+    phase("enroll-usb", [Key("sky", "skynfc", 0x0120, 0), Key("bio", "bio", 0x0402, 1),
+                         Key("otp", "yk4", 0x0401, 2)], enroll_body)
 
     passed = sum(1 for ok, _, _ in results if ok)
     failed = len(results) - passed

@@ -10,13 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use keytally_device::scan::{read_reader, FoundKey};
-use keytally_device::transport::pcsc::PcscContext;
-use keytally_device::transport::pcsc_watch::{PcscEvent, PcscWatcher};
+use keytally_device::scan::FoundKey;
 use keytally_protocol::mapping::{record_for, rfc3339, ObservationContext};
 use keytally_protocol::record::{Counted, DeviceRecord, Label, Owner, Status};
 use serde_json::{Map, Value};
 
+use crate::arrivals::Arrivals;
 use crate::cli::EnrollArgs;
 use crate::commands::sync::{client_for, load_server_config, outbox_path, sync_with, Clients};
 use crate::config::Config;
@@ -67,23 +66,22 @@ pub fn run(config_path: Option<&Path>, args: &EnrollArgs) -> ExitCode {
     let agent_id = crate::agent_id::agent_id(&cfg.state_dir);
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let mut desk = Desk { cfg, args, rt: &rt, totals: Arc::clone(&totals), stdin: io::stdin().lock(), clients: Clients::default() };
-    let mut watcher = PcscWatcher::new(args.reader.as_deref());
-    let mut ctx: Option<PcscContext> = None;
+    let mut arrivals = Arrivals::start(args.reader.as_deref());
 
     loop {
         if args.count.is_some_and(|n| totals.enrolled.load(Ordering::SeqCst) >= n) {
             break;
         }
         println!("\nWaiting for a key: plug it in or tap it on a reader... ({} enrolled so far)", totals.enrolled.load(Ordering::SeqCst));
-        let Some(key) = wait_for_key(&mut watcher, &mut ctx) else { break };
+        let arrival = arrivals.next();
         let observed = ObservationContext { agent_id, host: host.clone(), observed_at: SystemTime::now() };
-        match desk.enroll(&key, &observed) {
+        match desk.enroll(&arrival.key, &observed) {
             Ok(true) => {}
             Ok(false) => println!("Skipped."),
             Err(Quit) => break,
         }
         println!("Remove the key to continue.");
-        wait_for_removal(&mut watcher, &key.reader);
+        arrivals.wait_removed(&arrival);
     }
     println!("\n{}", totals.summary());
     ExitCode::SUCCESS
@@ -253,49 +251,6 @@ fn append_csv(path: &Path, r: &DeviceRecord, email: &str, tags: &str, status: &s
     ];
     writeln!(f, "{}", row.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","))?;
     f.sync_data()
-}
-
-/// Blocks until a key is inserted and read; `None` when PC/SC cannot be used at all.
-fn wait_for_key(watcher: &mut PcscWatcher, ctx: &mut Option<PcscContext>) -> Option<FoundKey> {
-    let mut told = false;
-    loop {
-        let events = match watcher.wait(Duration::from_secs(3600)) {
-            Ok(ev) => ev,
-            Err(e) => {
-                if !told {
-                    eprintln!("keytally: PC/SC is not available ({e}); waiting for pcscd");
-                    told = true;
-                }
-                std::thread::sleep(Duration::from_secs(2));
-                continue;
-            }
-        };
-        for ev in events {
-            let PcscEvent::CardInserted { reader, .. } = ev else { continue };
-            if ctx.is_none() {
-                *ctx = PcscContext::establish().ok();
-            }
-            let Some(c) = ctx.as_ref() else { continue };
-            match read_reader(c, &reader) {
-                Ok(Some(key)) => return Some(key),
-                Ok(None) => {}
-                Err(e) => println!("Could not read the key on \"{reader}\": {e}. Remove it and try again."),
-            }
-        }
-    }
-}
-
-fn wait_for_removal(watcher: &mut PcscWatcher, reader: &str) {
-    loop {
-        match watcher.wait(Duration::from_secs(3600)) {
-            Ok(events) => {
-                if events.iter().any(|e| matches!(e, PcscEvent::CardRemoved { reader: r } | PcscEvent::ReaderRemoved(r) if r == reader)) {
-                    return;
-                }
-            }
-            Err(_) => return, // PC/SC went away: the key is as good as removed
-        }
-    }
 }
 
 #[cfg(test)]

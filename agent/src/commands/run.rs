@@ -131,7 +131,7 @@ fn event_loop(pusher: &Pusher, reader: Option<&str>, handler: &mut dyn Handler) 
 /// Raises `changed` and wakes the PC/SC wait whenever a Yubico USB device comes or goes.
 /// Without a USB hot-plug source (no USB bus, no permission), USB keys are still seen at
 /// every PC/SC change and heartbeat.
-fn watch_usb(changed: Arc<AtomicBool>, canceller: Arc<Mutex<Option<Canceller>>>) {
+pub(crate) fn watch_usb(changed: Arc<AtomicBool>, canceller: Arc<Mutex<Option<Canceller>>>) {
     let mut watch = match UsbWatch::start() {
         Ok(w) => w,
         Err(e) => {
