@@ -245,6 +245,12 @@ fn service_serves_the_tray_over_its_control_socket() {
     wait_for("the ack", &|m| m["type"] == "ack" && m["op"] == "sync");
     let m = wait_for("the server's owner", &|m| m["keys"][0]["owner"] == "alice@example.com");
     assert_eq!((m["keys"][0]["status"].as_str(), &m["keys"][0]["tags"]), (Some("Active"), &serde_json::json!(["finance"])), "{m}");
+    // `keytally status` shows the service's view too (a workstation user's first stop).
+    let out = Command::new(KEYTALLY).arg("status").env("KEYTALLY_CONTROL_SOCKET", &socket).env("KEYTALLY_STATE_DIR", state.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("service:     running: sync ok"), "{text}");
+    assert!(text.contains("key:       YubiKey 5C NFC · 23456789 · alice@example.com · Active"), "{text}");
     // The service's own pushes (heartbeats, rescans) do not undo the assignment.
     assert_eq!(sb.store().device("23456789").unwrap()["owners"]["items"][0]["email"], "alice@example.com");
 

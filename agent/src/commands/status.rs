@@ -1,14 +1,16 @@
-//! `keytally status [--json]`: outbox depth, dropped and quarantined records, the last
-//! success and error per profile, and the credential in use (kind, source, expiry;
-//! never its value).
+//! `keytally status [--json]`: what the running service sees (over its control socket:
+//! attached keys, sync state, warnings), then outbox depth, dropped and quarantined records,
+//! the last success and error per profile, and the credential in use (kind, source, expiry;
+//! never its value). A user who cannot read the service's outbox gets the service's view.
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
 use crate::commands::sync::{client_for, fmt_time, load_config, outbox_path};
+use crate::control::{Client, ClientError, State};
 use crate::outbox::Outbox;
 
 pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
@@ -16,9 +18,22 @@ pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let service = service_view();
     let path = outbox_path(&cfg);
     let outbox = match Outbox::open(&path, cfg.max_pending) {
         Ok(o) => o,
+        // A user on a workstation cannot read the service's outbox; the service's own view
+        // (over its control socket) is what they need.
+        Err(e) if service.is_ok() => {
+            if as_json {
+                let report = json!({ "service": service_json(&service), "outbox": path.display().to_string(), "outbox_error": e.to_string() });
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                print_service(&service);
+                println!("outbox:      {} (not readable here: {e}; the service's view is above)", path.display());
+            }
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("keytally: {e}");
             return ExitCode::FAILURE;
@@ -53,6 +68,7 @@ pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
             }));
         }
         json!({
+            "service": service_json(&service),
             "config": cfg.file,
             "outbox": path.display().to_string(),
             "pending": outbox.depth(None).unwrap_or(0),
@@ -65,6 +81,7 @@ pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
+    print_service(&service);
     let s = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "never".into());
     println!("outbox:      {} ({} pending, {} dropped)", report["outbox"].as_str().unwrap_or(""), report["pending"], report["dropped"]);
     if let Some(q) = report["quarantined"].as_array().filter(|q| !q.is_empty()) {
@@ -96,4 +113,40 @@ pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// What the running service sees, from its control socket (2 s at most).
+fn service_view() -> Result<State, ClientError> {
+    Client::connect_default().and_then(|mut c| c.watch(Duration::from_secs(2)))
+}
+
+fn service_json(service: &Result<State, ClientError>) -> serde_json::Value {
+    match service {
+        Ok(state) => json!({ "running": true, "state": state }),
+        Err(e) => json!({ "running": false, "reason": e.to_string() }),
+    }
+}
+
+fn print_service(service: &Result<State, ClientError>) {
+    let state = match service {
+        Ok(s) => s,
+        Err(e) => {
+            println!("service:     {e}");
+            return;
+        }
+    };
+    let last = state.sync.last_success_at.as_deref().unwrap_or("never");
+    println!("service:     running: sync {}, last success {last}, {} pending", state.sync.state, state.sync.pending);
+    if state.keys.is_empty() {
+        println!("  keys:      none attached");
+    }
+    for k in &state.keys {
+        println!("  key:       {}", crate::tray_menu::key_label(k));
+    }
+    if let Some(e) = &state.sync.last_error {
+        println!("  last error: {e}");
+    }
+    for w in &state.warnings {
+        println!("  WARNING:   {w}");
+    }
 }
