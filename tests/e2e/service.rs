@@ -251,6 +251,9 @@ fn service_serves_the_tray_over_its_control_socket() {
     assert!(out.status.success(), "{out:?}");
     assert!(text.contains("service:     running: sync ok"), "{text}");
     assert!(text.contains("key:       YubiKey 5C NFC · 23456789 · alice@example.com · Active"), "{text}");
+    let out = Command::new(KEYTALLY).arg("doctor").env("KEYTALLY_CONTROL_SOCKET", &socket).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("ok    service: running: 1 key(s) attached, sync ok")), "{text}");
     // The service's own pushes (heartbeats, rescans) do not undo the assignment.
     assert_eq!(sb.store().device("23456789").unwrap()["owners"]["items"][0]["email"], "alice@example.com");
 

@@ -1,7 +1,8 @@
 //! `keytally doctor`: is this installation sound? One line per check, with a fix for each
 //! one that fails: the configuration loads and names a server, pcscd answers, the udev rules
-//! are installed, secret files are private (and owned by the service user), and each server
-//! profile is reachable with a valid credential (one cheap authorized `GET devices?limit=1`).
+//! are installed, the service answers on its control socket, secret files are private (and
+//! owned by the service user), and each server profile is reachable with a valid credential
+//! (one cheap authorized `GET devices?limit=1`).
 //! Exit 0 when nothing failed, 1 otherwise (warnings do not fail).
 
 use std::fmt;
@@ -93,6 +94,7 @@ pub fn run(config_path: Option<&Path>) -> ExitCode {
     let loaded = config::load(config_path, &env);
     emit(check_config(&loaded, config_path.is_some(), Path::new(SYSTEM_CONFIG).exists()));
     emit(check_pcscd());
+    emit(check_service());
     emit(check_udev(&UDEV_RULE_DIRS.map(Path::new), group_exists(SERVICE_USER)));
     let cfg = loaded.ok();
     let service_uid = user_id(SERVICE_USER);
@@ -146,6 +148,17 @@ fn check_pcscd() -> Check {
             "sudo apt install pcscd && sudo systemctl enable --now pcscd.socket",
         ),
         Err(e) => Check::fail("pcscd", format!("PC/SC: {e}"), "sudo systemctl restart pcscd; check `journalctl -u pcscd`"),
+    }
+}
+
+/// The service answers on its control socket (a warning otherwise: doctor also runs before
+/// the service is started).
+fn check_service() -> Check {
+    use crate::control::{Client, ClientError};
+    match Client::connect_default().and_then(|mut c| c.watch(Duration::from_secs(2))) {
+        Ok(s) => Check::ok("service", format!("running: {} key(s) attached, sync {}, {} pending", s.keys.len(), s.sync.state, s.sync.pending)),
+        Err(e @ ClientError::Refused(_)) => Check::warn("service", e.to_string(), "run doctor as root or as the user logged in at this machine"),
+        Err(e) => Check::warn("service", e.to_string(), "sudo systemctl enable --now keytally; see `journalctl -u keytally`"),
     }
 }
 
