@@ -16,6 +16,7 @@ use keytally_protocol::record::{Counted, DeviceRecord, Label, Owner, Status};
 use serde_json::{Map, Value};
 
 use crate::arrivals::Arrivals;
+use crate::status_board::server_view;
 use crate::cli::EnrollArgs;
 use crate::commands::sync::{client_for, load_server_config, outbox_path, sync_with, Clients};
 use crate::config::Config;
@@ -177,14 +178,11 @@ impl Desk<'_> {
                 println!("  (could not ask {} whether this key is enrolled)", p.name);
                 continue;
             };
+            // An owner only suggested by a workstation agent is not an enrollment.
             let owner = devices
                 .iter()
                 .find(|d| d.pointer("/yubikey/uniqueId").and_then(Value::as_str) == Some(unique_id))
-                .and_then(|d| d.pointer("/owners/items/0"))
-                .and_then(|o| o.get("email").or_else(|| o.get("name")))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string);
+                .and_then(|d| server_view(d).owner);
             if owner.is_some() {
                 return owner;
             }
