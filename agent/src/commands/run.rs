@@ -383,3 +383,19 @@ impl Feedback {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_logged_in_user_is_a_marked_suggestion() {
+        let owner = suggested_owner(&LocalUser { uid: 1000, name: "alice".into() });
+        let v = serde_json::to_value(&owner).unwrap();
+        assert_eq!((&v["name"], &v["sid"], &v["suggested"]), (&Value::from("alice"), &Value::from("1000"), &Value::Bool(true)));
+        assert!(v["email"].is_null(), "keytally does not invent an email: {v}");
+        // The tray and the enrollment desk do not take it for the server's owner.
+        let device = serde_json::json!({"owners": {"count": 1, "items": [v]}});
+        assert_eq!(crate::status_board::server_view(&device).owner, None);
+    }
+}
