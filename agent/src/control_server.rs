@@ -116,10 +116,21 @@ async fn handle(stream: UnixStream, board: Arc<StatusBoard>) {
             return;
         }
     };
-    let (read, mut write) = stream.into_split();
+    let (mut read, mut write) = stream.into_split();
     if let Err(reason) = admit(uid) {
         tracing::warn!(uid, "control socket: refused: {reason}");
         let _ = send(&mut write, &Message::Refused { reason }).await;
+        // Take what the client sends meanwhile (briefly, a little) before closing, so its
+        // request does not meet a closed socket before it has read why.
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Ok(n) = read.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
         return;
     }
     tracing::debug!(uid, "control socket: connected");

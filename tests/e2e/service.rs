@@ -265,7 +265,7 @@ fn service_serves_the_tray_over_its_control_socket() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { geteuid() } == 0 {
         let out = Command::new("python3")
-            .args(["-c", "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(5)\ns.connect(sys.argv[1])\nprint(s.makefile().readline(), end='')", socket.to_str().unwrap()])
+            .args(["-c", "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(5)\ns.connect(sys.argv[1])\ns.sendall(b'{\"op\":\"watch\"}\\n')\nprint(s.makefile().readline(), end='')", socket.to_str().unwrap()])
             .uid(65534)
             .gid(65534)
             .output()
