@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use uuid::Uuid;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Default bound on pending entries.
 pub const DEFAULT_MAX_PENDING: u64 = 100_000;
@@ -73,6 +73,9 @@ pub struct SyncState {
     /// After a failure while only heartbeats were pending: Unix seconds before which a
     /// heartbeat-only backlog is not retried (a state change still goes at `next_attempt_at`).
     pub heartbeat_retry_at: Option<u64>,
+    /// A one-way fingerprint of the credential the server refused (see
+    /// `keytally_protocol::secret::fingerprint`), never the credential.
+    pub rejected_fingerprint: Option<String>,
 }
 
 pub struct Outbox {
@@ -125,6 +128,8 @@ const MIGRATIONS: &[&str] = &[
         consecutive_failures INTEGER NOT NULL DEFAULT 0);",
     // 1 -> 2: heartbeat-only backlogs are retried on their own (longer) schedule.
     "ALTER TABLE sync_state ADD COLUMN heartbeat_retry_at INTEGER;",
+    // 2 -> 3: which credential was refused, so a replaced one lifts the block at once.
+    "ALTER TABLE sync_state ADD COLUMN rejected_fingerprint TEXT;",
 ];
 
 impl Outbox {
@@ -387,7 +392,7 @@ impl Outbox {
         self.db
             .query_row(
                 "SELECT last_success_at, last_error, last_error_at, credential_rejected, next_attempt_at, consecutive_failures,
-                        heartbeat_retry_at
+                        heartbeat_retry_at, rejected_fingerprint
                  FROM sync_state WHERE profile=?1",
                 [profile],
                 |r| {
@@ -399,6 +404,7 @@ impl Outbox {
                         next_attempt_at: r.get::<_, Option<i64>>(4)?.map(|v| v.max(0) as u64),
                         consecutive_failures: r.get::<_, i64>(5)?.max(0) as u32,
                         heartbeat_retry_at: r.get::<_, Option<i64>>(6)?.map(|v| v.max(0) as u64),
+                        rejected_fingerprint: r.get(7)?,
                     })
                 },
             )
@@ -411,12 +417,12 @@ impl Outbox {
         self.db
             .execute(
                 "INSERT INTO sync_state(profile, last_success_at, last_error, last_error_at, credential_rejected, next_attempt_at,
-                   consecutive_failures, heartbeat_retry_at)
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                   consecutive_failures, heartbeat_retry_at, rejected_fingerprint)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT(profile) DO UPDATE SET last_success_at=excluded.last_success_at, last_error=excluded.last_error,
                    last_error_at=excluded.last_error_at, credential_rejected=excluded.credential_rejected,
                    next_attempt_at=excluded.next_attempt_at, consecutive_failures=excluded.consecutive_failures,
-                   heartbeat_retry_at=excluded.heartbeat_retry_at",
+                   heartbeat_retry_at=excluded.heartbeat_retry_at, rejected_fingerprint=excluded.rejected_fingerprint",
                 params![
                     profile,
                     s.last_success_at.map(|v| v as i64),
@@ -425,7 +431,8 @@ impl Outbox {
                     s.credential_rejected as i64,
                     s.next_attempt_at.map(|v| v as i64),
                     s.consecutive_failures as i64,
-                    s.heartbeat_retry_at.map(|v| v as i64)
+                    s.heartbeat_retry_at.map(|v| v as i64),
+                    s.rejected_fingerprint
                 ],
             )
             .map(|_| ())
@@ -522,7 +529,7 @@ mod tests {
             .unwrap();
         }
         let ob = Outbox::open(&path, 10).unwrap();
-        assert_eq!(ob.schema_version().unwrap(), 2);
+        assert_eq!(ob.schema_version().unwrap(), 3);
         let st = ob.sync_state("p").unwrap();
         assert_eq!((st.last_success_at, st.consecutive_failures, st.heartbeat_retry_at), (Some(42), 3, None));
         assert_eq!(ob.depth(None).unwrap(), 1);

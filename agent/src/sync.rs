@@ -194,6 +194,9 @@ pub async fn drain(
     let mut report = DrainReport::default();
     let mut state = outbox.sync_state(profile)?;
     let has_changes = outbox.has_pending_changes(profile)?;
+    if state.credential_rejected && state.next_attempt_at.is_some() {
+        lift_if_replaced(client, &mut state, profile);
+    }
     if let Some(until) = blocked_until(&state, clock.now(), has_changes) {
         let reason = state.last_error.clone().unwrap_or_default();
         report.stopped = Some(if state.credential_rejected {
@@ -250,6 +253,7 @@ pub async fn drain(
                 }
                 Err(f @ Failure::CredentialRejected { .. }) => {
                     let until = note_credential_rejected(&mut state, now, &f, &backoff, &mut rng);
+                    state.rejected_fingerprint = Some(client.auth().fingerprint());
                     tracing::error!(profile, error = %f, "credential rejected; not pushing with it until the backoff cap");
                     report.stopped = Some(Stopped::CredentialRejected { until, reason: f.to_string() });
                     break 'outer;
@@ -260,6 +264,20 @@ pub async fn drain(
     outbox.set_sync_state(profile, &state)?;
     report.remaining = outbox.depth(Some(profile))?;
     Ok(report)
+}
+
+/// While a refused credential waits out its backoff: reads its source again (a file or
+/// keyring entry an admin may have replaced) and, when the credential in use is no longer the
+/// refused one, lets it be tried now instead of at the backoff cap.
+fn lift_if_replaced(client: &DevicesClient, state: &mut SyncState, profile: &str) {
+    if let Err(e) = client.auth().reread() {
+        tracing::debug!(profile, "cannot read the credential again: {e}");
+    }
+    let Some(refused) = state.rejected_fingerprint.as_deref() else { return };
+    if client.auth().fingerprint() != refused {
+        tracing::info!(profile, "the credential changed since the server refused it; trying the new one now");
+        state.next_attempt_at = None;
+    }
 }
 
 /// The sync state for display.

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use zeroize::Zeroize;
 
@@ -64,6 +65,78 @@ impl Secret {
         }
         Ok(Secret(text))
     }
+}
+
+/// Reads a secret from a store only the caller knows (the OS keyring, in the agent). `what`
+/// names it in messages (e.g. `keyring keytally/prod`); errors never hold the secret.
+#[derive(Clone)]
+pub struct SecretReader {
+    what: String,
+    read: Arc<dyn Fn() -> Result<Secret, String> + Send + Sync>,
+}
+
+impl SecretReader {
+    pub fn new(what: impl Into<String>, read: impl Fn() -> Result<Secret, String> + Send + Sync + 'static) -> Self {
+        SecretReader { what: what.into(), read: Arc::new(read) }
+    }
+
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    pub fn read(&self) -> Result<Secret, String> {
+        (self.read)()
+    }
+}
+
+impl fmt::Debug for SecretReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretReader({})", self.what)
+    }
+}
+
+/// Where a secret comes from, so that it can be read again when the one in use is refused
+/// (an admin replaced a revoked API key or a client secret).
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    /// Given once (an environment variable or the config file): cannot change.
+    Value(Secret),
+    /// A file only its owner can read.
+    File(PathBuf),
+    /// Some other store (the OS keyring).
+    Reader(SecretReader),
+}
+
+impl SecretSource {
+    /// The secret as the source holds it now.
+    pub fn read(&self) -> Result<Secret, String> {
+        match self {
+            SecretSource::Value(s) => Ok(s.clone()),
+            SecretSource::File(p) => Secret::from_file(p).map_err(|e| e.to_string()),
+            SecretSource::Reader(r) => r.read(),
+        }
+    }
+
+    /// Where it comes from, for `status`: never the value.
+    pub fn describe(&self) -> String {
+        match self {
+            SecretSource::Value(_) => "configured value".to_owned(),
+            SecretSource::File(p) => format!("file {}", p.display()),
+            SecretSource::Reader(r) => r.what().to_owned(),
+        }
+    }
+
+    /// Whether reading again can give another secret.
+    pub fn can_change(&self) -> bool {
+        !matches!(self, SecretSource::Value(_))
+    }
+}
+
+/// A short one-way fingerprint of a secret (the first 8 bytes of its SHA-256, in hex): enough
+/// to tell a replaced credential from the one the server refused, useless for recovering it.
+pub fn fingerprint(secret: &Secret) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, secret.expose().as_bytes());
+    d.as_ref().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 impl Drop for Secret {
@@ -124,6 +197,28 @@ pub fn check_private(_path: &Path) -> Result<(), SecretError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_read_again_and_fingerprints_tell_secrets_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first\n").unwrap();
+        #[cfg(unix)]
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let file = SecretSource::File(path.clone());
+        let a = file.read().unwrap();
+        std::fs::write(&path, "second").unwrap();
+        let b = file.read().unwrap();
+        assert_eq!((a.expose(), b.expose()), ("first", "second"));
+        assert_ne!(fingerprint(&a), fingerprint(&b));
+        assert_eq!(fingerprint(&a), fingerprint(&Secret::new("first")));
+        assert_eq!(fingerprint(&a).len(), 16);
+        assert!(!fingerprint(&a).contains("first"));
+        let reader = SecretSource::Reader(SecretReader::new("keyring k/u", || Ok(Secret::new("kr"))));
+        assert_eq!((reader.read().unwrap().expose(), reader.describe().as_str(), reader.can_change()), ("kr", "keyring k/u", true));
+        assert!(!format!("{reader:?}").contains("kr\""));
+        assert!(!SecretSource::Value(Secret::new("v")).can_change());
+    }
 
     #[test]
     fn debug_and_display_never_show_the_value() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use keytally_protocol::api::{build_client, parse_secure_url, DevicesClient, TransportConfig};
 use keytally_protocol::auth::{Authenticator, ClientAuth, ClientCredentials, Credential, MachineToken, StaticSource, StaticToken};
-use keytally_protocol::secret::Secret;
+use keytally_protocol::secret::{Secret, SecretReader, SecretSource};
 use serde_json::Value;
 
 use crate::config::{self, AuthConfig, Config, Profile, Rotation};
@@ -64,27 +64,40 @@ pub fn client_for(cfg: &Config, p: &Profile) -> anyhow::Result<DevicesClient> {
     let env_secret = |var: &str| -> anyhow::Result<Secret> {
         Secret::from_env(var)?.with_context(|| format!("profile {}: environment variable {var} is not set", p.name))
     };
-    // The keyring's errors name the entry (callers add the profile).
-    let keyring_secret = |e: &crate::keyring::KeyringEntry| crate::keyring::get(e, crate::keyring::READ_TIMEOUT);
+    // A keyring entry is read again when its secret is refused (the keyring's errors name
+    // the entry; callers add the profile).
+    let keyring_source = |e: &crate::keyring::KeyringEntry| {
+        let entry = e.clone();
+        SecretSource::Reader(SecretReader::new(format!("keyring {e}"), move || {
+            crate::keyring::get(&entry, crate::keyring::READ_TIMEOUT).map_err(|e| e.to_string())
+        }))
+    };
     let credential = match &p.auth {
         AuthConfig::TokenEnv(var) => Credential::Static(StaticToken::new(StaticSource::Value(env_secret(var)?))?),
         AuthConfig::TokenFile(f) => Credential::Static(StaticToken::new(StaticSource::File(f.clone()))?),
-        AuthConfig::TokenKeyring(e) => Credential::Static(StaticToken::new(StaticSource::Value(keyring_secret(e)?))?),
+        AuthConfig::TokenKeyring(e) => Credential::Static(StaticToken::new(keyring_source(e))?),
         AuthConfig::OAuth { client_id, secret_env, secret_file, secret_keyring, token_url, basic, scope } => {
-            let secret = match (secret_env, secret_file, secret_keyring) {
-                (Some(v), _, _) => env_secret(v)?,
-                (None, Some(f), _) => Secret::from_file(f)?,
-                (None, None, Some(e)) => keyring_secret(e)?,
+            let (secret, source) = match (secret_env, secret_file, secret_keyring) {
+                (Some(v), _, _) => (env_secret(v)?, None),
+                (None, Some(f), _) => (Secret::from_file(f)?, Some(SecretSource::File(f.clone()))),
+                (None, None, Some(e)) => {
+                    let source = keyring_source(e);
+                    (source.read().map_err(anyhow::Error::msg)?, Some(source))
+                }
                 (None, None, None) => anyhow::bail!("profile {}: no client secret", p.name),
             };
-            Credential::OAuth(ClientCredentials::new(
+            let cc = ClientCredentials::new(
                 http.clone(),
                 parse_secure_url("token URL", token_url)?,
                 client_id.clone(),
                 secret,
                 scope.clone(),
                 if *basic { ClientAuth::Basic } else { ClientAuth::Body },
-            ))
+            );
+            Credential::OAuth(match source {
+                Some(s) => cc.with_secret_source(s),
+                None => cc,
+            })
         }
         AuthConfig::Machine { file, initial_env, .. } => {
             let initial = match initial_env {
@@ -398,6 +411,42 @@ mod tests {
         assert!(st.credential_rejected);
         assert!(st.next_attempt_at.unwrap() > unix_now() + 898);
         assert!(st.last_error.unwrap().contains("credential rejected"));
+    }
+
+    /// Revoked, then replaced by an admin: the new key is tried at once, not at the cap, both
+    /// by a running agent (the same clients) and by the next `sync --once`.
+    #[tokio::test]
+    async fn a_replaced_key_lifts_the_rejection_at_once() {
+        let (sb, id, dir, c) = with_api_key().await;
+        sb.revoke_api_key(&id);
+        let mut clients = Clients::default();
+        let s = sync_with(&c, &records(3, 1), &mut clients, &SystemClock).await.unwrap();
+        assert_eq!(s.remaining, 3);
+        let st = Outbox::open(&outbox_path(&c), 1000).unwrap().sync_state("default").unwrap();
+        let refused = st.rejected_fingerprint.clone().expect("the refused credential is remembered");
+        assert!(st.credential_rejected && refused.len() == 16);
+        // Unchanged: still blocked, no request.
+        let before = sb.request_count();
+        sync_with(&c, &[], &mut clients, &SystemClock).await.unwrap();
+        assert_eq!(sb.request_count(), before);
+        // The admin writes a new key into the same file: the running agent uses it now.
+        let (_, fresh) = sb.create_api_key("replacement");
+        secret_file(dir.path(), "tok", &fresh);
+        let s = sync_with(&c, &[], &mut clients, &SystemClock).await.unwrap();
+        assert_eq!((s.remaining, sb.store().device_count()), (0, 3));
+        let st = Outbox::open(&outbox_path(&c), 1000).unwrap().sync_state("default").unwrap();
+        assert!(!st.credential_rejected && st.next_attempt_at.is_none());
+        assert!(!refused.contains(&fresh[..8]) && !format!("{st:?}").contains(&fresh), "only a fingerprint is kept");
+
+        // And across runs: revoke the new key, replace it again, run again.
+        let (id2, third) = sb.create_api_key("third");
+        secret_file(dir.path(), "tok", &third);
+        sb.revoke_api_key(&id2);
+        assert_eq!(sync_once(&c, &records(3, 2)).await.unwrap().remaining, 3);
+        let (_, fourth) = sb.create_api_key("fourth");
+        secret_file(dir.path(), "tok", &fourth);
+        assert_eq!(sync_once(&c, &[]).await.unwrap().remaining, 0);
+        assert_eq!(sb.store().device("1000").unwrap()["observation"]["gen"], 2);
     }
 
     #[tokio::test]

@@ -7,7 +7,6 @@ pub mod jwt;
 pub mod oauth;
 pub mod rotation;
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -15,7 +14,7 @@ pub use jwt::ExpiryWarning;
 pub use oauth::{ClientAuth, ClientCredentials};
 pub use rotation::MachineToken;
 
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretSource};
 
 /// Why no usable token could be had. Never contains a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,14 +30,9 @@ pub enum AuthError {
     Config(String),
 }
 
-/// Where a static token comes from.
-#[derive(Debug, Clone)]
-pub enum StaticSource {
-    /// Given directly (an environment variable or the config file).
-    Value(Secret),
-    /// A file, re-read after a 401 in case it was replaced.
-    File(PathBuf),
-}
+/// Where a static token comes from; a file or keyring entry is read again after a 401, and
+/// while the token stands rejected, in case it was replaced.
+pub type StaticSource = SecretSource;
 
 /// A static bearer token: an API key (revocable at any time) or an API token JWT.
 #[derive(Debug)]
@@ -50,8 +44,9 @@ pub struct StaticToken {
 impl StaticToken {
     pub fn new(source: StaticSource) -> Result<Self, AuthError> {
         let current = match &source {
-            StaticSource::Value(s) => s.clone(),
-            StaticSource::File(p) => Secret::from_file(p)?,
+            // A file's own error (too open, missing...) says more than a string would.
+            SecretSource::File(p) => Secret::from_file(p)?,
+            other => other.read().map_err(AuthError::Config)?,
         };
         Ok(StaticToken { source, current: Mutex::new(current) })
     }
@@ -60,16 +55,23 @@ impl StaticToken {
         self.current.lock().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// Reads the source again; true when it now holds another token (which is then used).
+    fn reread(&self) -> Result<bool, AuthError> {
+        if !self.source.can_change() {
+            return Ok(false);
+        }
+        let fresh = self.source.read().map_err(AuthError::Config)?;
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if *current == fresh {
+            return Ok(false);
+        }
+        *current = fresh;
+        Ok(true)
+    }
+
     fn reload(&self, rejected: &Secret) -> Result<(), AuthError> {
-        if let StaticSource::File(p) = &self.source {
-            let fresh = Secret::from_file(p)?;
-            if &fresh != rejected {
-                match self.current.lock() {
-                    Ok(mut g) => *g = fresh,
-                    Err(poison) => *poison.into_inner() = fresh,
-                }
-                return Ok(());
-            }
+        if self.reread()? || self.token() != *rejected {
+            return Ok(());
         }
         Err(AuthError::Rejected("the server refused the API token".into()))
     }
@@ -145,6 +147,27 @@ impl Authenticator {
         }
     }
 
+    /// Reads the credential's source again (a file or keyring entry an admin may have
+    /// replaced after the server refused it); true when it changed. A value given once, or a
+    /// machine token keytally rotates itself, does not change this way.
+    pub fn reread(&self) -> Result<bool, AuthError> {
+        match &self.credential {
+            Credential::Static(s) => s.reread(),
+            Credential::OAuth(o) => o.reread_secret(),
+            Credential::Machine(_) => Ok(false),
+        }
+    }
+
+    /// A one-way fingerprint of the credential in use (the token, or the OAuth2 client
+    /// secret), to tell a replaced credential from a refused one. Never the secret itself.
+    pub fn fingerprint(&self) -> String {
+        match &self.credential {
+            Credential::Static(s) => crate::secret::fingerprint(&s.token()),
+            Credential::OAuth(o) => o.secret_fingerprint(),
+            Credential::Machine(m) => crate::secret::fingerprint(&m.token()),
+        }
+    }
+
     /// Called after any 2xx.
     pub fn note_success(&self) {
         if let Credential::Machine(m) = &self.credential {
@@ -171,13 +194,7 @@ impl Authenticator {
     /// Kind, source and expiry of the credential, for `status`.
     pub async fn info(&self, now: SystemTime) -> CredentialInfo {
         let (kind, source, expires_at, rotation_interrupted) = match &self.credential {
-            Credential::Static(s) => {
-                let source = match &s.source {
-                    StaticSource::Value(_) => "configured value".to_owned(),
-                    StaticSource::File(p) => format!("file {}", p.display()),
-                };
-                ("api-token", source, jwt::expiry(s.token().expose()), false)
-            }
+            Credential::Static(s) => ("api-token", s.source.describe(), jwt::expiry(s.token().expose()), false),
             Credential::OAuth(o) => (
                 "oauth2-client-credentials",
                 format!("client {:?} at {}", o.client_id(), o.token_url()),

@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 use super::AuthError;
 use crate::api::response::{self, read_capped, read_reason, StatusClass};
 use crate::api::transport::redact_url;
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretSource};
 
 /// The largest token response read.
 const TOKEN_BODY_CAP: usize = 64 * 1024;
@@ -48,7 +48,9 @@ pub struct ClientCredentials {
     http: reqwest::Client,
     token_url: Url,
     client_id: String,
-    client_secret: Secret,
+    client_secret: std::sync::Mutex<Secret>,
+    /// Where the client secret was read, to read it again once it is refused.
+    secret_source: Option<SecretSource>,
     scope: Option<String>,
     client_auth: ClientAuth,
     cache: Mutex<Option<Cached>>,
@@ -63,7 +65,46 @@ impl ClientCredentials {
         scope: Option<String>,
         client_auth: ClientAuth,
     ) -> Self {
-        ClientCredentials { http, token_url, client_id, client_secret, scope, client_auth, cache: Mutex::new(None) }
+        ClientCredentials {
+            http,
+            token_url,
+            client_id,
+            client_secret: std::sync::Mutex::new(client_secret),
+            secret_source: None,
+            scope,
+            client_auth,
+            cache: Mutex::new(None),
+        }
+    }
+
+    /// Where the client secret came from (a file, a keyring entry), so it can be read again.
+    pub fn with_secret_source(mut self, source: SecretSource) -> Self {
+        self.secret_source = Some(source);
+        self
+    }
+
+    fn secret(&self) -> Secret {
+        self.client_secret.lock().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Reads the client secret's source again; true when it changed (the cached access
+    /// token, got with the old secret, is then dropped at the next request).
+    pub fn reread_secret(&self) -> Result<bool, AuthError> {
+        let Some(source) = self.secret_source.as_ref().filter(|s| s.can_change()) else { return Ok(false) };
+        let fresh = source.read().map_err(AuthError::Config)?;
+        let mut current = self.client_secret.lock().unwrap_or_else(|p| p.into_inner());
+        if *current == fresh {
+            return Ok(false);
+        }
+        *current = fresh;
+        if let Ok(mut cache) = self.cache.try_lock() {
+            *cache = None;
+        }
+        Ok(true)
+    }
+
+    pub fn secret_fingerprint(&self) -> String {
+        crate::secret::fingerprint(&self.secret())
     }
 
     pub fn client_id(&self) -> &str {
@@ -124,11 +165,11 @@ impl ClientCredentials {
         match self.client_auth {
             ClientAuth::Basic => {
                 let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-                req = req.basic_auth(enc(&self.client_id), Some(enc(self.client_secret.expose())));
+                req = req.basic_auth(enc(&self.client_id), Some(enc(self.secret().expose())));
             }
             ClientAuth::Body => {
                 form.append_pair("client_id", &self.client_id);
-                form.append_pair("client_secret", self.client_secret.expose());
+                form.append_pair("client_secret", self.secret().expose());
             }
         }
         let body = Secret::new(form.finish());
