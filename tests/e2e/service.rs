@@ -312,3 +312,63 @@ fn service_survives_a_pcscd_restart() {
     card.remove().unwrap();
     terminate_within(&mut service, Duration::from_secs(5));
 }
+
+/// A kiosk on an ACS ACR122U (the lab's reader answering ACS's LED/buzzer pseudo-APDU as
+/// that reader does): a good tap gets one green blink with a beep, an unreadable key three red
+/// blinks, and nothing is said about missing feedback.
+#[test]
+fn kiosk_signals_on_an_acs_reader() {
+    let lab = match PcscLab::start_as(keytally_virtual_key::ReaderModel::Acr122) {
+        Ok(lab) => lab,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") && e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIP: {e}");
+            return;
+        }
+        Err(e) => panic!("the pcscd lab did not start: {e}"),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sb = rt.block_on(keytally_sandbox::spawn(keytally_sandbox::Config::default())).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let (_, key) = sb.create_api_key("kiosk");
+    let mut kiosk = Command::new(KEYTALLY)
+        .args(["kiosk", "--merge-window", "0s"])
+        .envs(lab.env())
+        .env("KEYTALLY_SERVER", sb.devices_base())
+        .env("KEYTALLY_TOKEN", &key)
+        .env("KEYTALLY_STATE_DIR", state.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = kiosk.stderr.take().unwrap();
+    let said = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let out = lines(&mut kiosk);
+
+    let card = lab.insert(Card::new(KeyModel::preset("yk5nfc").unwrap())).unwrap();
+    card.wait_present(Duration::from_secs(10)).unwrap();
+    let line = next_line(&out, Duration::from_secs(10));
+    assert!(line.contains("ACS ACR122U PICC Interface 00 00") && line.contains("serial 12345678") && line.contains("synced"), "{line}");
+    let t = Instant::now();
+    while card.reader_commands().is_empty() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(card.reader_commands(), vec![vec![0xFF, 0x00, 0x40, 0xA0, 0x04, 0x01, 0x01, 0x01, 0x01]], "one green blink with a beep");
+    card.remove().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+
+    let broken = KeyModel::preset("yk5nfc").unwrap().with_fault(Some(keytally_virtual_key::Fault::MalformedTlv));
+    let card = lab.insert(Card::new(broken)).unwrap();
+    card.wait_present(Duration::from_secs(10)).unwrap();
+    let line = next_line(&out, Duration::from_secs(10));
+    assert!(line.contains("unreadable key"), "{line}");
+    let t = Instant::now();
+    while card.reader_commands().is_empty() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(card.reader_commands(), vec![vec![0xFF, 0x00, 0x40, 0x50, 0x04, 0x01, 0x01, 0x03, 0x03]], "three red blinks, beeping");
+    card.remove().unwrap();
+
+    terminate_within(&mut kiosk, Duration::from_secs(5));
+    let said = said.join().unwrap();
+    assert!(!said.contains("buzzer/LED"), "an ACS reader is driven, not excused: {said}");
+}

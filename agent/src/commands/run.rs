@@ -21,6 +21,7 @@ use keytally_device::error::TransportError;
 use keytally_device::scan::{read_reader, FoundKey};
 use keytally_device::transport::pcsc::PcscContext;
 use keytally_device::transport::pcsc_watch::{Canceller, PcscEvent, PcscWatcher};
+use keytally_device::transport::reader_signal::{driver_for, Signal};
 use keytally_device::transport::usb_watch::UsbWatch;
 use keytally_protocol::mapping::{record_for, rfc3339, ObservationContext};
 use rand::Rng;
@@ -329,7 +330,7 @@ impl Handler for Kiosk {
                 Ok(None) => continue, // gone before it could be read: not a tap
                 Err(e) => {
                     println!("{}  {reader}  unreadable key: {e}", rfc3339(SystemTime::now()));
-                    self.feedback.give(&reader, false);
+                    self.feedback.give(self.ctx.as_ref(), &reader, Signal::Failed);
                     continue;
                 }
             };
@@ -348,9 +349,10 @@ impl Handler for Kiosk {
             if let Some(o) = record.get_mut("observation").and_then(Value::as_object_mut) {
                 o.insert("tappedAt".into(), Value::String(rfc3339(ctx.observed_at)));
             }
-            self.feedback.give(&reader, true);
-            let tap = TapLine { reader, name: key.key.name.clone(), serial: key.key.info.serial, unique_id, present_at };
+            let tap = TapLine { reader: reader.clone(), name: key.key.name.clone(), serial: key.key.info.serial, unique_id, present_at };
             pusher.send(Job { records: vec![record], tap: Some(tap), lookup: false });
+            // After the hand-over: the signal takes the reader a few hundred milliseconds.
+            self.feedback.give(self.ctx.as_ref(), &reader, Signal::Accepted);
         }
     }
 }
@@ -369,17 +371,31 @@ impl Kiosk {
     }
 }
 
-/// Buzzer/LED feedback. No reader keytally knows of offers it through a standard PC/SC
-/// control code, so each reader is told about once and the stdout line is the feedback.
+/// Buzzer/LED feedback on readers that document a PC/SC command for it (see
+/// `reader_signal`); for any other reader, and when a reader refuses, it is said once per
+/// reader and the stdout line is the feedback.
 #[derive(Default)]
 struct Feedback {
     told: std::collections::HashSet<String>,
 }
 
 impl Feedback {
-    fn give(&mut self, reader: &str, _ok: bool) {
-        if self.told.insert(reader.to_string()) {
-            eprintln!("keytally kiosk: reader \"{reader}\" has no buzzer/LED control keytally can drive; the line on stdout is the feedback");
+    fn give(&mut self, ctx: Option<&PcscContext>, reader: &str, signal: Signal) {
+        let Some(driver) = driver_for(reader) else {
+            if self.told.insert(reader.to_string()) {
+                eprintln!("keytally kiosk: reader \"{reader}\" has no buzzer/LED control keytally can drive; the line on stdout is the feedback");
+            }
+            return;
+        };
+        let Some(ctx) = ctx else { return };
+        match ctx.signal(reader, driver, signal) {
+            Ok(()) => tracing::debug!(reader, ?signal, "reader signal given"),
+            // A key lifted at once leaves nothing to signal through: not worth a word.
+            Err(TransportError::NoCard | TransportError::Removed) => {}
+            Err(e) if self.told.insert(reader.to_string()) => {
+                eprintln!("keytally kiosk: reader \"{reader}\" did not take the buzzer/LED command ({e}); the line on stdout is the feedback");
+            }
+            Err(e) => tracing::debug!(reader, "reader signal failed: {e}"),
         }
     }
 }

@@ -5,5 +5,6 @@ pub mod hid;
 pub mod otp_hid;
 pub mod pcsc;
 pub mod pcsc_watch;
+pub mod reader_signal;
 pub mod usb;
 pub mod usb_watch;

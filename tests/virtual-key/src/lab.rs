@@ -57,6 +57,27 @@ exec "$@"
 
 static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// The reader the lab's vpcd reader pretends to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReaderModel {
+    /// vpcd as it is ([`READER_NAME`]): no commands of its own.
+    #[default]
+    Plain,
+    /// Named like an ACS ACR122U and answering ACS's LED/buzzer pseudo-APDU (`FF 00 40 ...`)
+    /// itself with `90 xx`, as that reader does, so the card never sees it. What it was told
+    /// is kept per card ([`InsertedCard::reader_commands`]).
+    Acr122,
+}
+
+impl ReaderModel {
+    fn friendly_name(self) -> &'static str {
+        match self {
+            ReaderModel::Plain => "Virtual PCD",
+            ReaderModel::Acr122 => "ACS ACR122U PICC Interface",
+        }
+    }
+}
+
 /// A running, isolated pcscd with one vpcd reader pair. Dropping it kills pcscd and removes
 /// its directory.
 #[derive(Debug)]
@@ -64,6 +85,7 @@ pub struct PcscLab {
     child: Child,
     dir: PathBuf,
     port: u16,
+    model: ReaderModel,
 }
 
 impl PcscLab {
@@ -72,8 +94,17 @@ impl PcscLab {
         Self::start_with_timeout(START_TIMEOUT)
     }
 
+    /// [`PcscLab::start`] with the reader pretending to be `model`.
+    pub fn start_as(model: ReaderModel) -> io::Result<PcscLab> {
+        Self::start_model(model, START_TIMEOUT)
+    }
+
     /// As [`PcscLab::start`] with an explicit timeout.
     pub fn start_with_timeout(timeout: Duration) -> io::Result<PcscLab> {
+        Self::start_model(ReaderModel::Plain, timeout)
+    }
+
+    fn start_model(model: ReaderModel, timeout: Duration) -> io::Result<PcscLab> {
         let pcscd = find_pcscd()?;
         let driver = find_vpcd_driver()?;
         let unshare = find_program(UNSHARE_ENV, "unshare")?;
@@ -83,7 +114,7 @@ impl PcscLab {
             if Instant::now() >= deadline {
                 break;
             }
-            match Self::try_start(&pcscd, &driver, &unshare, deadline) {
+            match Self::try_start(&pcscd, &driver, &unshare, deadline, model) {
                 Ok(lab) => return Ok(lab),
                 Err(e) if e.kind() == ErrorKind::AddrInUse => last_err = e,
                 Err(e) => return Err(e),
@@ -97,6 +128,7 @@ impl PcscLab {
         driver: &Path,
         unshare: &Path,
         deadline: Instant,
+        model: ReaderModel,
     ) -> io::Result<PcscLab> {
         let port = free_port_pair()?;
         let dir = std::env::temp_dir().join(format!(
@@ -107,10 +139,10 @@ impl PcscLab {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("conf"))?;
         fs::create_dir_all(dir.join("run"))?;
-        let child = Self::spawn(pcscd, driver, unshare, &dir, port).inspect_err(|_| {
+        let child = Self::spawn(pcscd, driver, unshare, &dir, port, model).inspect_err(|_| {
             let _ = fs::remove_dir_all(&dir);
         })?;
-        let mut lab = PcscLab { child, dir, port };
+        let mut lab = PcscLab { child, dir, port, model };
         lab.wait_ready(deadline)?;
         Ok(lab)
     }
@@ -125,7 +157,7 @@ impl PcscLab {
         let _ = fs::remove_file(self.socket_path());
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            self.child = Self::spawn(&find_pcscd()?, &find_vpcd_driver()?, &find_program(UNSHARE_ENV, "unshare")?, &self.dir, self.port)?;
+            self.child = Self::spawn(&find_pcscd()?, &find_vpcd_driver()?, &find_program(UNSHARE_ENV, "unshare")?, &self.dir, self.port, self.model)?;
             match self.wait_ready(deadline) {
                 Err(e) if e.kind() == ErrorKind::AddrInUse && Instant::now() < deadline => {
                     let _ = self.child.kill();
@@ -137,11 +169,12 @@ impl PcscLab {
         }
     }
 
-    fn spawn(pcscd: &Path, driver: &Path, unshare: &Path, dir: &Path, port: u16) -> io::Result<Child> {
+    fn spawn(pcscd: &Path, driver: &Path, unshare: &Path, dir: &Path, port: u16, model: ReaderModel) -> io::Result<Child> {
         fs::write(
             dir.join("conf").join("vpcd"),
             format!(
-                "FRIENDLYNAME \"Virtual PCD\"\nDEVICENAME   /dev/null:0x{port:X}\nLIBPATH      {}\nCHANNELID    0x{port:X}\n",
+                "FRIENDLYNAME \"{}\"\nDEVICENAME   /dev/null:0x{port:X}\nLIBPATH      {}\nCHANNELID    0x{port:X}\n",
+                model.friendly_name(),
                 driver.display()
             ),
         )?;
@@ -213,7 +246,10 @@ impl PcscLab {
 
     /// The reader [`PcscLab::insert`] puts cards into.
     pub fn reader_name(&self) -> &'static str {
-        READER_NAME
+        match self.model {
+            ReaderModel::Plain => READER_NAME,
+            ReaderModel::Acr122 => "ACS ACR122U PICC Interface 00 00",
+        }
     }
 
     /// vpcd TCP port of [`READER_NAME`] (the second reader, `Virtual PCD 00 01`, is `port + 1`).
@@ -234,13 +270,13 @@ impl PcscLab {
     /// Inserts (taps) `card` into [`READER_NAME`]; it is served on a background thread until
     /// the returned handle is removed or dropped.
     pub fn insert(&self, card: Card) -> io::Result<InsertedCard> {
-        InsertedCard::connect(self.port, card)
+        InsertedCard::connect_as(self.port, card, self.model, |_| {})
     }
 
     /// Like [`PcscLab::insert`], calling `after_apdu` with the running count after each
     /// answer has been sent (benchmarks write it to a file).
     pub fn insert_with(&self, card: Card, after_apdu: impl FnMut(u64) + Send + 'static) -> io::Result<InsertedCard> {
-        InsertedCard::connect_with(self.port, card, after_apdu)
+        InsertedCard::connect_as(self.port, card, self.model, after_apdu)
     }
 }
 
@@ -268,10 +304,15 @@ impl InsertedCard {
     }
 
     /// [`InsertedCard::connect`] with a callback after each APDU.
-    pub fn connect_with(port: u16, card: Card, mut after_apdu: impl FnMut(u64) + Send + 'static) -> io::Result<InsertedCard> {
+    pub fn connect_with(port: u16, card: Card, after_apdu: impl FnMut(u64) + Send + 'static) -> io::Result<InsertedCard> {
+        Self::connect_as(port, card, ReaderModel::Plain, after_apdu)
+    }
+
+    fn connect_as(port: u16, card: Card, model: ReaderModel, mut after_apdu: impl FnMut(u64) + Send + 'static) -> io::Result<InsertedCard> {
         let mut stream = vpcd::connect(port, Duration::from_secs(5))?;
         let stop = Arc::new(AtomicBool::new(false));
         let session = Arc::new(Session::default());
+        session.acs_reader.store(model == ReaderModel::Acr122, Ordering::SeqCst);
         let apdus = card.apdu_counter();
         let (st, se) = (Arc::clone(&stop), Arc::clone(&session));
         let thread = std::thread::Builder::new()
@@ -326,6 +367,11 @@ impl InsertedCard {
     /// What the reader did with the card (power state, ATRs, APDUs).
     pub fn session(&self) -> &Session {
         &self.session
+    }
+
+    /// The reader's own commands sent while this card was on it (see [`ReaderModel::Acr122`]).
+    pub fn reader_commands(&self) -> Vec<Vec<u8>> {
+        self.session.reader_commands.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
     /// Removes the card (closes the vpcd connection) and reports how serving ended.

@@ -19,5 +19,5 @@ pub mod otp;
 pub mod vpcd;
 
 pub use card::Card;
-pub use lab::{InsertedCard, PcscLab};
+pub use lab::{InsertedCard, PcscLab, ReaderModel};
 pub use model::{Fault, KeyModel};

@@ -48,6 +48,10 @@ pub struct Session {
     pub atrs_sent: AtomicU64,
     /// APDU exchanges completed on this connection.
     pub apdus: AtomicU64,
+    /// Answer ACS's LED/buzzer pseudo-APDU as the reader (ACR122U) instead of the card.
+    pub acs_reader: AtomicBool,
+    /// Those reader commands, in order.
+    pub reader_commands: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 impl Session {
@@ -107,6 +111,13 @@ pub fn serve_with(
                 write_message(stream, card.atr())?;
             }
             [_] => {} // unknown control code: ignore, as a reader would
+            // An ACR122U answers this itself: `90` and its LED state (both LEDs off here).
+            apdu if session.acs_reader.load(Ordering::SeqCst) && apdu.starts_with(&[0xFF, 0x00, 0x40]) => {
+                if let Ok(mut c) = session.reader_commands.lock() {
+                    c.push(apdu.to_vec());
+                }
+                write_message(stream, &[0x90, 0x00])?;
+            }
             apdu => {
                 let response = card.process(apdu);
                 session.apdus.fetch_add(1, Ordering::SeqCst);
