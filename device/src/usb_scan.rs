@@ -530,6 +530,15 @@ fn merge(
         if resolved {
             problems.retain(|p| Pid::from_reader_name(&p.reader).map(|p| p.value()) != Some(pid));
         }
+        // A key whose CCID read failed is, as a rule, the key whose HID read failed too
+        // (pulled out mid-read, or broken): its reader's problem already says so, once. An
+        // access-denied HID read is kept apart: it carries the fix (the udev rules).
+        let mut explained = problems.iter().filter(|p| Pid::from_reader_name(&p.reader).map(|p| p.value()) == Some(pid)).count();
+        failed.retain(|u| {
+            let fold = explained > 0 && !u.access_denied();
+            explained -= usize::from(fold);
+            !fold
+        });
         // Devices that could not be read and are not explained by keys read another way.
         let missing = size.saturating_sub(entries.len());
         if failed.len() > missing {
@@ -711,6 +720,26 @@ mod tests {
         assert_eq!(u.port, "1-4");
         assert_eq!(u.attempts.len(), 2);
         assert_eq!(u.description(), "YubiKey [OTP+FIDO+CCID]");
+    }
+
+    #[test]
+    fn a_key_pulled_out_mid_read_is_one_warning_not_two() {
+        // Its CCID read failed (the reader's problem) and so did its HID fallback.
+        let pcsc = |_: &ScanOptions| {
+            Ok(PcscReport { readers: vec![READER.into()], keys: vec![], problems: vec![ReaderProblem { reader: READER.into(), error: TransportError::Removed.into() }] })
+        };
+        let reader = Arc::new(FakeReader::default().with("/dev/hidraw-otp-1-1", Err(TransportError::Unplugged.into())).with("/dev/hidraw-fido-1-1", Err(TransportError::Unplugged.into())));
+        let report = run("ccid,otp,fido", pcsc, vec![device("1-1", 0x0407, true, true)], &reader);
+        assert_eq!(report.reader_problems.len(), 1);
+        assert!(report.unreadable.is_empty(), "{:?}", report.unreadable);
+
+        // Denied over HID: both stay (the denial carries the udev fix).
+        let pcsc = |_: &ScanOptions| {
+            Ok(PcscReport { readers: vec![READER.into()], keys: vec![], problems: vec![ReaderProblem { reader: READER.into(), error: TransportError::SharingViolation.into() }] })
+        };
+        let report = run("ccid,otp,fido", pcsc, vec![device("1-1", 0x0407, true, true)], &Arc::new(FakeReader::default()));
+        assert_eq!((report.reader_problems.len(), report.unreadable.len()), (1, 1));
+        assert!(report.unreadable[0].access_denied());
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub fn map_error(e: pcsc::Error) -> TransportError {
     match e {
         E::NoService | E::ServiceStopped => TransportError::NoService,
         E::NoSmartcard | E::UnpoweredCard | E::UnresponsiveCard | E::UnsupportedCard => TransportError::NoCard,
-        E::RemovedCard | E::ResetCard => TransportError::Removed,
+        // pcsc-lite answers a transmit on a card pulled out mid-transaction with
+        // SCARD_E_NOT_TRANSACTED ("an attempt was made to end a non-existent transaction").
+        E::RemovedCard | E::ResetCard | E::NotTransacted => TransportError::Removed,
         E::SharingViolation => TransportError::SharingViolation,
         E::Timeout | E::WaitedTooLong => TransportError::Timeout,
         E::ReaderUnavailable | E::UnknownReader => TransportError::ReaderUnavailable,
