@@ -68,9 +68,9 @@ def sh(cmd, timeout=60, env=None, user=None):
 
 
 class Key:
-    def __init__(self, label, model, pid, udc, serial=None, unplug_after=None):
+    def __init__(self, label, model, pid, udc, serial=None, unplug_after=None, hid_fault=None):
         self.label, self.model, self.pid, self.udc = label, model, pid, udc
-        self.serial_arg, self.unplug_after = serial, unplug_after
+        self.serial_arg, self.unplug_after, self.hid_fault = serial, unplug_after, hid_fault
         args = ["--model", model, "--pid", f"0x{pid:04x}"]
         if serial is not None:
             args += ["--serial", serial]
@@ -86,6 +86,7 @@ class Key:
         os.makedirs(RUN, exist_ok=True)
         self.logf = open(f"{RUN}/{self.label}.log", "w")
         extra = ["--unplug-after", self.unplug_after] if self.unplug_after else []
+        extra += ["--hid-fault", self.hid_fault] if self.hid_fault else []
         self.proc = subprocess.Popen(
             [GADGET] + self.args + ["--udc", f"dummy_udc.{self.udc}"] + extra,
             stdout=self.logf, stderr=self.logf)
@@ -525,6 +526,28 @@ def unplug_body(name, keys):
         report(not probs, f"{name}: {k.label} reads again after being plugged back", "; ".join(probs) + f"; stderr: {err.strip()[:300]}")
 
 
+def hid_fault_body(name, keys):
+    """Keys that answer wrongly over HID, through the real kernel: no hang, no panic, a
+    warning naming each broken key's port and why, and a key whose OTP answers are corrupt
+    but whose FIDO interface is sound is still read (over FIDO) and reads right."""
+    rc, records, err, secs = keytally_scan(timeout=90)
+    log(f"{name}: keytally scan with broken HID keys: exit {rc} in {secs:.1f}s; stderr:\n" +
+        "\n".join("#   " + l for l in err.strip().splitlines()))
+    report(rc not in (124, None) and "panicked" not in err, f"{name}: no hang, no panic ({secs:.1f}s)", f"exit {rc}: {err[-600:]}")
+    records = records or []
+    why = {"otp-bad-crc": "CRC check failed", "ctap-wrong-cid": "broke the protocol"}
+    for k in keys:
+        if k.expect["interfaces"] & 2 and k.hid_fault == "otp-bad-crc":
+            r = match_records([k], records).get(k.label)
+            probs = ["no record"] if r is None else check_record(k, r)
+            report(not probs, f"{name}: {k.label} (corrupt OTP answers, sound FIDO) is read over FIDO", "; ".join(probs) + f"; stderr: {err.strip()[:300]}")
+            continue
+        leaked = [r for r in records if r.get("yubikey", {}).get("serialNumber") == k.expect["serial"]]
+        warned = [l for l in err.splitlines() if k.port and k.port in l and why[k.hid_fault] in l]
+        report(bool(warned) and not leaked, f"{name}: {k.label} ({k.hid_fault}) is a warning naming port {k.port}: {why[k.hid_fault]}",
+               f"records for it: {len(leaked)}; stderr: {err.strip()[:600]!r}")
+
+
 def ensure_user(name, groups=()):
     subprocess.run(["groupadd", "-f", "keytally"], check=False)
     if subprocess.run(["id", name], capture_output=True).returncode != 0:
@@ -733,6 +756,11 @@ def main():
     phase("access", [Key("bio", "bio", 0x0402, 0), Key("sky", "skynfc", 0x0120, 1),
                      Key("otpfido", "yk5cnfc", 0x0403, 2)], access_body)
 
+    # Broken HID answers: an OTP-only key with corrupt CRCs, a FIDO-only key answering on a
+    # foreign CTAPHID channel, and an OTP+FIDO key whose OTP answers are corrupt.
+    phase("hid-faults", [Key("badcrc", "yk4", 0x0401, 0, hid_fault="otp-bad-crc"),
+                         Key("wrongcid", "bio", 0x0402, 1, hid_fault="ctap-wrong-cid"),
+                         Key("fallback", "yk5cnfc", 0x0403, 2, hid_fault="otp-bad-crc")], hid_fault_body)
     # The enrollment desk with keys only USB HID can read, plugged in while it waits.
     phase("enroll-usb", [Key("sky", "skynfc", 0x0120, 0), Key("bio", "bio", 0x0402, 1),
                          Key("otp", "yk4", 0x0401, 2)], enroll_body)

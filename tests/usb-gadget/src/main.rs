@@ -27,13 +27,16 @@ use usb_gadget::{Class, Config, Gadget, Id, Strings, Udc};
 const USAGE: &str =
     "usage: keytally-gadget --model NAME --pid 0xPPPP [--udc dummy_udc.0] [--serial N|none]
                        [--unplugged] [--unplug-after apdu:N|otp:N|ctap:N] [--state-file PATH]
+                       [--hid-fault otp-bad-crc|ctap-wrong-cid]
        keytally-gadget --describe --model NAME [--serial N|none] [--pid 0xPPPP]
        keytally-gadget --list
 Presents the model as a YubiKey with the PID's interfaces (OTP HID on ep0 feature reports, FIDO
 HID on interrupt endpoints, CCID on bulk + interrupt) and serves it until SIGTERM/SIGINT.
 SIGUSR1 unplugs (unbinds the UDC), SIGUSR2 plugs back in. --unplug-after unplugs when the N-th
 APDU / OTP feature report / CTAPHID packet arrives, before answering it (a key pulled out in
-the middle of a read). --state-file is rewritten with \"plugged\" or \"unplugged\".";
+the middle of a read). --hid-fault answers wrongly over HID: OTP responses whose CRC does not
+match (one data byte flipped), or CTAPHID replies on a channel the host was never given.
+--state-file is rewritten with \"plugged\" or \"unplugged\".";
 
 static UNPLUG: AtomicBool = AtomicBool::new(false);
 static PLUG: AtomicBool = AtomicBool::new(false);
@@ -72,6 +75,7 @@ struct Args {
     udc: Option<String>,
     unplugged: bool,
     unplug_after: Option<(Kind, u64)>,
+    hid_fault: Option<HidFault>,
     state_file: Option<PathBuf>,
     describe: bool,
 }
@@ -86,6 +90,7 @@ fn parse_args() -> Result<Option<Args>, String> {
     let (mut model, mut serial, mut pid, mut udc) = (None, None, None, None);
     let (mut unplugged, mut unplug_after, mut state_file, mut describe) =
         (false, None, None, false);
+    let mut hid_fault = None;
     while let Some(a) = it.next() {
         let mut value = |n: &str| it.next().ok_or_else(|| format!("{n} needs a value"));
         match a.as_str() {
@@ -120,6 +125,13 @@ fn parse_args() -> Result<Option<Args>, String> {
                 };
                 unplug_after = Some((kind, n.parse().map_err(|e| format!("{v}: {e}"))?));
             }
+            "--hid-fault" => {
+                hid_fault = Some(match value("--hid-fault")?.as_str() {
+                    "otp-bad-crc" => HidFault::OtpBadCrc,
+                    "ctap-wrong-cid" => HidFault::CtapWrongCid,
+                    other => return Err(format!("unknown HID fault {other:?}")),
+                });
+            }
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
@@ -144,6 +156,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         udc,
         unplugged,
         unplug_after,
+        hid_fault,
         state_file,
         describe,
     }))
@@ -185,11 +198,21 @@ fn describe(m: &KeyModel, p: Option<Product>) -> String {
     )
 }
 
+/// A key that answers over HID, but wrongly (a broken or hostile device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HidFault {
+    /// OTP responses with one data byte flipped after the CRC was computed.
+    OtpBadCrc,
+    /// CTAPHID answers (after INIT) on a channel the host never got.
+    CtapWrongCid,
+}
+
 /// Counts messages of each kind and raises the unplug flag at the configured one.
 struct Trip {
     at: Option<(Kind, u64)>,
     counts: [AtomicU64; 3],
     tripped: AtomicBool,
+    fault: Option<HidFault>,
 }
 
 impl Trip {
@@ -348,7 +371,12 @@ fn ep0_loop(mut custom: Custom, map: Vec<u8>, otp: Arc<Mutex<OtpHid>>, trip: Arc
                             let _ = req.halt();
                             continue;
                         }
-                        let rep = otp.lock().map(|mut o| o.get_report()).unwrap_or([0; 8]);
+                        let mut rep = otp.lock().map(|mut o| o.get_report()).unwrap_or([0; 8]);
+                        // The second chunk of a response (sequence 1, pending flag): never a
+                        // status report, always covered by the frame's CRC.
+                        if trip.fault == Some(HidFault::OtpBadCrc) && rep[7] == 0x41 {
+                            rep[0] ^= 0xFF;
+                        }
                         let _ = req.send(&rep[..8.min(len)]);
                     }
                     // GET_IDLE / GET_PROTOCOL.
@@ -420,7 +448,12 @@ fn fido_loop(
         if trip.hit(Kind::Ctap) {
             continue;
         }
-        let replies = ctap.lock().map(|mut c| c.packet(&pkt)).unwrap_or_default();
+        let mut replies = ctap.lock().map(|mut c| c.packet(&pkt)).unwrap_or_default();
+        if trip.fault == Some(HidFault::CtapWrongCid) {
+            for r in replies.iter_mut().filter(|r| r.len() >= 4 && r[..4] != [0xFF; 4]) {
+                r[0] ^= 0x5A;
+            }
+        }
         for r in replies {
             if let Err(e) =
                 tx.send_timeout(bytes::Bytes::copy_from_slice(&r), Duration::from_secs(2))
@@ -513,6 +546,7 @@ fn run(args: Args) -> io::Result<()> {
         at: args.unplug_after,
         counts: Default::default(),
         tripped: AtomicBool::new(false),
+        fault: args.hid_fault,
     });
     let otp = Arc::new(Mutex::new(OtpHid::new(args.model.clone())));
     let ctap = Arc::new(Mutex::new(CtapHid::new(args.model.clone())));
