@@ -17,12 +17,18 @@ mod session;
 mod status_board;
 mod sync;
 mod tray_menu;
+#[cfg(windows)]
+mod windows_service;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
+    #[cfg(windows)]
+    if let Some(code) = windows_service::dispatch_if_service() {
+        return code;
+    }
     let cli = cli::Cli::parse();
     logging::init(cli.verbose);
     commands::run(cli)

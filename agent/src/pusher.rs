@@ -105,10 +105,20 @@ fn worker(
     let mut clients = Clients::default();
     rt.block_on(async move {
         let shutdown = async {
+            #[cfg(unix)]
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let sigterm = async {
+                #[cfg(unix)]
+                if let Some(t) = term.as_mut() {
+                    t.recv().await;
+                    return;
+                }
+                std::future::pending::<()>().await
+            };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                () = sigterm => {}
+                () = STOP_REQUEST.notified() => {}
             }
         };
         tokio::pin!(shutdown);
@@ -250,6 +260,17 @@ async fn look_up(cfg: &Config, clients: &mut Clients, records: &[Value], board: 
             Err(_) => tracing::info!("profile {}: listing devices for the tray timed out", p.name),
         }
     }
+}
+
+/// A stop asked for by the program itself (the Windows service's Stop control), taken like
+/// SIGINT/SIGTERM. `notify_one` keeps the request when the worker is not waiting yet.
+static STOP_REQUEST: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Asks the push worker to shut down as on SIGTERM: it flushes within the push timeout and
+/// stops the event loop, and `keytally run` returns. Callable from any thread.
+#[cfg_attr(not(windows), allow(dead_code))]
+pub fn request_stop() {
+    STOP_REQUEST.notify_one();
 }
 
 fn pending_count(cfg: &Config) -> u64 {
