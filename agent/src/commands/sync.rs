@@ -191,6 +191,10 @@ pub async fn sync_with(cfg: &Config, records: &[Value], clients: &mut Clients, c
     let mut outbox = Outbox::open(&path, cfg.max_pending)?;
     let mut summary = Summary::default();
     let now = clock.now();
+    // The service's heartbeat timer is jittered (±10 %) and a delivery lands a little after the
+    // tick that queued it, so an unchanged state is due again after 80 % of the interval:
+    // otherwise a tick that comes early finds it "not due" and the next heartbeat is ~2 away.
+    let heartbeat_due_after = cfg.heartbeat.mul_f64(0.8);
     for r in records {
         let Some(uid) = r.pointer("/yubikey/uniqueId").and_then(Value::as_str).filter(|s| !s.is_empty()) else {
             tracing::warn!("skipping a record without yubikey.uniqueId");
@@ -199,7 +203,7 @@ pub async fn sync_with(cfg: &Config, records: &[Value], clients: &mut Clients, c
         let body = serde_json::to_vec(r)?;
         let fp = fingerprint(r);
         for p in cfg.profiles.iter().filter(|p| p.matches(uid)) {
-            match outbox.enqueue(&p.name, uid, &fp, &body, Some(cfg.heartbeat), now)? {
+            match outbox.enqueue(&p.name, uid, &fp, &body, Some(heartbeat_due_after), now)? {
                 Enqueued::Queued { .. } => summary.queued += 1,
                 Enqueued::Unchanged => summary.unchanged += 1,
             }
@@ -411,6 +415,22 @@ mod tests {
         assert!(st.credential_rejected);
         assert!(st.next_attempt_at.unwrap() > unix_now() + 898);
         assert!(st.last_error.unwrap().contains("credential rejected"));
+    }
+
+    /// A heartbeat tick that comes early (the timer's jitter) still re-sends an unchanged key;
+    /// one well inside the interval does not.
+    #[tokio::test]
+    async fn an_early_heartbeat_tick_still_counts() {
+        let (sb, _, _dir, c) = with_api_key().await;
+        let clock = crate::sync::ManualClock::at(1_000_000);
+        sync_once_at(&c, &records(1, 1), &clock).await.unwrap();
+        let hb = c.heartbeat.as_secs();
+        clock.advance(Duration::from_secs(hb / 2));
+        assert_eq!(sync_once_at(&c, &records(1, 1), &clock).await.unwrap().unchanged, 1, "half an interval: not due");
+        clock.advance(Duration::from_secs(hb * 2 / 5));
+        let s = sync_once_at(&c, &records(1, 1), &clock).await.unwrap();
+        assert_eq!((s.queued, s.remaining), (1, 0), "a tick 10 % early re-sends it");
+        assert_eq!(sb.store().puts_applied(), 2);
     }
 
     /// Revoked, then replaced by an admin: the new key is tried at once, not at the cap, both
