@@ -12,7 +12,12 @@
 //!
 //! The service (root or its own system user) listens; see `control_server`.
 
+// The control socket is Unix-only for now: elsewhere parts of this are unused.
+#![cfg_attr(not(unix), allow(dead_code))]
+
+#[cfg(unix)]
 use std::io::{BufRead, BufReader, Read, Write};
+#[cfg(unix)]
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -126,15 +131,32 @@ pub enum ClientError {
     Closed,
     #[error("the keytally service sent something this keytally does not understand: {0}")]
     Protocol(String),
+    #[error("the service's control socket is not available on this platform yet")]
+    #[cfg_attr(unix, allow(dead_code))]
+    Unsupported,
+}
+
+/// What the running service sees: connects, subscribes, and returns the first state, all
+/// within `timeout` (for `status` and `doctor`).
+pub fn service_state(timeout: Duration) -> Result<State, ClientError> {
+    #[cfg(unix)]
+    return Client::connect_default().and_then(|mut c| c.watch(timeout));
+    #[cfg(not(unix))]
+    {
+        let _ = timeout;
+        Err(ClientError::Unsupported)
+    }
 }
 
 /// A connection to the service.
+#[cfg(unix)]
 pub struct Client {
     path: PathBuf,
     writer: UnixStream,
     reader: BufReader<UnixStream>,
 }
 
+#[cfg(unix)]
 impl Client {
     /// Connects to the first socket of [`client_socket_paths`] that exists.
     pub fn connect_default() -> Result<Client, ClientError> {
@@ -214,6 +236,7 @@ mod tests {
         assert_eq!(serde_json::from_str::<Message>(&line).unwrap(), s);
     }
 
+    #[cfg(unix)]
     #[test]
     fn a_missing_socket_is_not_running() {
         let dir = tempfile::tempdir().unwrap();

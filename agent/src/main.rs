@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod config;
 mod control;
+#[cfg(unix)]
 mod control_server;
 mod keyring;
 mod logging;

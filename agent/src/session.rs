@@ -3,6 +3,9 @@
 //! directory users resolve too). The service uses it for the workstation owner suggestion
 //! and to decide whose tray may use the control socket.
 
+// The control socket is Unix-only for now: elsewhere parts of this are unused.
+#![cfg_attr(not(unix), allow(dead_code))]
+
 use std::path::Path;
 
 /// A person with a local session.
@@ -84,9 +87,16 @@ pub fn logged_in_user() -> Option<LocalUser> {
     (uid >= uid_min()).then(|| LocalUser { uid, name: user_name(uid).unwrap_or_else(|| uid.to_string()) })
 }
 
+#[cfg(unix)]
 pub fn own_uid() -> u32 {
     // SAFETY: geteuid cannot fail and touches no memory of ours.
     unsafe { libc::geteuid() }
+}
+
+/// Windows has SIDs, not uids; the suggestion from the logged-in user is not written there yet.
+#[cfg(not(unix))]
+pub fn own_uid() -> u32 {
+    0
 }
 
 /// The first uid of ordinary users (`UID_MIN` in /etc/login.defs, 1000 by default).
@@ -101,7 +111,13 @@ fn uid_min() -> u32 {
         .unwrap_or(1000)
 }
 
+#[cfg(not(unix))]
+pub fn user_name(_uid: u32) -> Option<String> {
+    None
+}
+
 /// The login name of `uid`, from the user database (files, LDAP, SSSD... whatever NSS has).
+#[cfg(unix)]
 pub fn user_name(uid: u32) -> Option<String> {
     let mut buf = vec![0u8; 4096];
     loop {

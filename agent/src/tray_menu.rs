@@ -2,6 +2,9 @@
 //! into menu entries, a title and an icon colour. No GUI here, so `keytally tray --once` prints
 //! exactly what the tray's menu would show, and the tests need no desktop.
 
+// The tray itself is built for Linux and the BSDs; elsewhere only `key_label` is used.
+#![cfg_attr(not(all(unix, not(target_os = "macos"))), allow(dead_code))]
+
 use std::time::{Duration, SystemTime};
 
 use crate::control::{KeyView, State};

@@ -154,8 +154,8 @@ fn check_pcscd() -> Check {
 /// The service answers on its control socket (a warning otherwise: doctor also runs before
 /// the service is started).
 fn check_service() -> Check {
-    use crate::control::{Client, ClientError};
-    match Client::connect_default().and_then(|mut c| c.watch(Duration::from_secs(2))) {
+    use crate::control::{service_state, ClientError};
+    match service_state(Duration::from_secs(2)) {
         Ok(s) => Check::ok("service", format!("running: {} key(s) attached, sync {}, {} pending", s.keys.len(), s.sync.state, s.sync.pending)),
         Err(e @ ClientError::Refused(_)) => Check::warn("service", e.to_string(), "run doctor as root or as the user logged in at this machine"),
         Err(e) => Check::warn("service", e.to_string(), "sudo systemctl enable --now keytally; see `journalctl -u keytally`"),
@@ -213,6 +213,7 @@ pub fn secret_files(cfg: Option<&Config>, system_secret_exists: bool) -> Vec<(Pa
 }
 
 /// What is wrong with a secret file's mode, if anything (the rule `Secret::from_file` applies).
+#[cfg_attr(not(unix), allow(dead_code))]
 pub fn mode_problem(mode: u32) -> Option<String> {
     let mode = mode & 0o7777;
     (mode & 0o077 != 0).then(|| format!("mode {mode:04o} lets other users read or change it"))

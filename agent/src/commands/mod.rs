@@ -8,6 +8,7 @@ pub mod scan;
 pub mod secret;
 pub mod status;
 pub mod sync;
+#[cfg(all(unix, not(target_os = "macos")))]
 pub mod tray;
 
 use std::process::ExitCode;
@@ -24,7 +25,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Completions { shell } => docs::completions(shell),
         Command::Manpage => docs::manpage(),
         Command::Enroll(args) => enroll::run(cli.config.as_deref(), &args),
+        #[cfg(all(unix, not(target_os = "macos")))]
         Command::Tray(args) => tray::run(&args),
+        #[cfg(not(all(unix, not(target_os = "macos"))))]
+        Command::Tray(_) => {
+            eprintln!("keytally tray: not available on this platform yet (the tray is a freedesktop StatusNotifierItem)");
+            ExitCode::from(2)
+        }
         Command::Run(args) => run::run(cli.config.as_deref(), &args),
         Command::Kiosk(mut args) => {
             args.kiosk = true;

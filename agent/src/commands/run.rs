@@ -62,6 +62,7 @@ pub fn run(config_path: Option<&Path>, args: &RunArgs) -> ExitCode {
                 c.cancel();
             }
         }));
+        #[cfg(unix)]
         match crate::control::server_socket_path() {
             Some(path) => crate::control_server::start(path, Arc::clone(&board)),
             None => tracing::info!("no runtime directory for the control socket; the tray cannot reach this service"),

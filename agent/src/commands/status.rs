@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 
 use crate::commands::sync::{client_for, fmt_time, load_config, outbox_path};
-use crate::control::{Client, ClientError, State};
+use crate::control::{service_state, ClientError, State};
 use crate::outbox::Outbox;
 
 pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
@@ -117,7 +117,7 @@ pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
 
 /// What the running service sees, from its control socket (2 s at most).
 fn service_view() -> Result<State, ClientError> {
-    Client::connect_default().and_then(|mut c| c.watch(Duration::from_secs(2)))
+    service_state(Duration::from_secs(2))
 }
 
 fn service_json(service: &Result<State, ClientError>) -> serde_json::Value {
