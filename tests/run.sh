@@ -14,6 +14,21 @@ status=0
 cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
 
 if [ "$status" -eq 0 ]; then
+  # The Windows service and keyring code only compile for Windows: check they do.
+  echo "== type-check for Windows (cargo check --target x86_64-pc-windows-gnu)"
+  if rustup target list --installed 2>/dev/null | grep -q x86_64-pc-windows-gnu; then
+    if cargo check --locked -q -p keytally --target x86_64-pc-windows-gnu; then
+      echo "ok    windows type-check" | tee -a "$log"
+    else
+      echo "FAIL  windows type-check" | tee -a "$log"
+      status=1
+    fi
+  else
+    echo "skip  windows type-check: the x86_64-pc-windows-gnu target is not installed"
+  fi
+fi
+
+if [ "$status" -eq 0 ]; then
   echo "== the sandbox server against protocol/openapi.yaml (schemathesis)"
   bash tests/schemathesis.sh || status=$?
 fi

@@ -18,6 +18,7 @@ APT_PACKAGES=(
   python3-venv
   xvfb xfce4-panel dbus-daemon xdotool imagemagick fonts-dejavu-core   # keytally tray: a StatusNotifier host on a virtual screen
   dbus gnome-keyring libsecret-tools      # the keyring test: a private session bus, Secret Service, secret-tool
+  gcc-mingw-w64-x86-64                    # C parts of dependencies, for the Windows type-check
   ${KEYTALLY_EXTRA_APT:-}
 )
 missing=()
@@ -28,6 +29,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The Windows service code is type-checked in CI (it cannot run here); without the target
+# (no network to rustup's server) that step says so and is skipped.
+if command -v rustup >/dev/null && ! rustup target list --installed 2>/dev/null | grep -q x86_64-pc-windows-gnu; then
+  rustup target add x86_64-pc-windows-gnu >/dev/null 2>&1 || echo "setup: could not add the x86_64-pc-windows-gnu target"
 fi
 
 YKMAN_VERSION=5.9.2
