@@ -23,6 +23,7 @@ use keytally_device::transport::pcsc::PcscContext;
 use keytally_device::transport::pcsc_watch::{Canceller, PcscEvent, PcscWatcher};
 use keytally_device::transport::reader_signal::{driver_for, Signal};
 use keytally_device::transport::usb_watch::UsbWatch;
+use keytally_device::usb_scan::InterfaceOrder;
 use keytally_protocol::mapping::{record_for, rfc3339, ObservationContext};
 use rand::Rng;
 use serde_json::Value;
@@ -78,6 +79,8 @@ pub fn run(config_path: Option<&Path>, args: &RunArgs) -> ExitCode {
             heartbeat,
             next_heartbeat: Instant::now() + jittered(heartbeat),
             board,
+            retry_at: None,
+            unreadable_retries: 0,
         };
         service.rescan(&pusher, false);
         event_loop(&pusher, args.reader.as_deref(), &mut service);
@@ -199,24 +202,38 @@ struct Service {
     usb_changed: Arc<AtomicBool>,
     /// What the tray sees; also carries its "Sync now".
     board: Arc<StatusBoard>,
+    /// When to scan again for keys that could not be read, and how many times since the
+    /// last change.
+    retry_at: Option<Instant>,
+    unreadable_retries: u32,
 }
+
+/// Scans again for unreadable keys (1, 2, 4 s after the one that found them).
+const UNREADABLE_RETRIES: u32 = 3;
 
 impl Handler for Service {
     fn timeout(&self) -> Duration {
         if self.usb_changed.load(Ordering::SeqCst) || self.board.sync_pending() {
             return Duration::ZERO;
         }
-        self.next_heartbeat.saturating_duration_since(Instant::now())
+        let next = self.retry_at.map_or(self.next_heartbeat, |at| at.min(self.next_heartbeat));
+        next.saturating_duration_since(Instant::now())
     }
 
     fn on_events(&mut self, _events: Vec<PcscEvent>, pusher: &Pusher) {
+        self.unreadable_retries = 0;
         self.rescan(pusher, false);
     }
 
     fn on_wake(&mut self, pusher: &Pusher) {
         let usb = self.usb_changed.swap(false, Ordering::SeqCst);
         let asked = self.board.take_sync_request();
-        if (usb || asked) && !pusher.stopping() {
+        let retry = self.retry_at.is_some_and(|at| Instant::now() >= at);
+        if usb {
+            self.unreadable_retries = 0;
+        }
+        if (usb || asked || retry) && !pusher.stopping() {
+            self.retry_at = None;
             self.rescan(pusher, asked);
         }
         if Instant::now() >= self.next_heartbeat {
@@ -230,13 +247,15 @@ impl Service {
     /// Reads every key and pushes what changed. `asked`: a "Sync now" (push even with no
     /// key, so a backlog goes at once, and ask the server for the owners).
     fn rescan(&mut self, pusher: &Pusher, asked: bool) {
-        let records = match crate::commands::scan::collect_records(self.reader.as_deref(), &self.state_dir) {
-            Ok(r) => r,
+        let scanned = crate::commands::scan::scan(self.reader.as_deref(), &InterfaceOrder::default(), &self.state_dir);
+        let (records, unreadable) = match scanned {
+            Ok(r) => (r.records, r.unreadable_keys.len()),
             Err(e) => {
                 tracing::warn!("scan failed: {e:#}");
-                Vec::new()
+                (Vec::new(), 0)
             }
         };
+        self.schedule_unreadable_retry(unreadable);
         let suggestion = crate::session::logged_in_user().map(|u| suggested_owner(&u));
         let mut now_attached = HashMap::new();
         let mut arrived = false;
@@ -261,6 +280,22 @@ impl Service {
         self.board.set_keys(&records);
         if !records.is_empty() || asked {
             pusher.send(Job { records, tap: None, lookup: asked || arrived });
+        }
+    }
+
+    /// A key just plugged in is often scanned before udev has given its hidraw nodes to
+    /// group keytally (or bound them at all): while a scan finds keys it cannot read, scan
+    /// again 1, 2 and 4 s after the change, then wait for the next change as usual.
+    fn schedule_unreadable_retry(&mut self, unreadable: usize) {
+        if unreadable == 0 {
+            self.unreadable_retries = 0;
+            self.retry_at = None;
+        } else if self.unreadable_retries < UNREADABLE_RETRIES {
+            self.retry_at = Some(Instant::now() + Duration::from_secs(1 << self.unreadable_retries));
+            self.unreadable_retries += 1;
+        } else if self.unreadable_retries == UNREADABLE_RETRIES {
+            tracing::info!("{unreadable} key(s) still unreadable; reading them again at the next change");
+            self.unreadable_retries += 1;
         }
     }
 
