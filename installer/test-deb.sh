@@ -205,6 +205,7 @@ else
     check "/etc/keytally/secret is 0600 keytally:keytally" test "$(in_root stat -c '%a %U:%G' /etc/keytally/secret)" = "600 keytally:keytally"
     check "/var/lib/keytally is 0750 keytally:keytally" test "$(in_root stat -c '%a %U:%G' /var/lib/keytally)" = "750 keytally:keytally"
     check "the unit is enabled (multi-user.target.wants)" test -L "$root/etc/systemd/system/multi-user.target.wants/keytally.service"
+    check "the tray's user unit is enabled for every user (systemctl --global is-enabled)" test "$(in_root systemctl --global is-enabled keytally-tray.service 2>&1)" = enabled
     check "keytally --version runs" in_root /usr/bin/keytally --version
     in_root su -s /bin/sh keytally -c 'keytally --config /etc/keytally/config.toml doctor' >"$work/doctor.out" 2>&1
     sed 's/^/        | /' "$work/doctor.out"
@@ -227,7 +228,10 @@ else
     in_root su -s /bin/sh keytally -c 'echo 11111111-2222-3333-4444-555555555555 >/var/lib/keytally/agent-id; echo outbox >/var/lib/keytally/outbox.sqlite'
     echo 'state_dir = "/var/lib/keytally"  # edited by the admin' >"$root/etc/keytally/config.toml"
     echo 's3cret' >"$root/etc/keytally/secret"
+    # An admin turns the tray off for everyone; the upgrade must not turn it back on.
+    in_root systemctl --global disable keytally-tray.service >/dev/null 2>&1
     check "dpkg -i (upgrade to the rebuilt package)" in_root dpkg -i /tmp/pkg/keytally_2.deb </dev/null
+    check "upgrade kept the admin's 'systemctl --global disable' of the tray" test "$(in_root systemctl --global is-enabled keytally-tray.service 2>&1)" = disabled
     check "upgrade: installed version is the rebuild" grep -q rebuild1 <<<"$(in_root dpkg-query -W -f '${Version}' keytally)"
     check "upgrade kept the agent id" grep -q 11111111-2222 "$root/var/lib/keytally/agent-id"
     check "upgrade kept the outbox" test -s "$root/var/lib/keytally/outbox.sqlite"
