@@ -181,9 +181,7 @@ fn worker(
             }
         }
         stop.store(true, Ordering::SeqCst);
-        if let Some(c) = canceller.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            c.cancel();
-        }
+        cancel_wait(&canceller);
         // Records read but not yet pushed are in the channel: put them in the outbox and
         // give the server one short chance; what does not make it stays queued.
         let mut left = Vec::new();
@@ -271,6 +269,26 @@ static STOP_REQUEST: tokio::sync::Notify = tokio::sync::Notify::const_new();
 #[cfg_attr(not(windows), allow(dead_code))]
 pub fn request_stop() {
     STOP_REQUEST.notify_one();
+}
+
+/// Wakes the event loop's PC/SC wait, if one is in progress.
+pub fn cancel_wait(canceller: &Mutex<Option<Canceller>>) {
+    if let Some(c) = canceller.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        c.cancel();
+    }
+}
+
+/// Wakes the event loop about `pending` (a flag it clears when it takes the news). PC/SC
+/// cancels only a wait in progress, so a wake that lands between two waits is lost: repeat
+/// it every 100 ms until the flag is taken, for up to 3 s. Blocks that long at most.
+pub fn wake_until_taken(pending: &AtomicBool, wake: impl Fn()) {
+    for _ in 0..30 {
+        wake();
+        std::thread::sleep(Duration::from_millis(100));
+        if !pending.load(Ordering::SeqCst) {
+            return;
+        }
+    }
 }
 
 fn pending_count(cfg: &Config) -> u64 {

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::control::{KeyView, State, SyncView};
+use crate::pusher::wake_until_taken;
 
 /// What the server says about a key.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -129,21 +130,16 @@ impl StatusBoard {
         *self.wake.lock().unwrap_or_else(|p| p.into_inner()) = Some(wake);
     }
 
-    /// "Sync now": the event loop rescans and pushes at its next wake-up, which this causes.
-    /// A wake that lands between two waits is lost (PC/SC cancels only a wait in progress),
-    /// so it is repeated until the loop has taken the request, for up to 3 s. Blocks that
-    /// long at most: call it off any async runtime.
+    /// "Sync now": the event loop rescans and pushes at its next wake-up, which this causes
+    /// (repeatedly, until taken: see [`wake_until_taken`]). Blocks up to 3 s: call it off any
+    /// async runtime.
     pub fn request_sync(&self) {
         self.sync_requested.store(true, Ordering::SeqCst);
-        for _ in 0..30 {
+        wake_until_taken(&self.sync_requested, || {
             if let Some(wake) = self.wake.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                 wake();
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            if !self.sync_requested.load(Ordering::SeqCst) {
-                return;
-            }
-        }
+        });
     }
 
     /// Whether a "Sync now" waits for the loop.

@@ -34,7 +34,7 @@ use crate::cli::RunArgs;
 use crate::session::LocalUser;
 use crate::status_board::StatusBoard;
 use crate::commands::sync::load_server_config;
-use crate::pusher::{Job, PushTiming, Pusher, TapLine};
+use crate::pusher::{cancel_wait, wake_until_taken, Job, PushTiming, Pusher, TapLine};
 
 pub fn run(config_path: Option<&Path>, args: &RunArgs) -> ExitCode {
     let cfg = match load_server_config(config_path) {
@@ -58,11 +58,7 @@ pub fn run(config_path: Option<&Path>, args: &RunArgs) -> ExitCode {
     if let Some(board) = board {
         tracing::info!("keytally service started");
         let canceller = Arc::clone(&pusher.canceller);
-        board.set_wake(Box::new(move || {
-            if let Some(c) = canceller.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                c.cancel();
-            }
-        }));
+        board.set_wake(Box::new(move || cancel_wait(&canceller)));
         #[cfg(unix)]
         match crate::control::server_socket_path() {
             Some(path) => crate::control_server::start(path, Arc::clone(&board)),
@@ -148,16 +144,7 @@ pub(crate) fn watch_usb(changed: Arc<AtomicBool>, canceller: Arc<Mutex<Option<Ca
         while let Some(change) = watch.next_change() {
             tracing::debug!(?change, "Yubico USB device");
             changed.store(true, Ordering::SeqCst);
-            // PC/SC cancels only a wait in progress: repeat until the loop took the change.
-            for _ in 0..30 {
-                if let Some(c) = canceller.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                    c.cancel();
-                }
-                std::thread::sleep(Duration::from_millis(100));
-                if !changed.load(Ordering::SeqCst) {
-                    break;
-                }
-            }
+            wake_until_taken(&changed, || cancel_wait(&canceller));
         }
     });
     if let Err(e) = spawned {
