@@ -16,7 +16,13 @@ use keytally_virtual_key::{Card, PcscLab};
 const KEYTALLY: &str = env!("CARGO_BIN_EXE_keytally");
 
 fn lab() -> Option<PcscLab> {
-    match PcscLab::start() {
+    lab_as(keytally_virtual_key::ReaderModel::Plain)
+}
+
+/// The lab with its reader pretending to be `model`; `None` (skip) only outside CI when
+/// pcscd or vpcd is not installed.
+fn lab_as(model: keytally_virtual_key::ReaderModel) -> Option<PcscLab> {
+    match PcscLab::start_as(model) {
         Ok(lab) => Some(lab),
         Err(e) if std::env::var("CI").as_deref() != Ok("true") && e.kind() == std::io::ErrorKind::NotFound => {
             eprintln!("SKIP: {e}");
@@ -127,17 +133,22 @@ extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
 }
 
-/// `keytally run` against the sandbox with an API key; `socket`: where its control socket goes.
-fn start_service(lab: &PcscLab, sb: &keytally_sandbox::Sandbox, state: &std::path::Path, socket: Option<&std::path::Path>) -> Child {
-    let (_, key) = sb.create_api_key("service");
+/// `keytally ARGS` on the lab's pcscd, pushing to the sandbox with a fresh API key.
+fn keytally_on(lab: &PcscLab, sb: &keytally_sandbox::Sandbox, state: &std::path::Path, args: &[&str]) -> Command {
+    let (_, key) = sb.create_api_key("e2e");
     let mut cmd = Command::new(KEYTALLY);
-    cmd.args(["run", "--retry-every", "1s"])
+    cmd.args(args)
         .envs(lab.env())
         .env("KEYTALLY_SERVER", sb.devices_base())
         .env("KEYTALLY_TOKEN", &key)
-        .env("KEYTALLY_STATE_DIR", state)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        .env("KEYTALLY_STATE_DIR", state);
+    cmd
+}
+
+/// `keytally run` against the sandbox with an API key; `socket`: where its control socket goes.
+fn start_service(lab: &PcscLab, sb: &keytally_sandbox::Sandbox, state: &std::path::Path, socket: Option<&std::path::Path>) -> Child {
+    let mut cmd = keytally_on(lab, sb, state, &["run", "--retry-every", "1s"]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
     if let Some(socket) = socket {
         cmd.env("KEYTALLY_CONTROL_SOCKET", socket);
     }
@@ -318,24 +329,11 @@ fn service_survives_a_pcscd_restart() {
 /// blinks, and nothing is said about missing feedback.
 #[test]
 fn kiosk_signals_on_an_acs_reader() {
-    let lab = match PcscLab::start_as(keytally_virtual_key::ReaderModel::Acr122) {
-        Ok(lab) => lab,
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") && e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("SKIP: {e}");
-            return;
-        }
-        Err(e) => panic!("the pcscd lab did not start: {e}"),
-    };
+    let Some(lab) = lab_as(keytally_virtual_key::ReaderModel::Acr122) else { return };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let sb = rt.block_on(keytally_sandbox::spawn(keytally_sandbox::Config::default())).unwrap();
     let state = tempfile::tempdir().unwrap();
-    let (_, key) = sb.create_api_key("kiosk");
-    let mut kiosk = Command::new(KEYTALLY)
-        .args(["kiosk", "--merge-window", "0s"])
-        .envs(lab.env())
-        .env("KEYTALLY_SERVER", sb.devices_base())
-        .env("KEYTALLY_TOKEN", &key)
-        .env("KEYTALLY_STATE_DIR", state.path())
+    let mut kiosk = keytally_on(&lab, &sb, state.path(), &["kiosk", "--merge-window", "0s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

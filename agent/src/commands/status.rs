@@ -18,7 +18,7 @@ pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let service = service_view();
+    let service = service_state(Duration::from_secs(2));
     let path = outbox_path(&cfg);
     let outbox = match Outbox::open(&path, cfg.max_pending) {
         Ok(o) => o,
@@ -113,11 +113,6 @@ pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
-}
-
-/// What the running service sees, from its control socket (2 s at most).
-fn service_view() -> Result<State, ClientError> {
-    service_state(Duration::from_secs(2))
 }
 
 fn service_json(service: &Result<State, ClientError>) -> serde_json::Value {
