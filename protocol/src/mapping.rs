@@ -116,6 +116,7 @@ pub fn record_for(key: &Identified, place: Option<&str>, ctx: &ObservationContex
         fps_version: info.fps_version.map(|v| v.to_string()),
         stm_version: info.stm_version.map(|v| v.to_string()),
         usb_pid: key.pid.map(|p| p.to_string()),
+        tapped_at: None,
         extra: Map::new(),
     };
     DeviceRecord {

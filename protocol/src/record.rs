@@ -87,8 +87,8 @@ impl<T> Default for Counted<T> {
 
 pub type Owners = Counted<Owner>;
 
-/// A person the server has assigned to the key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A person the server has assigned to the key, or (with `suggested`) one the agent proposes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Owner {
     pub code: Option<i64>,
@@ -102,12 +102,42 @@ pub struct Owner {
     pub groups: Counted<Label>,
     #[serde(default)]
     pub tags: Counted<Label>,
+    /// keytally's own mark (not the API's): `true` on an owner the agent only suggests (the
+    /// workstation's logged-in user), so neither the server nor the tray takes it for an
+    /// assignment. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suggested: Option<bool>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
+impl Owner {
+    /// The logged-in user of a workstation as a suggested owner: the name, and the account
+    /// id (a SID on Windows, the uid elsewhere), marked `suggested`.
+    pub fn suggestion(name: &str, sid: &str) -> Self {
+        Owner { name: Some(name.to_string()), sid: Some(sid.to_string()), suggested: Some(true), ..Owner::default() }
+    }
+
+    /// An owner assigned by email (the enrollment desk).
+    pub fn with_email(email: &str) -> Self {
+        Owner { email: Some(email.to_string()), ..Owner::default() }
+    }
+
+    /// Whether the agent only suggested this owner.
+    pub fn is_suggestion(&self) -> bool {
+        self.suggested == Some(true)
+    }
+}
+
+impl Owners {
+    /// The list with exactly this one owner.
+    pub fn one(owner: Owner) -> Self {
+        Counted { count: 1, items: vec![owner] }
+    }
+}
+
 /// A group or tag reference: `{type, source, description, code, name}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Label {
     #[serde(rename = "type")]
     pub kind: Option<i64>,
@@ -119,13 +149,27 @@ pub struct Label {
     pub extra: Map<String, Value>,
 }
 
+impl Label {
+    /// A label that carries only a name (a tag given at the enrollment desk).
+    pub fn named(name: &str) -> Self {
+        Label { name: Some(name.to_string()), ..Label::default() }
+    }
+}
+
 /// The top-level `status` object (e.g. `{"code": 12345, "name": "Shared"}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub code: Option<i64>,
     pub name: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl Status {
+    /// A status that carries only a name.
+    pub fn named(name: &str) -> Self {
+        Status { name: Some(name.to_string()), ..Status::default() }
+    }
 }
 
 /// How, where and when the agent saw the key, and the DeviceInfo facts the model lacks.
@@ -164,6 +208,10 @@ pub struct Observation {
     pub stm_version: Option<String>,
     /// The USB product ID when known (USB CCID reader name, or the USB device).
     pub usb_pid: Option<String>,
+    /// RFC 3339, UTC: when a kiosk tap presented the key. A tap is an event of its own, and its
+    /// time makes an otherwise unchanged record a new version to push. Absent outside the kiosk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tapped_at: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }

@@ -37,3 +37,18 @@ fn appterix_example_reads_into_typed_fields() {
     assert_eq!(r.status.as_ref().and_then(|s| s.name.as_deref()), Some("Shared"));
     assert!(r.observation.is_none());
 }
+
+#[test]
+fn agent_fields_are_typed_and_absent_unless_set() {
+    use keytally_protocol::record::{Owner, Owners};
+    let mut records: Vec<DeviceRecord> = serde_json::from_str(EXAMPLE).unwrap();
+    let r = &mut records[0];
+    r.owners = Owners::one(Owner::suggestion("alice", "1000"));
+    let v = serde_json::to_value(&*r).unwrap();
+    let owner = &v["owners"]["items"][0];
+    assert_eq!((&owner["name"], &owner["sid"], &owner["suggested"]), (&Value::from("alice"), &Value::from("1000"), &Value::Bool(true)));
+    let back: DeviceRecord = serde_json::from_value(v).unwrap();
+    assert!(back.owners.items[0].is_suggestion());
+    // An owner the server assigned carries no mark at all.
+    assert!(serde_json::to_value(Owner::with_email("a@example.com")).unwrap().get("suggested").is_none());
+}

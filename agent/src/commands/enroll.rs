@@ -198,18 +198,7 @@ fn is_email(s: &str) -> bool {
 
 /// Puts the owner, tags and status into the record.
 fn assign(record: &mut DeviceRecord, email: &str, tags: &str, status: &str) {
-    let owner = Owner {
-        code: None,
-        name: None,
-        email: Some(email.to_string()),
-        is_admin: None,
-        sid: None,
-        entra_id: None,
-        last_login: None,
-        groups: Counted::default(),
-        tags: Counted::default(),
-        extra: Map::new(),
-    };
+    let owner = Owner::with_email(email);
     record.owners = Counted { count: 1, items: vec![owner] };
     record.tags = tags
         .split(',')

@@ -311,20 +311,7 @@ impl Service {
 /// and the uid where Windows would give the SID. Marked `suggested`, so the server can tell
 /// it from an owner it assigned (kiosk and enrollment-desk records carry none).
 fn suggested_owner(user: &LocalUser) -> Owner {
-    let mut extra = serde_json::Map::new();
-    extra.insert("suggested".into(), Value::Bool(true));
-    Owner {
-        code: None,
-        name: Some(user.name.clone()),
-        email: None,
-        is_admin: None,
-        sid: Some(user.uid.to_string()),
-        entra_id: None,
-        last_login: None,
-        groups: Counted::default(),
-        tags: Counted::default(),
-        extra,
-    }
+    Owner::suggestion(&user.name, &user.uid.to_string())
 }
 
 /// The kiosk: one read per tap, merged within a window, one line each.
