@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keytally_device::identify::UsbInterfaces;
-use keytally_device::scan::{read_reader, FoundKey, PcscReport};
+use keytally_device::usb_ids::UsbInterfaces;
+use keytally_device::enumerate::{read_reader, FoundKey, PcscReport};
 use keytally_device::transport::pcsc::PcscContext;
 use keytally_device::transport::pcsc_watch::{Canceller, PcscEvent, PcscWatcher};
-use keytally_device::usb_scan::{discover, scan_with, FullScanOptions, HidapiReader, UsbKeyDevice};
+use keytally_device::enumerate::{discover, scan_with, FullScanOptions, HidapiReader, UsbKeyDevice};
 
 /// How long a new USB device may take to show its HID nodes after the hot-plug event (the
 /// USB device is announced before its interfaces are bound).

@@ -149,7 +149,7 @@ pub struct ScanArgs {
     /// once, through the first interface that answers; an interface left out is never
     /// opened (`otp,fido` leaves YubiKeys' own CCID readers alone).
     #[arg(long, value_name = "LIST", default_value = "ccid,otp,fido")]
-    pub interfaces: keytally_device::usb_scan::InterfaceOrder,
+    pub interfaces: keytally_device::enumerate::InterfaceOrder,
 }
 
 #[derive(Debug, clap::Args)]

@@ -118,7 +118,7 @@ impl fmt::Display for CtapHidError {
 
 /// Failures of the link itself, independent of what is on the other end.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TransportError {
+pub enum LinkError {
     #[error("PC/SC service (pcscd) is not running")]
     NoService,
     #[error("no card in the reader")]
@@ -145,7 +145,7 @@ pub enum TransportError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Transport(#[from] TransportError),
+    Link(#[from] LinkError),
     #[error("malformed response: {0}")]
     Parse(#[from] ParseError),
     #[error("the key answered with status word {0}")]

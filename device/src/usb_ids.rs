@@ -1,6 +1,19 @@
-//! USB product IDs: which family a PID belongs to and which USB interfaces it exposes.
+//! Yubico's USB identifiers: the vendor ID, the product IDs (which family a PID belongs to and
+//! which USB interfaces it exposes), the HID usages of the OTP and FIDO interfaces, and the
+//! name that marks a YubiKey's own CCID reader.
+//!
+//! The bottom of the crate, as yubikit's `core` is: transports, identification and
+//! enumeration may all use it, and it uses nothing of theirs.
 
 use std::fmt;
+
+/// Yubico's USB vendor ID.
+pub const YUBICO_VID: u16 = 0x1050;
+
+/// The HID top-level usage (usage page, usage) of a YubiKey's OTP interface: a keyboard.
+pub const USAGE_OTP: (u16, u16) = (0x0001, 0x0006);
+/// The HID top-level usage (usage page, usage) of a YubiKey's FIDO (CTAPHID) interface.
+pub const USAGE_FIDO: (u16, u16) = (0xF1D0, 0x0001);
 
 /// The USB interfaces a key has enabled (the PID encodes them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -86,8 +99,14 @@ const PIDS: &[(u16, KeyType, u8)] = &[
     (0x0410, KeyType::Plus, 0x03),
 ];
 
-/// The substring that marks a YubiKey's own CCID reader.
-pub const YUBIKEY_READER: &str = "yubico yubikey";
+/// The substring (lower case) that marks a YubiKey's own CCID reader.
+const YUBIKEY_READER: &str = "yubico yubikey";
+
+/// True when the PC/SC reader `name` is a YubiKey's own CCID interface, not an external
+/// (NFC or contact) reader.
+pub fn is_yubikey_reader(name: &str) -> bool {
+    name.to_ascii_lowercase().contains(YUBIKEY_READER)
+}
 
 impl Pid {
     /// A known PID; unknown ones (0x0121, 0x0200, other vendors' numbers) are `None`.
@@ -119,7 +138,7 @@ impl Pid {
     /// A YubiKey's CCID reader name gives away its PID ("Yubico YubiKey OTP+FIDO+CCID 00 00").
     /// Reader names without "Yubico YubiKey" are external (NFC or contact) readers: `None`.
     pub fn from_reader_name(name: &str) -> Option<Self> {
-        if !name.to_ascii_lowercase().contains(YUBIKEY_READER) {
+        if !is_yubikey_reader(name) {
             return None;
         }
         let mut interfaces = UsbInterfaces::NONE;

@@ -4,8 +4,9 @@ use std::collections::VecDeque;
 
 use keytally_device::caps::Transport;
 use keytally_device::device_info::{parse_page, PageFraming};
-use keytally_device::error::TransportError;
-use keytally_device::identify::{identify_smartcard, Pid};
+use keytally_device::error::LinkError;
+use keytally_device::identify::identify_smartcard;
+use keytally_device::usb_ids::Pid;
 use keytally_device::smartcard::{SmartCardConnection, SmartCardProtocol};
 use keytally_device::version::Version;
 use keytally_device::{tlv, DeviceInfo};
@@ -15,8 +16,8 @@ use proptest::prelude::*;
 struct Hostile(VecDeque<Vec<u8>>);
 
 impl SmartCardConnection for Hostile {
-    fn transmit(&mut self, _command: &[u8]) -> Result<Vec<u8>, TransportError> {
-        self.0.pop_front().ok_or(TransportError::Removed)
+    fn transmit(&mut self, _command: &[u8]) -> Result<Vec<u8>, LinkError> {
+        self.0.pop_front().ok_or(LinkError::Removed)
     }
     fn transport(&self) -> Transport {
         Transport::Nfc

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use keytally_device::caps::{Capabilities as C, FormFactor};
 use keytally_device::device_info::{parse_page, PageFraming};
-use keytally_device::identify::{apply_fixups, product_name, KeyType, UsbInterfaces};
+use keytally_device::identify::{apply_fixups, product_name};
+use keytally_device::usb_ids::{KeyType, UsbInterfaces};
 use keytally_device::tlv;
 use keytally_device::version::{ReleaseType, Version};
 use keytally_device::{DeviceInfo, ParseError};

@@ -138,11 +138,11 @@ pub fn check_config(loaded: &Result<Config, config::ConfigError>, explicit: bool
 }
 
 fn check_pcscd() -> Check {
-    use keytally_device::error::TransportError;
+    use keytally_device::error::LinkError;
     use keytally_device::transport::pcsc::PcscContext;
     match PcscContext::establish().and_then(|ctx| ctx.readers()) {
         Ok(readers) => Check::ok("pcscd", format!("PC/SC context established, {} reader(s)", readers.len())),
-        Err(TransportError::NoService) => Check::fail(
+        Err(LinkError::NoService) => Check::fail(
             "pcscd",
             "PC/SC service not reachable",
             "sudo apt install pcscd && sudo systemctl enable --now pcscd.socket",

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use keytally_device::scan::FoundKey;
+use keytally_device::enumerate::FoundKey;
 use keytally_protocol::mapping::{record_for, rfc3339, ObservationContext};
 use keytally_protocol::record::{Counted, DeviceRecord, Label, Owner, Status};
 use serde_json::{Map, Value};

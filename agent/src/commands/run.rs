@@ -17,13 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use keytally_device::error::TransportError;
-use keytally_device::scan::{read_reader, FoundKey};
+use keytally_device::error::LinkError;
+use keytally_device::enumerate::{read_reader, FoundKey};
 use keytally_device::transport::pcsc::PcscContext;
 use keytally_device::transport::pcsc_watch::{Canceller, PcscEvent, PcscWatcher};
 use keytally_device::transport::reader_signal::{driver_for, Signal};
 use keytally_device::transport::usb_watch::UsbWatch;
-use keytally_device::usb_scan::InterfaceOrder;
+use keytally_device::enumerate::InterfaceOrder;
 use keytally_protocol::mapping::{record_for, rfc3339, ObservationContext};
 use rand::Rng;
 use serde_json::Value;
@@ -372,9 +372,9 @@ impl Kiosk {
         if self.ctx.is_none() {
             self.ctx = Some(PcscContext::establish()?);
         }
-        let Some(ctx) = self.ctx.as_ref() else { return Err(TransportError::NoService.into()) };
+        let Some(ctx) = self.ctx.as_ref() else { return Err(LinkError::NoService.into()) };
         let r = read_reader(ctx, reader);
-        if matches!(r, Err(keytally_device::Error::Transport(TransportError::NoService))) {
+        if matches!(r, Err(keytally_device::Error::Link(LinkError::NoService))) {
             self.ctx = None;
         }
         r
@@ -401,7 +401,7 @@ impl Feedback {
         match ctx.signal(reader, driver, signal) {
             Ok(()) => tracing::debug!(reader, ?signal, "reader signal given"),
             // A key lifted at once leaves nothing to signal through: not worth a word.
-            Err(TransportError::NoCard | TransportError::Removed) => {}
+            Err(LinkError::NoCard | LinkError::Removed) => {}
             Err(e) if self.told.insert(reader.to_string()) => {
                 eprintln!("keytally kiosk: reader \"{reader}\" did not take the buzzer/LED command ({e}); the line on stdout is the feedback");
             }

@@ -1,7 +1,7 @@
 //! `keytally scan`: read every attached key once and print it, as a table or as JSON records.
 //!
 //! Keys come from PC/SC readers (USB CCID, NFC, contact readers) and from YubiKeys' USB HID
-//! nodes (OTP, FIDO); each physical key is listed once (see `keytally_device::usb_scan`).
+//! nodes (OTP, FIDO); each physical key is listed once (see `keytally_device::enumerate`).
 //! A key that is plugged in but cannot be opened is never dropped: it gets a warning on
 //! stderr and a `<access denied>` row in the table. It has no JSON record, since nothing
 //! could be read from it.
@@ -12,9 +12,9 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use keytally_device::caps::{Capabilities, Transport};
-use keytally_device::error::TransportError;
-use keytally_device::scan::ScanOptions;
-use keytally_device::usb_scan::{scan_all, FullScanOptions, InterfaceOrder, Report, ScannedKey, UnreadableKey};
+use keytally_device::error::LinkError;
+use keytally_device::enumerate::ScanOptions;
+use keytally_device::enumerate::{scan_all, FullScanOptions, InterfaceOrder, Report, ScannedKey, UnreadableKey};
 use keytally_protocol::mapping::{record_for, ObservationContext};
 use keytally_protocol::record::DeviceRecord;
 
@@ -35,7 +35,7 @@ pub struct ScanResult {
 
 /// Scans every transport. Fails only when none could be scanned at all: PC/SC is unusable
 /// and USB could not be listed (or was not asked for, with `--reader`), with nothing found.
-pub fn scan(reader: Option<&str>, interfaces: &InterfaceOrder, state_dir: &Path) -> Result<ScanResult, TransportError> {
+pub fn scan(reader: Option<&str>, interfaces: &InterfaceOrder, state_dir: &Path) -> Result<ScanResult, LinkError> {
     let opts = FullScanOptions {
         pcsc: ScanOptions { reader_filter: reader.map(str::to_string), ..ScanOptions::default() },
         order: interfaces.clone(),
@@ -48,7 +48,7 @@ pub fn scan(reader: Option<&str>, interfaces: &InterfaceOrder, state_dir: &Path)
     }
     if let Some(e) = &report.pcsc_error {
         match e {
-            TransportError::NoService => eprintln!(
+            LinkError::NoService => eprintln!(
                 "keytally: PC/SC is not available (pcscd is not running): smart-card and NFC readers cannot be scanned"
             ),
             other => eprintln!("keytally: PC/SC cannot be used: {other}"),
@@ -90,7 +90,7 @@ pub fn collect_records(reader: Option<&str>, state_dir: &Path) -> anyhow::Result
 fn warn_problems(report: &Report, interfaces: &InterfaceOrder) {
     for p in &report.reader_problems {
         eprintln!("keytally: warning: reader \"{}\": could not read the key: {}", p.reader, p.error);
-        if matches!(p.error, keytally_device::Error::Transport(TransportError::SharingViolation)) {
+        if matches!(p.error, keytally_device::Error::Link(LinkError::SharingViolation)) {
             eprintln!(
                 "keytally: hint: another program holds the card exclusively (often gpg's scdaemon: `gpgconf --kill scdaemon`)"
             );
@@ -236,14 +236,14 @@ fn write_table(out: &mut impl Write, result: &ScanResult) -> io::Result<()> {
 mod tests {
     use super::*;
     use keytally_device::error::Error;
-    use keytally_device::identify::Pid;
-    use keytally_device::usb_scan::{Attempt, Interface};
+    use keytally_device::usb_ids::Pid;
+    use keytally_device::enumerate::{Attempt, Interface};
 
     fn denied(port: &str) -> UnreadableKey {
         let attempt = |interface, path: &str| Attempt {
             interface,
             path: path.into(),
-            error: Error::Transport(TransportError::AccessDenied),
+            error: Error::Link(LinkError::AccessDenied),
         };
         UnreadableKey {
             port: port.into(),
@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn other_failures_name_each_interface() {
         let mut u = denied("1-5");
-        u.attempts[1].error = Error::Transport(TransportError::Unplugged);
+        u.attempts[1].error = Error::Link(LinkError::Unplugged);
         assert!(!u.access_denied());
         let reason = unreadable_reason(&u, &InterfaceOrder::default());
         assert!(reason.starts_with("could not be read (otp /dev/hidraw0: access denied"), "{reason}");

@@ -1,4 +1,5 @@
-//! Enumeration over every transport: one result per physical key.
+//! Merging interfaces into keys: PC/SC and HID read in the configured order, then put
+//! together so that each physical key is one entry.
 //!
 //! A YubiKey on USB shows up as up to three interfaces at once: its own CCID reader in
 //! PC/SC ("Yubico YubiKey OTP+FIDO+CCID 00 00"), an OTP HID node and a FIDO HID node. As
@@ -19,204 +20,17 @@
 //! they fully resolved are left out of the PC/SC scan.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::error::{Error, TransportError};
-use crate::identify::{identify_ctap, identify_otp, Identified, Pid, Reclaim, UsbInterfaces};
-use crate::scan::{scan_pcsc, PcscReport, ReaderProblem, ScanOptions};
-use crate::transport::ctaphid::{CtapHidDevice, CtapTiming};
-use crate::transport::hid::{self, HidNode};
-use crate::transport::otp_hid::{OtpProtocol, OtpTiming};
-use crate::transport::usb;
-
-/// Yubico's USB vendor ID.
-pub const YUBICO_VID: u16 = 0x1050;
-/// HID top-level usages (usage page, usage): the OTP keyboard and the FIDO interface.
-pub const USAGE_OTP: (u16, u16) = (0x0001, 0x0006);
-pub const USAGE_FIDO: (u16, u16) = (0xF1D0, 0x0001);
-
-/// A USB interface a key can be read through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Interface {
-    Ccid,
-    Otp,
-    Fido,
-}
-
-impl Interface {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ccid => "ccid",
-            Self::Otp => "otp",
-            Self::Fido => "fido",
-        }
-    }
-}
-
-impl fmt::Display for Interface {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The interfaces to use, in the order to try them: `ccid,otp,fido` by default. An
-/// interface left out is never opened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InterfaceOrder(Vec<Interface>);
-
-impl Default for InterfaceOrder {
-    fn default() -> Self {
-        Self(vec![Interface::Ccid, Interface::Otp, Interface::Fido])
-    }
-}
-
-impl InterfaceOrder {
-    pub fn new(order: Vec<Interface>) -> Result<Self, String> {
-        if order.is_empty() {
-            return Err("at least one interface is needed".into());
-        }
-        for (i, iface) in order.iter().enumerate() {
-            if order[..i].contains(iface) {
-                return Err(format!("{iface} is listed twice"));
-            }
-        }
-        Ok(Self(order))
-    }
-
-    pub fn uses(&self, iface: Interface) -> bool {
-        self.0.contains(&iface)
-    }
-
-    fn rank(&self, iface: Interface) -> usize {
-        self.0.iter().position(|i| *i == iface).unwrap_or(usize::MAX)
-    }
-
-    fn ccid_first(&self) -> bool {
-        self.0.first() == Some(&Interface::Ccid)
-    }
-
-    /// The HID interfaces, in order.
-    fn hid(&self) -> impl Iterator<Item = Interface> + '_ {
-        self.0.iter().copied().filter(|i| *i != Interface::Ccid)
-    }
-}
-
-impl FromStr for InterfaceOrder {
-    type Err = String;
-
-    /// `ccid,otp,fido` in any order and any subset.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let order = s
-            .split(',')
-            .map(|part| match part.trim().to_ascii_lowercase().as_str() {
-                "ccid" => Ok(Interface::Ccid),
-                "otp" => Ok(Interface::Otp),
-                "fido" => Ok(Interface::Fido),
-                other => Err(format!("unknown interface {other:?} (expected ccid, otp or fido)")),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Self::new(order)
-    }
-}
-
-impl fmt::Display for InterfaceOrder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.0.iter().map(|i| i.as_str()).collect();
-        f.write_str(&names.join(","))
-    }
-}
-
-/// A YubiKey on the USB bus, before anything is opened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsbKeyDevice {
-    /// The port path (`1-2.3`); the identity of a key without a serial.
-    pub port: String,
-    pub pid: Pid,
-    /// OTP HID node paths (one per key in practice).
-    pub otp: Vec<String>,
-    /// FIDO HID node paths.
-    pub fido: Vec<String>,
-}
-
-impl UsbKeyDevice {
-    fn nodes(&self, iface: Interface) -> &[String] {
-        match iface {
-            Interface::Ccid => &[],
-            Interface::Otp => &self.otp,
-            Interface::Fido => &self.fido,
-        }
-    }
-}
-
-/// Lists Yubico's USB devices and their HID nodes; nothing is opened. Devices with a PID
-/// ykman does not know are skipped, as ykman skips them.
-pub fn discover() -> Result<Vec<UsbKeyDevice>, TransportError> {
-    let nodes = hid::list_nodes(YUBICO_VID).unwrap_or_else(|e| {
-        tracing::debug!("listing HID nodes: {e}");
-        Vec::new()
-    });
-    let devices = usb::list_devices(YUBICO_VID, nodes)?;
-    Ok(devices
-        .into_iter()
-        .filter_map(|d| {
-            let Some(pid) = Pid::new(d.product_id) else {
-                tracing::debug!(port = d.port, "unsupported Yubico device with PID 0x{:04X}", d.product_id);
-                return None;
-            };
-            let with_usage = |usage: (u16, u16)| -> Vec<String> {
-                d.hid_nodes.iter().filter(|n| (n.usage_page, n.usage) == usage).map(|n| n.path.clone()).collect()
-            };
-            Some(UsbKeyDevice { port: d.port.clone(), pid, otp: with_usage(USAGE_OTP), fido: with_usage(USAGE_FIDO) })
-        })
-        .collect())
-}
-
-/// Reads one HID node of a key. A trait so that tests can stand in for real devices.
-pub trait HidReader: Send + Sync {
-    /// The key behind `path`, and how many USB transfers (reports) that took.
-    fn read(&self, iface: Interface, path: &str, pid: Pid) -> Result<(Identified, u32), Error>;
-}
-
-/// The real reader: hidapi, the OTP and CTAPHID protocols, identification.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HidapiReader {
-    pub otp: OtpTiming,
-    pub ctap: CtapTiming,
-    pub reclaim: Reclaim,
-}
-
-impl HidReader for HidapiReader {
-    fn read(&self, iface: Interface, path: &str, pid: Pid) -> Result<(Identified, u32), Error> {
-        let mut node = HidNode::open(path)?;
-        match iface {
-            Interface::Otp => {
-                let mut otp = OtpProtocol::new(&mut node, self.otp)?;
-                let key = identify_otp(&mut otp, pid, self.reclaim)?;
-                Ok((key, otp.reports()))
-            }
-            Interface::Fido => {
-                let mut ctap = CtapHidDevice::init(&mut node, rand::random(), self.ctap)?;
-                let key = identify_ctap(&mut ctap, pid)?;
-                Ok((key, ctap.packets()))
-            }
-            Interface::Ccid => Err(Error::NotSupported("CCID is read through PC/SC")),
-        }
-    }
-}
-
-/// One interface that was tried and failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attempt {
-    pub interface: Interface,
-    /// The HID node path.
-    pub path: String,
-    pub error: Error,
-}
+use super::hid_reads::{read_devices, Attempt, DeviceRead, HidReader, HidapiReader};
+use super::interfaces::{Interface, InterfaceOrder};
+use super::pcsc_readers::{scan_pcsc, PcscReport, ReaderProblem, ScanOptions};
+use super::usb_devices::{discover, UsbKeyDevice};
+use crate::error::{Error, LinkError};
+use crate::identify::Identified;
+use crate::usb_ids::{Pid, UsbInterfaces};
 
 /// A key, read.
 #[derive(Debug, Clone)]
@@ -252,7 +66,7 @@ impl UnreadableKey {
     /// True when every interface failed because the user may not open it.
     pub fn access_denied(&self) -> bool {
         !self.attempts.is_empty()
-            && self.attempts.iter().all(|a| a.error == Error::Transport(TransportError::AccessDenied))
+            && self.attempts.iter().all(|a| a.error == Error::Link(LinkError::AccessDenied))
     }
 
     /// What ykman's list says for such a key: `YubiKey [OTP+FIDO+CCID]`.
@@ -270,9 +84,9 @@ pub struct Report {
     /// over HID instead are not listed).
     pub reader_problems: Vec<ReaderProblem>,
     /// PC/SC could not be used at all (pcscd not running).
-    pub pcsc_error: Option<TransportError>,
+    pub pcsc_error: Option<LinkError>,
     /// USB could not be listed.
-    pub usb_error: Option<TransportError>,
+    pub usb_error: Option<LinkError>,
 }
 
 /// What to scan.
@@ -306,8 +120,8 @@ pub fn scan_all(opts: &FullScanOptions) -> Report {
 /// [`scan_all`] with the PC/SC scan, the USB listing and the HID reader supplied.
 pub fn scan_with(
     opts: &FullScanOptions,
-    pcsc: impl FnOnce(&ScanOptions) -> Result<PcscReport, TransportError>,
-    devices: Result<Vec<UsbKeyDevice>, TransportError>,
+    pcsc: impl FnOnce(&ScanOptions) -> Result<PcscReport, LinkError>,
+    devices: Result<Vec<UsbKeyDevice>, LinkError>,
     reader: Arc<dyn HidReader>,
 ) -> Report {
     let mut report = Report::default();
@@ -383,73 +197,6 @@ fn ccid_counts(pcsc: Option<&PcscReport>) -> BTreeMap<u16, usize> {
         }
     }
     counts
-}
-
-/// The outcome of reading one device over HID.
-struct DeviceRead {
-    device: UsbKeyDevice,
-    outcome: Result<(Identified, Interface, u32), Vec<Attempt>>,
-}
-
-/// Tries the device's HID interfaces in order; the first that answers wins.
-fn read_device(reader: &dyn HidReader, device: &UsbKeyDevice, order: &InterfaceOrder) -> DeviceRead {
-    let mut attempts = Vec::new();
-    for iface in order.hid() {
-        for path in device.nodes(iface) {
-            match reader.read(iface, path, device.pid) {
-                Ok((key, transfers)) => {
-                    return DeviceRead { device: device.clone(), outcome: Ok((key, iface, transfers)) };
-                }
-                Err(error) => {
-                    tracing::debug!(path, %iface, "reading {} failed: {error}", device.port);
-                    attempts.push(Attempt { interface: iface, path: path.clone(), error });
-                }
-            }
-        }
-    }
-    DeviceRead { device: device.clone(), outcome: Err(attempts) }
-}
-
-/// Reads devices in parallel, each in its own thread, against one deadline: a device that
-/// hangs is reported as timed out and the others are not held up.
-fn read_devices(
-    reader: &Arc<dyn HidReader>,
-    devices: Vec<UsbKeyDevice>,
-    order: &InterfaceOrder,
-    timeout: Duration,
-) -> Vec<DeviceRead> {
-    let (tx, rx) = mpsc::channel();
-    let mut pending = Vec::new();
-    for (i, device) in devices.iter().enumerate() {
-        let (reader, tx, device, order) = (Arc::clone(reader), tx.clone(), device.clone(), order.clone());
-        let spawned = thread::Builder::new().name(format!("usb:{}", device.port)).spawn(move || {
-            let _ = tx.send((i, read_device(reader.as_ref(), &device, &order)));
-        });
-        match spawned {
-            Ok(_) => pending.push(i),
-            Err(e) => tracing::warn!("cannot start a USB reader thread: {e}"),
-        }
-    }
-    drop(tx);
-    let deadline = Instant::now() + timeout;
-    let mut reads: Vec<(usize, DeviceRead)> = Vec::new();
-    while !pending.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok((i, read)) = rx.recv_timeout(left) else { break };
-        pending.retain(|p| *p != i);
-        reads.push((i, read));
-    }
-    for i in pending {
-        let device = devices[i].clone();
-        let attempts = order
-            .hid()
-            .find_map(|iface| device.nodes(iface).first().map(|p| (iface, p.clone())))
-            .map(|(interface, path)| vec![Attempt { interface, path, error: TransportError::Timeout.into() }])
-            .unwrap_or_default();
-        reads.push((i, DeviceRead { device, outcome: Err(attempts) }));
-    }
-    reads.sort_by_key(|(i, _)| *i);
-    reads.into_iter().map(|(_, r)| r).collect()
 }
 
 /// The same physical key seen twice: same serial, or — both without one — the same
@@ -563,10 +310,11 @@ mod tests {
     use super::*;
     use crate::caps::{Capabilities, FormFactor, Transport};
     use crate::device_info::{DeviceInfo, PerTransport};
-    use crate::scan::FoundKey;
+    use crate::enumerate::pcsc_readers::FoundKey;
     use crate::version::Version;
     use std::collections::HashMap;
     use std::sync::Mutex;
+    use std::time::Instant;
 
     fn key(pid: u16, serial: Option<u32>) -> Identified {
         let mut info = DeviceInfo::synthesized(
@@ -616,11 +364,11 @@ mod tests {
             if path.contains("hang") {
                 thread::sleep(Duration::from_secs(5));
             }
-            self.answers.get(path).cloned().unwrap_or(Err(TransportError::AccessDenied.into())).map(|k| (k, 4))
+            self.answers.get(path).cloned().unwrap_or(Err(LinkError::AccessDenied.into())).map(|k| (k, 4))
         }
     }
 
-    fn pcsc_with(keys: Vec<(&'static str, Identified)>) -> impl FnOnce(&ScanOptions) -> Result<PcscReport, TransportError> {
+    fn pcsc_with(keys: Vec<(&'static str, Identified)>) -> impl FnOnce(&ScanOptions) -> Result<PcscReport, LinkError> {
         move |opts: &ScanOptions| {
             let keys = keys
                 .into_iter()
@@ -633,7 +381,7 @@ mod tests {
 
     fn run(
         order: &str,
-        pcsc: impl FnOnce(&ScanOptions) -> Result<PcscReport, TransportError>,
+        pcsc: impl FnOnce(&ScanOptions) -> Result<PcscReport, LinkError>,
         devices: Vec<UsbKeyDevice>,
         reader: &Arc<FakeReader>,
     ) -> Report {
@@ -696,7 +444,7 @@ mod tests {
     fn otp_comes_before_fido_and_fido_is_the_fallback() {
         let reader = Arc::new(
             FakeReader::default()
-                .with("/dev/hidraw-otp-1-1", Err(TransportError::Unplugged.into()))
+                .with("/dev/hidraw-otp-1-1", Err(LinkError::Unplugged.into()))
                 .with("/dev/hidraw-fido-1-1", Ok(key(0x0403, Some(5)))),
         );
         let report = run("ccid,otp,fido", pcsc_with(vec![]), vec![device("1-1", 0x0403, true, true)], &reader);
@@ -726,16 +474,16 @@ mod tests {
     fn a_key_pulled_out_mid_read_is_one_warning_not_two() {
         // Its CCID read failed (the reader's problem) and so did its HID fallback.
         let pcsc = |_: &ScanOptions| {
-            Ok(PcscReport { readers: vec![READER.into()], keys: vec![], problems: vec![ReaderProblem { reader: READER.into(), error: TransportError::Removed.into() }] })
+            Ok(PcscReport { readers: vec![READER.into()], keys: vec![], problems: vec![ReaderProblem { reader: READER.into(), error: LinkError::Removed.into() }] })
         };
-        let reader = Arc::new(FakeReader::default().with("/dev/hidraw-otp-1-1", Err(TransportError::Unplugged.into())).with("/dev/hidraw-fido-1-1", Err(TransportError::Unplugged.into())));
+        let reader = Arc::new(FakeReader::default().with("/dev/hidraw-otp-1-1", Err(LinkError::Unplugged.into())).with("/dev/hidraw-fido-1-1", Err(LinkError::Unplugged.into())));
         let report = run("ccid,otp,fido", pcsc, vec![device("1-1", 0x0407, true, true)], &reader);
         assert_eq!(report.reader_problems.len(), 1);
         assert!(report.unreadable.is_empty(), "{:?}", report.unreadable);
 
         // Denied over HID: both stay (the denial carries the udev fix).
         let pcsc = |_: &ScanOptions| {
-            Ok(PcscReport { readers: vec![READER.into()], keys: vec![], problems: vec![ReaderProblem { reader: READER.into(), error: TransportError::SharingViolation.into() }] })
+            Ok(PcscReport { readers: vec![READER.into()], keys: vec![], problems: vec![ReaderProblem { reader: READER.into(), error: LinkError::SharingViolation.into() }] })
         };
         let report = run("ccid,otp,fido", pcsc, vec![device("1-1", 0x0407, true, true)], &Arc::new(FakeReader::default()));
         assert_eq!((report.reader_problems.len(), report.unreadable.len()), (1, 1));
@@ -745,8 +493,8 @@ mod tests {
     #[test]
     fn a_ccid_only_key_without_pcscd_is_reported_not_dropped() {
         let reader = Arc::new(FakeReader::default());
-        let report = run("ccid,otp,fido", |_: &ScanOptions| Err(TransportError::NoService), vec![device("2-1", 0x0404, false, false)], &reader);
-        assert_eq!(report.pcsc_error, Some(TransportError::NoService));
+        let report = run("ccid,otp,fido", |_: &ScanOptions| Err(LinkError::NoService), vec![device("2-1", 0x0404, false, false)], &reader);
+        assert_eq!(report.pcsc_error, Some(LinkError::NoService));
         assert_eq!(report.unreadable.len(), 1);
         assert!(!report.unreadable[0].access_denied());
         assert!(report.unreadable[0].attempts.is_empty());
@@ -778,15 +526,6 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(3));
         assert_eq!(report.keys.len(), 1);
         assert_eq!(report.unreadable.len(), 1);
-        assert_eq!(report.unreadable[0].attempts[0].error, Error::Transport(TransportError::Timeout));
-    }
-
-    #[test]
-    fn interface_orders_parse() {
-        assert_eq!("ccid,otp,fido".parse::<InterfaceOrder>().unwrap(), InterfaceOrder::default());
-        assert_eq!(" FIDO , ccid".parse::<InterfaceOrder>().unwrap().to_string(), "fido,ccid");
-        assert!("ccid,ccid".parse::<InterfaceOrder>().is_err());
-        assert!("usb".parse::<InterfaceOrder>().is_err());
-        assert!("".parse::<InterfaceOrder>().is_err());
+        assert_eq!(report.unreadable[0].attempts[0].error, Error::Link(LinkError::Timeout));
     }
 }

@@ -1,4 +1,4 @@
-//! Enumeration: look at every PC/SC reader and read the key in each, one result per key.
+//! PC/SC readers: look at every reader and read the key in each, one result per reader.
 //!
 //! Every reader is scanned by default (kiosks use plain NFC readers); an empty reader is
 //! normal. Readers are read in parallel, each against a deadline, so one stuck reader or
@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, TransportError};
-use crate::identify::{identify_smartcard, Identified, Pid};
+use crate::error::{Error, LinkError};
+use crate::identify::{identify_smartcard, Identified};
 use crate::smartcard::SmartCardProtocol;
 use crate::transport::pcsc::PcscContext;
+use crate::usb_ids::Pid;
 
 /// What to scan.
 #[derive(Debug, Clone)]
@@ -79,7 +80,7 @@ pub struct PcscReport {
 
 /// Scans the PC/SC readers. Fails only when PC/SC itself is unusable (pcscd not running);
 /// a bad card is a [`ReaderProblem`] and the other readers are still read.
-pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, TransportError> {
+pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, LinkError> {
     let ctx = Arc::new(PcscContext::establish()?);
     let filter = opts.reader_filter.as_ref().map(|f| f.to_lowercase());
     let readers: Vec<String> = ctx
@@ -97,7 +98,7 @@ pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, TransportError> {
                 let outcome = read_reader(&ctx, &reader);
                 let _ = tx.send((reader, outcome));
             })
-            .map_err(|e| TransportError::Other(format!("cannot start a reader thread: {e}")))?;
+            .map_err(|e| LinkError::Other(format!("cannot start a reader thread: {e}")))?;
     }
     drop(tx);
 
@@ -115,7 +116,7 @@ pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, TransportError> {
         }
     }
     for reader in pending {
-        report.problems.push(ReaderProblem { reader, error: TransportError::Timeout.into() });
+        report.problems.push(ReaderProblem { reader, error: LinkError::Timeout.into() });
     }
     report.keys.sort_by(|a, b| a.reader.cmp(&b.reader));
     report.problems.sort_by(|a, b| a.reader.cmp(&b.reader));
@@ -125,7 +126,7 @@ pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, TransportError> {
 /// Reads the card in one reader; `Ok(None)` when the reader is empty.
 pub fn read_reader(ctx: &PcscContext, reader: &str) -> Result<Option<FoundKey>, Error> {
     let Some(mut card) = ctx.connect(reader)? else { return Ok(None) };
-    let pid = card.pid();
+    let pid = Pid::from_reader_name(reader);
     let atr = card.atr().to_vec();
     let (key, apdus) = card.transact(|conn| {
         let mut protocol = SmartCardProtocol::new(conn);
@@ -135,7 +136,7 @@ pub fn read_reader(ctx: &PcscContext, reader: &str) -> Result<Option<FoundKey>, 
     match key {
         Ok(key) => Ok(Some(FoundKey { key, reader: reader.to_string(), atr, apdus })),
         // No card answering at all is an empty reader; a card pulled away mid-read is reported.
-        Err(Error::Transport(TransportError::NoCard)) => Ok(None),
+        Err(Error::Link(LinkError::NoCard)) => Ok(None),
         Err(e) => Err(e),
     }
 }

@@ -4,7 +4,7 @@ use crate::caps::{Capabilities, FormFactor, Transport};
 use crate::device_info::DeviceInfo;
 use crate::version::Version;
 
-use super::pid::{KeyType, UsbInterfaces};
+use crate::usb_ids::{KeyType, UsbInterfaces};
 
 /// Applies yubikit's `read_info` corrections.
 ///

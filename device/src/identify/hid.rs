@@ -12,7 +12,7 @@ use crate::transport::ctaphid::CtapHidDevice;
 use crate::transport::otp_hid::OtpProtocol;
 use crate::version::Version;
 
-use super::pid::{KeyType, Pid, UsbInterfaces};
+use crate::usb_ids::{KeyType, Pid, UsbInterfaces};
 use super::{finish, Identified};
 
 /// The NEO's applications, as yubikit assumes them when it cannot ask.

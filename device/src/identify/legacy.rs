@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::smartcard::{aid, Apdu, SmartCardProtocol};
 use crate::version::Version;
 
-use super::pid::{KeyType, UsbInterfaces};
+use crate::usb_ids::{KeyType, UsbInterfaces};
 
 /// What the fallback chain learned, before the U2F rule is applied.
 pub(super) struct Synthesized {
@@ -85,7 +85,7 @@ pub(super) fn synthesize(
                     serial = read_u32(protocol, &Apdu::new(0x00, 0xF8, 0x00, 0x00, &[]))?;
                 }
             }
-            Err(Error::Transport(t)) => return Err(t.into()),
+            Err(Error::Link(t)) => return Err(t.into()),
             Err(e) if e.is_application_missing() => {}
             Err(e) => tracing::debug!("probing applet {applet:02X?}: {e}"),
         }
@@ -102,7 +102,7 @@ pub(super) fn synthesize(
 fn read_u32(protocol: &mut SmartCardProtocol<'_>, apdu: &Apdu<'_>) -> Result<Option<u32>, Error> {
     match protocol.send(apdu) {
         Ok(data) => Ok(<[u8; 4]>::try_from(data.as_slice()).ok().map(u32::from_be_bytes).filter(|s| *s != 0)),
-        Err(Error::Transport(t)) => Err(t.into()),
+        Err(Error::Link(t)) => Err(t.into()),
         Err(e) => {
             tracing::debug!("no serial from {:02X}: {e}", apdu.ins);
             Ok(None)

@@ -6,18 +6,17 @@ mod fixups;
 mod hid;
 mod legacy;
 mod name;
-mod pid;
 
 pub use fixups::apply_fixups;
 pub use hid::{identify_ctap, identify_otp, Reclaim};
 pub use name::product_name;
-pub use pid::{KeyType, Pid, UsbInterfaces};
 
 use crate::caps::Transport;
 use crate::device_info::DeviceInfo;
 use crate::error::Error;
 use crate::management::SmartCardManagement;
 use crate::smartcard::SmartCardProtocol;
+use crate::usb_ids::{KeyType, Pid, UsbInterfaces};
 
 /// A key, read and named.
 #[derive(Debug, Clone, PartialEq, Eq)]

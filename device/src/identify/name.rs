@@ -4,7 +4,7 @@ use crate::caps::{Capabilities, FormFactor, Transport};
 use crate::device_info::DeviceInfo;
 use crate::version::Version;
 
-use super::pid::KeyType;
+use crate::usb_ids::KeyType;
 
 /// Pre-release firmware ranges that ykman names "YubiKey Preview".
 const PREVIEW_RANGES: [(Version, Version); 3] = [

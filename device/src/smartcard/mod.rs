@@ -10,11 +10,11 @@ pub use apdu::{Apdu, Response};
 pub use protocol::SmartCardProtocol;
 
 use crate::caps::Transport;
-use crate::error::TransportError;
+use crate::error::LinkError;
 
 /// A link that carries one command APDU and returns one raw response (`data || SW1 SW2`).
 pub trait SmartCardConnection {
-    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError>;
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, LinkError>;
 
     /// Whether the key sits in a USB port or on an NFC reader.
     fn transport(&self) -> Transport;

@@ -78,7 +78,7 @@ impl<'c> SmartCardProtocol<'c> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::error::TransportError;
+    use crate::error::LinkError;
     use std::collections::VecDeque;
 
     /// A scripted card: answers each command with the next canned response.
@@ -95,9 +95,9 @@ pub(crate) mod tests {
     }
 
     impl SmartCardConnection for Scripted {
-        fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
+        fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, LinkError> {
             self.sent.push(command.to_vec());
-            self.answers.pop_front().ok_or(TransportError::Removed)
+            self.answers.pop_front().ok_or(LinkError::Removed)
         }
         fn transport(&self) -> Transport {
             self.transport

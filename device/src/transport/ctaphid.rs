@@ -9,7 +9,7 @@
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::error::{CtapHidError, Error, TransportError};
+use crate::error::{CtapHidError, Error, LinkError};
 use crate::version::Version;
 
 /// YubiKeys (and nearly every authenticator) use 64-byte reports.
@@ -42,9 +42,9 @@ pub mod capability {
 
 /// A device that moves 64-byte HID reports (report ID not included).
 pub trait HidPackets {
-    fn write_packet(&mut self, packet: &[u8; PACKET_SIZE]) -> Result<(), TransportError>;
+    fn write_packet(&mut self, packet: &[u8; PACKET_SIZE]) -> Result<(), LinkError>;
     /// One input report, or `None` when none came within `timeout`.
-    fn read_packet(&mut self, timeout: Duration) -> Result<Option<[u8; PACKET_SIZE]>, TransportError>;
+    fn read_packet(&mut self, timeout: Duration) -> Result<Option<[u8; PACKET_SIZE]>, LinkError>;
 }
 
 /// The packets that carry `data` as command `command` on channel `cid`.
@@ -155,7 +155,7 @@ impl Assembler {
 }
 
 fn protocol(msg: String) -> Error {
-    TransportError::Protocol(msg).into()
+    LinkError::Protocol(msg).into()
 }
 
 /// How long to wait.
@@ -267,7 +267,7 @@ impl<'d> CtapHidDevice<'d> {
 fn timeout(foreign: Option<u32>, ours: u32) -> Error {
     match foreign {
         Some(cid) => protocol(format!("answers came on channel 0x{cid:08X}, not on ours (0x{ours:08X})")),
-        None => TransportError::Timeout.into(),
+        None => LinkError::Timeout.into(),
     }
 }
 
@@ -278,7 +278,7 @@ pub(crate) mod tests {
 
     /// A scripted FIDO device: the queued input reports, and every report written.
     pub(crate) struct FakeFido {
-        pub input: VecDeque<Result<Option<[u8; 64]>, TransportError>>,
+        pub input: VecDeque<Result<Option<[u8; 64]>, LinkError>>,
         pub written: Vec<[u8; 64]>,
     }
 
@@ -305,11 +305,11 @@ pub(crate) mod tests {
     }
 
     impl HidPackets for FakeFido {
-        fn write_packet(&mut self, packet: &[u8; 64]) -> Result<(), TransportError> {
+        fn write_packet(&mut self, packet: &[u8; 64]) -> Result<(), LinkError> {
             self.written.push(*packet);
             Ok(())
         }
-        fn read_packet(&mut self, _timeout: Duration) -> Result<Option<[u8; 64]>, TransportError> {
+        fn read_packet(&mut self, _timeout: Duration) -> Result<Option<[u8; 64]>, LinkError> {
             self.input.pop_front().unwrap_or(Ok(None))
         }
     }
@@ -340,7 +340,7 @@ pub(crate) mod tests {
         let mut dev = FakeFido::new();
         dev.init_answer([9; 8], CID, [5, 7, 4], 0);
         let err = CtapHidDevice::init(&mut dev, NONCE, fast()).err().unwrap();
-        assert!(matches!(err, Error::Transport(TransportError::Protocol(m)) if m.contains("nonce")));
+        assert!(matches!(err, Error::Link(LinkError::Protocol(m)) if m.contains("nonce")));
     }
 
     #[test]
@@ -420,11 +420,11 @@ pub(crate) mod tests {
     #[test]
     fn silence_times_out_and_foreign_answers_are_named() {
         let mut dev = FakeFido::new();
-        assert_eq!(on_channel(&mut dev).call(0x42, &[0]).unwrap_err(), Error::Transport(TransportError::Timeout));
+        assert_eq!(on_channel(&mut dev).call(0x42, &[0]).unwrap_err(), Error::Link(LinkError::Timeout));
         dev.respond(0x0102_0304, 0x42, &[1]);
         let mut ctap = on_channel(&mut dev);
         let err = ctap.call(0x42, &[0]).unwrap_err();
-        assert!(matches!(err, Error::Transport(TransportError::Protocol(m)) if m.contains("0x01020304")));
+        assert!(matches!(err, Error::Link(LinkError::Protocol(m)) if m.contains("0x01020304")));
     }
 
     #[test]
@@ -452,9 +452,9 @@ pub(crate) mod tests {
     fn an_unplugged_key_is_a_clean_error() {
         let mut dev = FakeFido::new();
         dev.init_answer(NONCE, CID, [5, 7, 4], 0);
-        dev.input.push_back(Err(TransportError::Unplugged));
+        dev.input.push_back(Err(LinkError::Unplugged));
         let mut ctap = CtapHidDevice::init(&mut dev, NONCE, fast()).unwrap();
-        assert_eq!(ctap.call(0x42, &[0]).unwrap_err(), Error::Transport(TransportError::Unplugged));
+        assert_eq!(ctap.call(0x42, &[0]).unwrap_err(), Error::Link(LinkError::Unplugged));
     }
 
     proptest::proptest! {

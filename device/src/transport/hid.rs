@@ -10,7 +10,7 @@ use hidapi::{HidApi, HidDevice, HidError};
 
 use super::ctaphid::{HidPackets, PACKET_SIZE};
 use super::otp_hid::{FeatureReports, REPORT_SIZE};
-use crate::error::TransportError;
+use crate::error::LinkError;
 
 /// One HID node (a hidraw device on Linux), as listed; nothing is opened to list it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,9 +26,9 @@ pub struct HidNodeInfo {
 
 /// Lists HID nodes of one vendor. On Linux this reads udev and sysfs only, so nodes the user
 /// may not open are listed too.
-pub fn list_nodes(vendor_id: u16) -> Result<Vec<HidNodeInfo>, TransportError> {
+pub fn list_nodes(vendor_id: u16) -> Result<Vec<HidNodeInfo>, LinkError> {
     let mut api = api()?;
-    api.reset_devices().and_then(|()| api.add_devices(vendor_id, 0)).map_err(|e| TransportError::Other(format!("hidapi: {e}")))?;
+    api.reset_devices().and_then(|()| api.add_devices(vendor_id, 0)).map_err(|e| LinkError::Other(format!("hidapi: {e}")))?;
     let mut nodes: Vec<HidNodeInfo> = api
         .device_list()
         .map(|d| HidNodeInfo {
@@ -45,26 +45,26 @@ pub fn list_nodes(vendor_id: u16) -> Result<Vec<HidNodeInfo>, TransportError> {
 }
 
 /// The process's hidapi context (hidapi wants one; creating it lists every HID device once).
-fn api() -> Result<MutexGuard<'static, HidApi>, TransportError> {
+fn api() -> Result<MutexGuard<'static, HidApi>, LinkError> {
     static API: OnceLock<Result<Mutex<HidApi>, String>> = OnceLock::new();
     match API.get_or_init(|| HidApi::new().map(Mutex::new).map_err(|e| e.to_string())) {
         Ok(api) => Ok(api.lock().unwrap_or_else(std::sync::PoisonError::into_inner)),
-        Err(e) => Err(TransportError::Other(format!("hidapi: {e}"))),
+        Err(e) => Err(LinkError::Other(format!("hidapi: {e}"))),
     }
 }
 
 /// Maps hidapi's errors (text only, from the C library) onto link failures.
-fn map_error(e: HidError) -> TransportError {
+fn map_error(e: HidError) -> LinkError {
     let text = e.to_string();
     let lower = text.to_lowercase();
     if lower.contains("permission denied") || lower.contains("access denied") || lower.contains("access is denied") {
-        TransportError::AccessDenied
+        LinkError::AccessDenied
     } else if ["no such device", "disconnected", "no such file", "endpoint shutdown"].iter().any(|m| lower.contains(m)) {
-        TransportError::Unplugged
+        LinkError::Unplugged
     } else if lower.contains("timed out") {
-        TransportError::Timeout
+        LinkError::Timeout
     } else {
-        TransportError::Other(format!("HID: {text}"))
+        LinkError::Other(format!("HID: {text}"))
     }
 }
 
@@ -76,10 +76,10 @@ pub struct HidNode {
 
 impl HidNode {
     /// Opens `path` for reading and writing. A node the user may not open is
-    /// [`TransportError::AccessDenied`]; one that went away is [`TransportError::Unplugged`].
-    pub fn open(path: &str) -> Result<Self, TransportError> {
+    /// [`LinkError::AccessDenied`]; one that went away is [`LinkError::Unplugged`].
+    pub fn open(path: &str) -> Result<Self, LinkError> {
         probe_access(path)?;
-        let cpath = CString::new(path).map_err(|_| TransportError::Other(format!("bad HID path {path:?}")))?;
+        let cpath = CString::new(path).map_err(|_| LinkError::Other(format!("bad HID path {path:?}")))?;
         let dev = api()?.open_path(&cpath).map_err(map_error)?;
         Ok(Self { dev, path: path.to_string() })
     }
@@ -87,11 +87,11 @@ impl HidNode {
     /// Classifies a failed transfer. A stalled control transfer (EPIPE, "Broken pipe") is
     /// what a key pulled mid-read gives, but a live key may stall too: it counts as
     /// unplugged only when the node has gone.
-    fn fail(&self, e: HidError) -> TransportError {
+    fn fail(&self, e: HidError) -> LinkError {
         match map_error(e) {
-            TransportError::Other(text) if !std::path::Path::new(&self.path).exists() => {
+            LinkError::Other(text) if !std::path::Path::new(&self.path).exists() => {
                 tracing::debug!(path = self.path, "{text}; the node is gone");
-                TransportError::Unplugged
+                LinkError::Unplugged
             }
             other => other,
         }
@@ -100,37 +100,37 @@ impl HidNode {
 
 /// hidapi reports a failed open as text; on Linux, find out exactly why first.
 #[cfg(target_os = "linux")]
-fn probe_access(path: &str) -> Result<(), TransportError> {
+fn probe_access(path: &str) -> Result<(), LinkError> {
     use std::io::ErrorKind;
     match std::fs::OpenOptions::new().read(true).write(true).open(path) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(TransportError::AccessDenied),
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(LinkError::AccessDenied),
         Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(19 /* ENODEV */) => {
-            Err(TransportError::Unplugged)
+            Err(LinkError::Unplugged)
         }
-        Err(e) => Err(TransportError::Other(format!("cannot open {path}: {e}"))),
+        Err(e) => Err(LinkError::Other(format!("cannot open {path}: {e}"))),
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn probe_access(_path: &str) -> Result<(), TransportError> {
+fn probe_access(_path: &str) -> Result<(), LinkError> {
     Ok(())
 }
 
 impl FeatureReports for HidNode {
-    fn get_report(&mut self) -> Result<[u8; REPORT_SIZE], TransportError> {
+    fn get_report(&mut self) -> Result<[u8; REPORT_SIZE], LinkError> {
         // Report ID 0 goes in front; hidapi hands it back in byte 0 and counts it.
         let mut buf = [0u8; REPORT_SIZE + 1];
         let n = self.dev.get_feature_report(&mut buf).map_err(|e| self.fail(e))?;
         if n != REPORT_SIZE + 1 {
-            return Err(TransportError::Protocol(format!("feature report of {n} bytes, expected {}", REPORT_SIZE + 1)));
+            return Err(LinkError::Protocol(format!("feature report of {n} bytes, expected {}", REPORT_SIZE + 1)));
         }
         let mut report = [0u8; REPORT_SIZE];
         report.copy_from_slice(&buf[1..]);
         Ok(report)
     }
 
-    fn set_report(&mut self, report: &[u8; REPORT_SIZE]) -> Result<(), TransportError> {
+    fn set_report(&mut self, report: &[u8; REPORT_SIZE]) -> Result<(), LinkError> {
         let mut buf = [0u8; REPORT_SIZE + 1];
         buf[1..].copy_from_slice(report);
         self.dev.send_feature_report(&buf).map_err(|e| self.fail(e))
@@ -138,22 +138,22 @@ impl FeatureReports for HidNode {
 }
 
 impl HidPackets for HidNode {
-    fn write_packet(&mut self, packet: &[u8; PACKET_SIZE]) -> Result<(), TransportError> {
+    fn write_packet(&mut self, packet: &[u8; PACKET_SIZE]) -> Result<(), LinkError> {
         let mut buf = [0u8; PACKET_SIZE + 1];
         buf[1..].copy_from_slice(packet);
         let n = self.dev.write(&buf).map_err(|e| self.fail(e))?;
         if n < PACKET_SIZE {
-            return Err(TransportError::Protocol(format!("short HID write ({n} bytes)")));
+            return Err(LinkError::Protocol(format!("short HID write ({n} bytes)")));
         }
         Ok(())
     }
 
-    fn read_packet(&mut self, timeout: Duration) -> Result<Option<[u8; PACKET_SIZE]>, TransportError> {
+    fn read_packet(&mut self, timeout: Duration) -> Result<Option<[u8; PACKET_SIZE]>, LinkError> {
         let mut buf = [0u8; PACKET_SIZE];
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX).max(1);
         match self.dev.read_timeout(&mut buf, ms).map_err(|e| self.fail(e))? {
             0 => Ok(None),
-            n if n < 7 => Err(TransportError::Protocol(format!("HID input report of {n} bytes"))),
+            n if n < 7 => Err(LinkError::Protocol(format!("HID input report of {n} bytes"))),
             // Shorter reports are zero-padded: the framing carries its own length.
             _ => Ok(Some(buf)),
         }
@@ -167,14 +167,14 @@ mod tests {
     #[test]
     fn hidapi_errors_are_classified() {
         let e = |m: &str| map_error(HidError::HidApiError { message: m.into() });
-        assert_eq!(e("Failed to open a device with path '/dev/hidraw0': Permission denied"), TransportError::AccessDenied);
-        assert_eq!(e("hid_read_timeout: unexpected poll error (device disconnected)"), TransportError::Unplugged);
-        assert_eq!(e("ioctl (GFEATURE): No such device"), TransportError::Unplugged);
-        assert!(matches!(e("something odd"), TransportError::Other(_)));
+        assert_eq!(e("Failed to open a device with path '/dev/hidraw0': Permission denied"), LinkError::AccessDenied);
+        assert_eq!(e("hid_read_timeout: unexpected poll error (device disconnected)"), LinkError::Unplugged);
+        assert_eq!(e("ioctl (GFEATURE): No such device"), LinkError::Unplugged);
+        assert!(matches!(e("something odd"), LinkError::Other(_)));
     }
 
     #[test]
     fn a_missing_node_is_unplugged() {
-        assert_eq!(HidNode::open("/dev/keytally-no-such-hidraw").err(), Some(TransportError::Unplugged));
+        assert_eq!(HidNode::open("/dev/keytally-no-such-hidraw").err(), Some(LinkError::Unplugged));
     }
 }

@@ -10,7 +10,7 @@
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, ParseError, TransportError};
+use crate::error::{Error, ParseError, LinkError};
 use crate::version::Version;
 
 /// Feature reports are 8 bytes: 7 data bytes and a status/sequence byte.
@@ -37,8 +37,8 @@ const MAX_RESPONSE_REPORTS: usize = FRAME_SIZE.div_ceil(REPORT_DATA);
 
 /// A device that reads and writes 8-byte feature reports (report ID 0, not included).
 pub trait FeatureReports {
-    fn get_report(&mut self) -> Result<[u8; REPORT_SIZE], TransportError>;
-    fn set_report(&mut self, report: &[u8; REPORT_SIZE]) -> Result<(), TransportError>;
+    fn get_report(&mut self) -> Result<[u8; REPORT_SIZE], LinkError>;
+    fn set_report(&mut self, report: &[u8; REPORT_SIZE]) -> Result<(), LinkError>;
 }
 
 /// CRC-16 as ykpers computes it: init 0xFFFF, reflected polynomial 0x8408, no final XOR.
@@ -175,7 +175,7 @@ impl<'d> OtpProtocol<'d> {
             }
             sleep(self.timing.ready_interval);
         }
-        Err(TransportError::Timeout.into())
+        Err(LinkError::Timeout.into())
     }
 
     fn read_frame(&mut self, prog_seq: u8) -> Result<Vec<u8>, Error> {
@@ -199,20 +199,20 @@ impl<'d> OtpProtocol<'d> {
                     // The same report read twice; nothing new.
                 } else {
                     self.abort();
-                    return Err(TransportError::Protocol(format!(
+                    return Err(LinkError::Protocol(format!(
                         "OTP response report out of sequence (expected {seq}, got {got})"
                     ))
                     .into());
                 }
             } else if status == 0 {
                 if !response.is_empty() {
-                    return Err(TransportError::Protocol("incomplete OTP transfer".into()).into());
+                    return Err(LinkError::Protocol("incomplete OTP transfer".into()).into());
                 }
                 if is_sequence_updated(&report, prog_seq) {
                     return Ok(report[1..REPORT_DATA].to_vec());
                 }
                 if needs_touch {
-                    return Err(TransportError::Timeout.into());
+                    return Err(LinkError::Timeout.into());
                 }
                 return Err(Error::CommandRejected);
             } else {
@@ -225,14 +225,14 @@ impl<'d> OtpProtocol<'d> {
                 };
                 if Instant::now() + interval > deadline {
                     self.abort();
-                    return Err(TransportError::Timeout.into());
+                    return Err(LinkError::Timeout.into());
                 }
                 sleep(interval);
                 continue;
             }
             if Instant::now() > deadline {
                 self.abort();
-                return Err(TransportError::Timeout.into());
+                return Err(LinkError::Timeout.into());
             }
         }
     }
@@ -272,9 +272,9 @@ pub(crate) mod tests {
     /// written (the report tagged `0x89`), then plays that command's scripted answer, then
     /// goes back to `idle`. `before` is served first, whatever was written.
     pub(crate) struct FakeOtp {
-        pub answers: VecDeque<Vec<Result<[u8; 8], TransportError>>>,
-        pub before: VecDeque<Result<[u8; 8], TransportError>>,
-        current: VecDeque<Result<[u8; 8], TransportError>>,
+        pub answers: VecDeque<Vec<Result<[u8; 8], LinkError>>>,
+        pub before: VecDeque<Result<[u8; 8], LinkError>>,
+        current: VecDeque<Result<[u8; 8], LinkError>>,
         pub idle: [u8; 8],
         pub written: Vec<[u8; 8]>,
     }
@@ -309,10 +309,10 @@ pub(crate) mod tests {
     }
 
     impl FeatureReports for FakeOtp {
-        fn get_report(&mut self) -> Result<[u8; 8], TransportError> {
+        fn get_report(&mut self) -> Result<[u8; 8], LinkError> {
             self.before.pop_front().or_else(|| self.current.pop_front()).unwrap_or(Ok(self.idle))
         }
-        fn set_report(&mut self, report: &[u8; 8]) -> Result<(), TransportError> {
+        fn set_report(&mut self, report: &[u8; 8]) -> Result<(), LinkError> {
             self.written.push(*report);
             if report[7] == 0x89 {
                 self.current = self.answers.pop_front().unwrap_or_default().into();
@@ -412,7 +412,7 @@ pub(crate) mod tests {
         let mut dev = FakeOtp::new(IDLE_543);
         dev.answer(&[[0, 0, 0, 0, 0, 0, 0, 0x2F]; 500]);
         let mut otp = OtpProtocol::new(&mut dev, fast()).unwrap();
-        assert_eq!(otp.send_and_receive(0x10, &[]).unwrap_err(), Error::Transport(TransportError::Timeout));
+        assert_eq!(otp.send_and_receive(0x10, &[]).unwrap_err(), Error::Link(LinkError::Timeout));
         assert_eq!(dev.written.last(), Some(&RESET_REPORT));
     }
 
@@ -420,7 +420,7 @@ pub(crate) mod tests {
     fn write_flag_stuck_times_out() {
         let mut dev = FakeOtp::new([0, 5, 4, 3, 7, 0, 0, 0x80]);
         let mut otp = OtpProtocol::new(&mut dev, fast()).unwrap();
-        assert_eq!(otp.send_and_receive(0x10, &[]).unwrap_err(), Error::Transport(TransportError::Timeout));
+        assert_eq!(otp.send_and_receive(0x10, &[]).unwrap_err(), Error::Link(LinkError::Timeout));
     }
 
     #[test]
@@ -428,12 +428,12 @@ pub(crate) mod tests {
         let mut dev = FakeOtp::new(IDLE_543);
         dev.answer(&[[1, 2, 3, 4, 5, 6, 7, 0x40], [0, 0, 0, 0, 0, 0, 0, 0x43]]);
         let mut otp = OtpProtocol::new(&mut dev, fast()).unwrap();
-        assert!(matches!(otp.send_and_receive(0x10, &[]), Err(Error::Transport(TransportError::Protocol(_)))));
+        assert!(matches!(otp.send_and_receive(0x10, &[]), Err(Error::Link(LinkError::Protocol(_)))));
 
         let mut dev = FakeOtp::new(IDLE_543);
         dev.answer(&[[1, 2, 3, 4, 5, 6, 7, 0x40], IDLE_543]);
         let mut otp = OtpProtocol::new(&mut dev, fast()).unwrap();
-        assert!(matches!(otp.send_and_receive(0x10, &[]), Err(Error::Transport(TransportError::Protocol(_)))));
+        assert!(matches!(otp.send_and_receive(0x10, &[]), Err(Error::Link(LinkError::Protocol(_)))));
     }
 
     #[test]
@@ -442,15 +442,15 @@ pub(crate) mod tests {
         let endless: Vec<[u8; 8]> = (0..31).map(|i| [0xAA, 0, 0, 0, 0, 0, 0, 0x40 | i]).collect();
         dev.answer(&endless);
         let mut otp = OtpProtocol::new(&mut dev, fast()).unwrap();
-        assert!(matches!(otp.send_and_receive(0x10, &[]), Err(Error::Transport(TransportError::Protocol(_)))));
+        assert!(matches!(otp.send_and_receive(0x10, &[]), Err(Error::Link(LinkError::Protocol(_)))));
     }
 
     #[test]
     fn an_unplugged_key_is_a_clean_error() {
         let mut dev = FakeOtp::new(IDLE_543);
-        dev.answers.push_back(vec![Err(TransportError::Unplugged)]);
+        dev.answers.push_back(vec![Err(LinkError::Unplugged)]);
         let mut otp = OtpProtocol::new(&mut dev, fast()).unwrap();
-        assert_eq!(otp.send_and_receive(0x10, &[]).unwrap_err(), Error::Transport(TransportError::Unplugged));
+        assert_eq!(otp.send_and_receive(0x10, &[]).unwrap_err(), Error::Link(LinkError::Unplugged));
     }
 
     #[test]

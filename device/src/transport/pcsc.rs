@@ -11,27 +11,27 @@ use std::time::Duration;
 use pcsc::{Card, Context, Protocols, Scope, ShareMode};
 
 use crate::caps::Transport;
-use crate::error::TransportError;
-use crate::identify::Pid;
+use crate::error::LinkError;
 use crate::smartcard::SmartCardConnection;
+use crate::usb_ids::is_yubikey_reader;
 
 /// How often a sharing violation is retried, and how long to wait between tries.
 const SHARING_RETRIES: u32 = 5;
 const SHARING_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Maps PC/SC's error codes onto the link failures keytally acts on.
-pub fn map_error(e: pcsc::Error) -> TransportError {
+pub fn map_error(e: pcsc::Error) -> LinkError {
     use pcsc::Error as E;
     match e {
-        E::NoService | E::ServiceStopped => TransportError::NoService,
-        E::NoSmartcard | E::UnpoweredCard | E::UnresponsiveCard | E::UnsupportedCard => TransportError::NoCard,
+        E::NoService | E::ServiceStopped => LinkError::NoService,
+        E::NoSmartcard | E::UnpoweredCard | E::UnresponsiveCard | E::UnsupportedCard => LinkError::NoCard,
         // pcsc-lite answers a transmit on a card pulled out mid-transaction with
         // SCARD_E_NOT_TRANSACTED ("an attempt was made to end a non-existent transaction").
-        E::RemovedCard | E::ResetCard | E::NotTransacted => TransportError::Removed,
-        E::SharingViolation => TransportError::SharingViolation,
-        E::Timeout | E::WaitedTooLong => TransportError::Timeout,
-        E::ReaderUnavailable | E::UnknownReader => TransportError::ReaderUnavailable,
-        other => TransportError::Other(format!("PC/SC: {other}")),
+        E::RemovedCard | E::ResetCard | E::NotTransacted => LinkError::Removed,
+        E::SharingViolation => LinkError::SharingViolation,
+        E::Timeout | E::WaitedTooLong => LinkError::Timeout,
+        E::ReaderUnavailable | E::UnknownReader => LinkError::ReaderUnavailable,
+        other => LinkError::Other(format!("PC/SC: {other}")),
     }
 }
 
@@ -41,13 +41,13 @@ pub struct PcscContext {
 }
 
 impl PcscContext {
-    /// Connects to the service; `TransportError::NoService` when pcscd is not running.
-    pub fn establish() -> Result<Self, TransportError> {
+    /// Connects to the service; `LinkError::NoService` when pcscd is not running.
+    pub fn establish() -> Result<Self, LinkError> {
         Context::establish(Scope::User).map(|ctx| Self { ctx }).map_err(map_error)
     }
 
     /// Every reader's name. No readers at all is an empty list, not an error.
-    pub fn readers(&self) -> Result<Vec<String>, TransportError> {
+    pub fn readers(&self) -> Result<Vec<String>, LinkError> {
         match self.ctx.list_readers_owned() {
             Ok(names) => Ok(names.into_iter().map(|n| n.to_string_lossy().into_owned()).collect()),
             Err(pcsc::Error::NoReadersAvailable) => Ok(Vec::new()),
@@ -56,8 +56,8 @@ impl PcscContext {
     }
 
     /// Connects to the card in `reader` in SHARED mode. `Ok(None)` means the reader is empty.
-    pub fn connect(&self, reader: &str) -> Result<Option<PcscCard>, TransportError> {
-        let name = CString::new(reader).map_err(|_| TransportError::ReaderUnavailable)?;
+    pub fn connect(&self, reader: &str) -> Result<Option<PcscCard>, LinkError> {
+        let name = CString::new(reader).map_err(|_| LinkError::ReaderUnavailable)?;
         let mut tries = 0;
         loop {
             match self.ctx.connect(&name, ShareMode::Shared, Protocols::ANY) {
@@ -79,15 +79,13 @@ pub struct PcscCard {
     card: Card,
     atr: Vec<u8>,
     transport: Transport,
-    pid: Option<Pid>,
 }
 
 impl PcscCard {
-    fn new(card: Card, reader: &str) -> Result<Self, TransportError> {
+    fn new(card: Card, reader: &str) -> Result<Self, LinkError> {
         let atr = card.status2_owned().map_err(map_error)?.atr().to_vec();
-        let pid = Pid::from_reader_name(reader);
-        let transport = transport_of(pid.is_some(), &atr);
-        Ok(Self { card, atr, transport, pid })
+        let transport = transport_of(is_yubikey_reader(reader), &atr);
+        Ok(Self { card, atr, transport })
     }
 
     pub fn atr(&self) -> &[u8] {
@@ -98,14 +96,9 @@ impl PcscCard {
         self.transport
     }
 
-    /// The PID when the reader is a YubiKey's own CCID interface.
-    pub fn pid(&self) -> Option<Pid> {
-        self.pid
-    }
-
     /// Runs `f` inside one PC/SC transaction, so no other client can switch applets under
     /// us mid-read. The card is left as it was (no reset) when the transaction ends.
-    pub fn transact<T>(&mut self, f: impl FnOnce(&mut dyn SmartCardConnection) -> T) -> Result<T, TransportError> {
+    pub fn transact<T>(&mut self, f: impl FnOnce(&mut dyn SmartCardConnection) -> T) -> Result<T, LinkError> {
         let transport = self.transport;
         let mut tries = 0;
         let tx = loop {
@@ -143,7 +136,7 @@ struct CardLink<'a> {
 }
 
 impl SmartCardConnection for CardLink<'_> {
-    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, LinkError> {
         let mut buf = [0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
         self.card.transmit(command, &mut buf).map(<[u8]>::to_vec).map_err(map_error)
     }

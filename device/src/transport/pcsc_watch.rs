@@ -13,7 +13,7 @@ use std::time::Duration;
 use pcsc::{Context, ReaderState, Scope, State, PNP_NOTIFICATION};
 
 use super::pcsc::map_error;
-use crate::error::TransportError;
+use crate::error::LinkError;
 
 /// A change seen on the PC/SC side.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +51,7 @@ impl PcscWatcher {
 
     /// Waits up to `timeout` and returns what changed (empty on timeout or cancel). The first
     /// call reports the cards already present as insertions.
-    pub fn wait(&mut self, timeout: Duration) -> Result<Vec<PcscEvent>, TransportError> {
+    pub fn wait(&mut self, timeout: Duration) -> Result<Vec<PcscEvent>, LinkError> {
         let mut events = Vec::new();
         if self.ctx.is_none() {
             self.connect(&mut events)?;
@@ -63,11 +63,11 @@ impl PcscWatcher {
         self.wait_inner(timeout, events)
     }
 
-    fn poll_now(&mut self, events: Vec<PcscEvent>) -> Result<Vec<PcscEvent>, TransportError> {
+    fn poll_now(&mut self, events: Vec<PcscEvent>) -> Result<Vec<PcscEvent>, LinkError> {
         self.wait_inner(Duration::ZERO, events)
     }
 
-    fn wait_inner(&mut self, timeout: Duration, mut events: Vec<PcscEvent>) -> Result<Vec<PcscEvent>, TransportError> {
+    fn wait_inner(&mut self, timeout: Duration, mut events: Vec<PcscEvent>) -> Result<Vec<PcscEvent>, LinkError> {
         let Some(ctx) = self.ctx.clone() else { return Ok(events) };
         for s in &mut self.states {
             s.sync_current_state();
@@ -117,7 +117,7 @@ impl PcscWatcher {
         Ok(events)
     }
 
-    fn connect(&mut self, events: &mut Vec<PcscEvent>) -> Result<(), TransportError> {
+    fn connect(&mut self, events: &mut Vec<PcscEvent>) -> Result<(), LinkError> {
         let ctx = Context::establish(Scope::User).map_err(map_error)?;
         self.states = vec![ReaderState::new(PNP_NOTIFICATION(), State::UNAWARE)];
         self.ctx = Some(ctx);
@@ -127,7 +127,7 @@ impl PcscWatcher {
 
     /// Re-lists the readers: adds new ones (as UNAWARE, so the next wait reports their
     /// state at once) and forgets those that left. Returns whether any were added.
-    fn refresh_readers(&mut self, events: &mut Vec<PcscEvent>) -> Result<bool, TransportError> {
+    fn refresh_readers(&mut self, events: &mut Vec<PcscEvent>) -> Result<bool, LinkError> {
         let Some(ctx) = &self.ctx else { return Ok(false) };
         let names: Vec<String> = match ctx.list_readers_owned() {
             Ok(n) => n.into_iter().map(|c| c.to_string_lossy().into_owned()).collect(),

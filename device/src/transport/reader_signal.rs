@@ -6,7 +6,7 @@
 //! while a card is present (the card never sees it) and the ACR1252U accepts through its
 //! ACR122U compatibility. Everything else gets nothing, and the caller says so once.
 
-use crate::error::TransportError;
+use crate::error::LinkError;
 use crate::transport::pcsc::PcscContext;
 
 /// What to tell the person at the reader.
@@ -49,13 +49,13 @@ pub fn command(driver: Driver, signal: Signal) -> Vec<u8> {
 impl PcscContext {
     /// Gives `signal` on `reader` (which must still hold the card). The reader's answer must
     /// be `90 xx` (xx: its LED state); anything else is an error naming the status.
-    pub fn signal(&self, reader: &str, driver: Driver, signal: Signal) -> Result<(), TransportError> {
-        let mut card = self.connect(reader)?.ok_or(TransportError::NoCard)?;
+    pub fn signal(&self, reader: &str, driver: Driver, signal: Signal) -> Result<(), LinkError> {
+        let mut card = self.connect(reader)?.ok_or(LinkError::NoCard)?;
         let answer = card.transact(|link| link.transmit(&command(driver, signal)))??;
         match answer.as_slice() {
             [0x90, _] => Ok(()),
-            [sw1, sw2] => Err(TransportError::Other(format!("the reader refused the LED/buzzer command (status {sw1:02X}{sw2:02X})"))),
-            other => Err(TransportError::Other(format!("the reader answered the LED/buzzer command with {} bytes", other.len()))),
+            [sw1, sw2] => Err(LinkError::Other(format!("the reader refused the LED/buzzer command (status {sw1:02X}{sw2:02X})"))),
+            other => Err(LinkError::Other(format!("the reader answered the LED/buzzer command with {} bytes", other.len()))),
         }
     }
 }

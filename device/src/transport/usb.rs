@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::hid::HidNodeInfo;
-use crate::error::TransportError;
+use crate::error::LinkError;
 
 /// A USB device of one vendor, with its HID nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,9 +39,9 @@ fn port_of(d: &nusb::DeviceInfo) -> String {
 /// Lists the devices with `vendor_id` and attaches the HID nodes to the device they sit on.
 /// HID nodes that cannot be placed (no sysfs, or another OS) become devices of their own,
 /// with the node path as their port.
-pub fn list_devices(vendor_id: u16, hid_nodes: Vec<HidNodeInfo>) -> Result<Vec<UsbDevice>, TransportError> {
+pub fn list_devices(vendor_id: u16, hid_nodes: Vec<HidNodeInfo>) -> Result<Vec<UsbDevice>, LinkError> {
     use nusb::MaybeFuture;
-    let found = nusb::list_devices().wait().map_err(|e| TransportError::Other(format!("USB: {e}")))?;
+    let found = nusb::list_devices().wait().map_err(|e| LinkError::Other(format!("USB: {e}")))?;
     let mut devices: Vec<(UsbDevice, Option<PathBuf>)> = found
         .filter(|d| d.vendor_id() == vendor_id)
         .map(|d| {

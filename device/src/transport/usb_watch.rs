@@ -13,8 +13,8 @@ use futures_core::Stream;
 use nusb::hotplug::{HotplugEvent, HotplugWatch};
 use nusb::{DeviceId, MaybeFuture};
 
-use crate::error::TransportError;
-use crate::usb_scan::YUBICO_VID;
+use crate::error::LinkError;
+use crate::usb_ids::YUBICO_VID;
 
 /// A Yubico device came or went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +32,8 @@ pub struct UsbWatch {
 
 impl UsbWatch {
     /// Starts watching, then lists what is attached already.
-    pub fn start() -> Result<Self, TransportError> {
-        let watch = nusb::watch_devices().map_err(|e| TransportError::Other(format!("USB hot-plug: {e}")))?;
+    pub fn start() -> Result<Self, LinkError> {
+        let watch = nusb::watch_devices().map_err(|e| LinkError::Other(format!("USB hot-plug: {e}")))?;
         let yubico = nusb::list_devices()
             .wait()
             .map(|devs| devs.filter(|d| d.vendor_id() == YUBICO_VID).map(|d| d.id()).collect())

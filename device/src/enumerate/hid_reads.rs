@@ -1,0 +1,125 @@
+//! Reading USB keys over their HID nodes: each device in its own thread against one
+//! deadline, its interfaces tried in order, the first that answers wins.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::interfaces::{Interface, InterfaceOrder};
+use super::usb_devices::UsbKeyDevice;
+use crate::error::{Error, LinkError};
+use crate::identify::{identify_ctap, identify_otp, Identified, Reclaim};
+use crate::transport::ctaphid::{CtapHidDevice, CtapTiming};
+use crate::transport::hid::HidNode;
+use crate::transport::otp_hid::{OtpProtocol, OtpTiming};
+use crate::usb_ids::Pid;
+
+/// Reads one HID node of a key. A trait so that tests can stand in for real devices.
+pub trait HidReader: Send + Sync {
+    /// The key behind `path`, and how many USB transfers (reports) that took.
+    fn read(&self, iface: Interface, path: &str, pid: Pid) -> Result<(Identified, u32), Error>;
+}
+
+/// The real reader: hidapi, the OTP and CTAPHID protocols, identification.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HidapiReader {
+    pub otp: OtpTiming,
+    pub ctap: CtapTiming,
+    pub reclaim: Reclaim,
+}
+
+impl HidReader for HidapiReader {
+    fn read(&self, iface: Interface, path: &str, pid: Pid) -> Result<(Identified, u32), Error> {
+        let mut node = HidNode::open(path)?;
+        match iface {
+            Interface::Otp => {
+                let mut otp = OtpProtocol::new(&mut node, self.otp)?;
+                let key = identify_otp(&mut otp, pid, self.reclaim)?;
+                Ok((key, otp.reports()))
+            }
+            Interface::Fido => {
+                let mut ctap = CtapHidDevice::init(&mut node, rand::random(), self.ctap)?;
+                let key = identify_ctap(&mut ctap, pid)?;
+                Ok((key, ctap.packets()))
+            }
+            Interface::Ccid => Err(Error::NotSupported("CCID is read through PC/SC")),
+        }
+    }
+}
+
+/// One interface that was tried and failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub interface: Interface,
+    /// The HID node path.
+    pub path: String,
+    pub error: Error,
+}
+
+/// The outcome of reading one device over HID.
+pub(crate) struct DeviceRead {
+    pub(crate) device: UsbKeyDevice,
+    pub(crate) outcome: Result<(Identified, Interface, u32), Vec<Attempt>>,
+}
+
+/// Tries the device's HID interfaces in order; the first that answers wins.
+fn read_device(reader: &dyn HidReader, device: &UsbKeyDevice, order: &InterfaceOrder) -> DeviceRead {
+    let mut attempts = Vec::new();
+    for iface in order.hid() {
+        for path in device.nodes(iface) {
+            match reader.read(iface, path, device.pid) {
+                Ok((key, transfers)) => {
+                    return DeviceRead { device: device.clone(), outcome: Ok((key, iface, transfers)) };
+                }
+                Err(error) => {
+                    tracing::debug!(path, %iface, "reading {} failed: {error}", device.port);
+                    attempts.push(Attempt { interface: iface, path: path.clone(), error });
+                }
+            }
+        }
+    }
+    DeviceRead { device: device.clone(), outcome: Err(attempts) }
+}
+
+/// Reads devices in parallel, each in its own thread, against one deadline: a device that
+/// hangs is reported as timed out and the others are not held up.
+pub(crate) fn read_devices(
+    reader: &Arc<dyn HidReader>,
+    devices: Vec<UsbKeyDevice>,
+    order: &InterfaceOrder,
+    timeout: Duration,
+) -> Vec<DeviceRead> {
+    let (tx, rx) = mpsc::channel();
+    let mut pending = Vec::new();
+    for (i, device) in devices.iter().enumerate() {
+        let (reader, tx, device, order) = (Arc::clone(reader), tx.clone(), device.clone(), order.clone());
+        let spawned = thread::Builder::new().name(format!("usb:{}", device.port)).spawn(move || {
+            let _ = tx.send((i, read_device(reader.as_ref(), &device, &order)));
+        });
+        match spawned {
+            Ok(_) => pending.push(i),
+            Err(e) => tracing::warn!("cannot start a USB reader thread: {e}"),
+        }
+    }
+    drop(tx);
+    let deadline = Instant::now() + timeout;
+    let mut reads: Vec<(usize, DeviceRead)> = Vec::new();
+    while !pending.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok((i, read)) = rx.recv_timeout(left) else { break };
+        pending.retain(|p| *p != i);
+        reads.push((i, read));
+    }
+    for i in pending {
+        let device = devices[i].clone();
+        let attempts = order
+            .hid()
+            .find_map(|iface| device.nodes(iface).first().map(|p| (iface, p.clone())))
+            .map(|(interface, path)| vec![Attempt { interface, path, error: LinkError::Timeout.into() }])
+            .unwrap_or_default();
+        reads.push((i, DeviceRead { device, outcome: Err(attempts) }));
+    }
+    reads.sort_by_key(|(i, _)| *i);
+    reads.into_iter().map(|(_, r)| r).collect()
+}
