@@ -164,7 +164,7 @@ mod tests {
     fn power_on_then_select_management() {
         let model = KeyModel::preset("yk5nfc").unwrap();
         let atr = crate::descriptors::usb_atr(&model).to_vec();
-        let mut r = CcidReader::new(Card::new(model), &atr);
+        let mut r = CcidReader::new(Card::usb(model), &atr);
         let on = r.process(&[0x62, 0, 0, 0, 0, 0, 1, 0, 0, 0]).unwrap();
         assert_eq!(on[0], 0x80);
         assert_eq!(on[6], 1, "sequence echoed");

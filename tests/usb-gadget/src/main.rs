@@ -27,7 +27,7 @@ use usb_gadget::{Class, Config, Gadget, Id, Strings, Udc};
 const USAGE: &str =
     "usage: keytally-gadget --model NAME --pid 0xPPPP [--udc dummy_udc.0] [--serial N|none]
                        [--unplugged] [--unplug-after apdu:N|otp:N|ctap:N] [--state-file PATH]
-                       [--hid-fault otp-bad-crc|ctap-wrong-cid]
+                       [--hid-fault otp-bad-crc|ctap-wrong-cid] [--posture SPEC] [--nfc-restricted]
        keytally-gadget --describe --model NAME [--serial N|none] [--pid 0xPPPP]
        keytally-gadget --list
 Presents the model as a YubiKey with the PID's interfaces (OTP HID on ep0 feature reports, FIDO
@@ -36,7 +36,10 @@ SIGUSR1 unplugs (unbinds the UDC), SIGUSR2 plugs back in. --unplug-after unplugs
 APDU / OTP feature report / CTAPHID packet arrives, before answering it (a key pulled out in
 the middle of a read). --hid-fault answers wrongly over HID: OTP responses whose CRC does not
 match (one data byte flipped), or CTAPHID replies on a channel the host was never given.
---state-file is rewritten with \"plugged\" or \"unplugged\".";
+--state-file is rewritten with \"plugged\" or \"unplugged\". --posture KEY=VALUE,... sets what the
+applets report (as keytally-vkey's; the OTP status report carries the slot bits, FIDO HID answers
+CTAP2 getInfo); --nfc-restricted sets DeviceInfo's NFC-restricted flag (over USB the key still
+answers everything, as a real one does).";
 
 static UNPLUG: AtomicBool = AtomicBool::new(false);
 static PLUG: AtomicBool = AtomicBool::new(false);
@@ -91,6 +94,8 @@ fn parse_args() -> Result<Option<Args>, String> {
     let (mut unplugged, mut unplug_after, mut state_file, mut describe) =
         (false, None, None, false);
     let mut hid_fault = None;
+    let mut posture_specs = Vec::new();
+    let mut nfc_restricted = false;
     while let Some(a) = it.next() {
         let mut value = |n: &str| it.next().ok_or_else(|| format!("{n} needs a value"));
         match a.as_str() {
@@ -125,6 +130,8 @@ fn parse_args() -> Result<Option<Args>, String> {
                 };
                 unplug_after = Some((kind, n.parse().map_err(|e| format!("{v}: {e}"))?));
             }
+            "--posture" => posture_specs.push(value("--posture")?),
+            "--nfc-restricted" => nfc_restricted = true,
             "--hid-fault" => {
                 hid_fault = Some(match value("--hid-fault")?.as_str() {
                     "otp-bad-crc" => HidFault::OtpBadCrc,
@@ -144,6 +151,12 @@ fn parse_args() -> Result<Option<Args>, String> {
         } else {
             Some(s.parse().map_err(|e| format!("--serial {s}: {e}"))?)
         });
+    }
+    for spec in &posture_specs {
+        m.posture.apply(spec).map_err(|e| format!("--posture: {e}"))?;
+    }
+    if nfc_restricted {
+        m = m.with_nfc_restricted(true);
     }
     let product = match pid {
         Some(p) => Some(desc::product(p).ok_or_else(|| format!("unknown PID 0x{p:04x}"))?),
@@ -551,7 +564,7 @@ fn run(args: Args) -> io::Result<()> {
     let otp = Arc::new(Mutex::new(OtpHid::new(args.model.clone())));
     let ctap = Arc::new(Mutex::new(CtapHid::new(args.model.clone())));
     let reader = Arc::new(Mutex::new(CcidReader::new(
-        Card::new(args.model.clone()),
+        Card::usb(args.model.clone()),
         desc::usb_atr(&args.model),
     )));
 

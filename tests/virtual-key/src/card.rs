@@ -1,12 +1,15 @@
-//! The APDU processor of a virtual YubiKey: applet selection, Management/OTP/PIV commands,
-//! response chaining, fault injection and APDU counting. Transport-independent.
+//! The APDU processor of a virtual YubiKey: applet selection, Management/OTP/PIV/OpenPGP/OATH
+//! and NFCCTAP commands, NFC restricted mode, response chaining, fault injection and APDU
+//! counting. Independent of how the bytes travel; [`Transport`] only says whether the key is
+//! tapped (NFC) or plugged in (USB CCID), which matters in NFC restricted mode.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::apdu::{self, ParseError};
-use crate::device_info;
 use crate::model::{Fault, KeyModel, Management};
+use crate::{ctap2, device_info, openpgp};
 
 /// Application identifiers (full AIDs; SELECT may use a prefix of at least 5 bytes).
 pub mod aid {
@@ -18,14 +21,40 @@ pub mod aid {
     ];
     pub const OPENPGP: &[u8] = &[0xD2, 0x76, 0x00, 0x01, 0x24, 0x01];
     pub const FIDO: &[u8] = &[0xA0, 0x00, 0x00, 0x06, 0x47, 0x2F, 0x00, 0x01];
+    /// NFC Forum Type 4 Tag NDEF application.
+    pub const NDEF: &[u8] = &[0xD2, 0x76, 0x00, 0x00, 0x85, 0x01, 0x01];
+}
+
+/// The NDEF file (E104) of a key in NFC restricted mode: NLEN, then one well-known URI record
+/// with prefix 0x04 ("https://") and "yubico.com/getting-started" (protocol reference §7).
+pub const RESTRICTED_NDEF: &[u8] = b"\x00\x1F\xD1\x01\x1B\x55\x04yubico.com/getting-started";
+
+/// The NDEF capability container (E103): mapping version 2.0, MLe/MLc 127, NDEF file E104 of
+/// at most 128 bytes, readable, not writable.
+pub const NDEF_CC: &[u8] = &[
+    0x00, 0x0F, 0x20, 0x00, 0x7F, 0x00, 0x7F, 0x04, 0x06, 0xE1, 0x04, 0x00, 0x80, 0x00, 0xFF,
+];
+
+/// How the key is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// Tapped on a reader (vpcd): NFC restricted mode applies.
+    #[default]
+    Nfc,
+    /// Plugged in (the USB gadget's CCID interface).
+    Usb,
 }
 
 /// Status words.
 pub mod sw {
     pub const OK: u16 = 0x9000;
     pub const WRONG_LENGTH: u16 = 0x6700;
+    pub const SECURITY_STATUS_NOT_SATISFIED: u16 = 0x6982;
+    pub const AUTH_METHOD_BLOCKED: u16 = 0x6983;
     pub const CONDITIONS_NOT_SATISFIED: u16 = 0x6985;
     pub const FILE_NOT_FOUND: u16 = 0x6A82;
+    pub const REFERENCE_NOT_FOUND: u16 = 0x6A88;
+    pub const MORE_DATA_FF: u16 = 0x61FF;
     pub const WRONG_P1P2: u16 = 0x6B00;
     pub const INS_NOT_SUPPORTED: u16 = 0x6D00;
     pub const CLA_NOT_SUPPORTED: u16 = 0x6E00;
@@ -43,6 +72,14 @@ const INS_OTP_STATUS: u8 = 0x03;
 const OTP_SLOT_SERIAL: u8 = 0x10;
 const INS_PIV_GET_SERIAL: u8 = 0xF8;
 const INS_PIV_GET_VERSION: u8 = 0xFD;
+const INS_PIV_GET_METADATA: u8 = 0xF7;
+const INS_VERIFY: u8 = 0x20;
+const INS_GET_DATA_PIV: u8 = 0xCB;
+const INS_GET_DATA_OPENPGP: u8 = 0xCA;
+const INS_OPENPGP_GET_VERSION: u8 = 0xF1;
+const INS_READ_BINARY: u8 = 0xB0;
+const CLA_NFCCTAP: u8 = 0x80;
+const INS_NFCCTAP_MSG: u8 = 0x10;
 
 /// The currently selected application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +90,8 @@ pub enum Applet {
     OpenPgp,
     Oath,
     Fido,
+    /// NDEF (only in NFC restricted mode), with its selected file.
+    Ndef,
 }
 
 /// A virtual YubiKey answering command APDUs.
@@ -63,6 +102,13 @@ pub struct Card {
     pending: Vec<u8>,
     chunk: usize,
     apdus: Arc<AtomicU64>,
+    transport: Transport,
+    /// NDEF file selected (E103 / E104).
+    ndef_file: Option<u16>,
+    /// [`Fault::EndlessChaining`] is flooding.
+    endless: bool,
+    /// [`Fault::Stall`]: how long the last answer must be held back.
+    stall: Option<Duration>,
 }
 
 fn respond(data: &[u8], status: u16) -> Vec<u8> {
@@ -85,7 +131,32 @@ impl Card {
             pending: Vec::new(),
             chunk: SHORT_RESPONSE_MAX,
             apdus: Arc::new(AtomicU64::new(0)),
+            transport: Transport::Nfc,
+            ndef_file: None,
+            endless: false,
+            stall: None,
         }
+    }
+
+    /// A card plugged in over USB (CCID): NFC restricted mode does not apply.
+    pub fn usb(model: KeyModel) -> Self {
+        Card { transport: Transport::Usb, ..Card::new(model) }
+    }
+
+    /// How the card is connected.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// After [`Card::process`]: how long a server must hold this answer back
+    /// ([`Fault::Stall`]), taken once. Servers wait for it interruptibly (a removal ends it).
+    pub fn take_stall(&mut self) -> Option<Duration> {
+        self.stall.take()
+    }
+
+    /// Whether the key answers as one in NFC restricted mode (restricted and tapped).
+    pub fn nfc_restricted_now(&self) -> bool {
+        self.transport == Transport::Nfc && self.model.is_nfc_restricted()
     }
 
     /// The model served.
@@ -118,6 +189,9 @@ impl Card {
     pub fn reset(&mut self) {
         self.selected = None;
         self.pending.clear();
+        self.ndef_file = None;
+        self.endless = false;
+        self.stall = None;
     }
 
     /// Processes one command APDU and returns the response APDU (data || SW1 SW2).
@@ -135,10 +209,18 @@ impl Card {
             return status(sw::CLA_NOT_SUPPORTED);
         }
         if cmd.ins == INS_GET_RESPONSE {
+            if self.endless {
+                return respond(&vec![0u8; self.chunk.min(255)], sw::MORE_DATA_FF);
+            }
             return self.get_response(cmd.le);
         }
         self.pending.clear();
+        self.endless = false;
         let (data, sw) = self.dispatch(&cmd);
+        if sw == sw::MORE_DATA_FF {
+            self.endless = true;
+            return respond(&data, sw);
+        }
         if sw == sw::OK && data.len() > self.chunk && !self.oversized_exempt(&cmd) {
             return self.chain(data, cmd.le);
         }
@@ -185,6 +267,9 @@ impl Card {
         if cmd.ins == INS_SELECT {
             return self.select(cmd);
         }
+        if cmd.cla == CLA_NFCCTAP && self.selected == Some(Applet::Fido) {
+            return self.nfcctap(cmd);
+        }
         if cmd.cla != 0x00 {
             return (Vec::new(), sw::CLA_NOT_SUPPORTED);
         }
@@ -192,11 +277,65 @@ impl Card {
             Some(Applet::Management) => self.management(cmd),
             Some(Applet::Otp) => self.otp(cmd),
             Some(Applet::Piv) => self.piv(cmd),
+            Some(Applet::OpenPgp) => self.openpgp(cmd),
+            Some(Applet::Ndef) => self.ndef(cmd),
             _ => (Vec::new(), sw::INS_NOT_SUPPORTED),
         }
     }
 
+    /// NFC restricted mode: only the NDEF applet exists.
+    fn select_restricted(&mut self, cmd: &apdu::Command<'_>) -> (Vec<u8>, u16) {
+        if cmd.p1 == 0x00 && self.selected == Some(Applet::Ndef) {
+            return self.select_ndef_file(cmd);
+        }
+        if cmd.p1 == 0x04 && cmd.data == aid::NDEF {
+            self.selected = Some(Applet::Ndef);
+            self.ndef_file = None;
+            return (Vec::new(), sw::OK);
+        }
+        self.selected = None;
+        (Vec::new(), sw::FILE_NOT_FOUND)
+    }
+
+    fn select_ndef_file(&mut self, cmd: &apdu::Command<'_>) -> (Vec<u8>, u16) {
+        match cmd.data {
+            [0xE1, 0x03] | [0xE1, 0x04] => {
+                self.ndef_file = Some(u16::from_be_bytes([cmd.data[0], cmd.data[1]]));
+                (Vec::new(), sw::OK)
+            }
+            _ => (Vec::new(), sw::FILE_NOT_FOUND),
+        }
+    }
+
+    fn ndef(&mut self, cmd: &apdu::Command<'_>) -> (Vec<u8>, u16) {
+        if cmd.ins != INS_READ_BINARY {
+            return (Vec::new(), sw::INS_NOT_SUPPORTED);
+        }
+        let file = match self.ndef_file {
+            Some(0xE103) => NDEF_CC,
+            Some(0xE104) => RESTRICTED_NDEF,
+            _ => return (Vec::new(), sw::CONDITIONS_NOT_SATISFIED),
+        };
+        let offset = usize::from(u16::from_be_bytes([cmd.p1, cmd.p2]));
+        let Some(rest) = file.get(offset..) else {
+            return (Vec::new(), sw::WRONG_P1P2);
+        };
+        let n = cmd.le.unwrap_or(rest.len()).min(rest.len());
+        (rest[..n].to_vec(), sw::OK)
+    }
+
+    /// NFCCTAP_MSG (`80 10 80 00 Lc <CTAP2 request>`): the CTAP2 answer, on CTAP2 keys.
+    fn nfcctap(&mut self, cmd: &apdu::Command<'_>) -> (Vec<u8>, u16) {
+        if cmd.ins != INS_NFCCTAP_MSG || !self.model.has_ctap2() {
+            return (Vec::new(), sw::INS_NOT_SUPPORTED);
+        }
+        (ctap2::process(&self.model, cmd.data), sw::OK)
+    }
+
     fn select(&mut self, cmd: &apdu::Command<'_>) -> (Vec<u8>, u16) {
+        if self.nfc_restricted_now() {
+            return self.select_restricted(cmd);
+        }
         if cmd.p1 != 0x04 {
             return (Vec::new(), sw::WRONG_P1P2);
         }
@@ -225,13 +364,14 @@ impl Card {
         let data = match applet {
             Applet::Management => v.to_string().into_bytes(),
             Applet::Otp => self.model.otp_status(),
-            Applet::Oath => vec![0x79, 0x03, v.major, v.minor, v.patch],
+            Applet::Oath => self.oath_select(),
             Applet::Piv => vec![
                 0x61, 0x11, 0x4F, 0x06, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00, 0x79, 0x07, 0x4F, 0x05,
                 0xA0, 0x00, 0x00, 0x03, 0x08,
             ],
             Applet::OpenPgp => Vec::new(),
             Applet::Fido => b"U2F_V2".to_vec(),
+            Applet::Ndef => Vec::new(),
         };
         (data, sw::OK)
     }
@@ -249,7 +389,58 @@ impl Card {
         };
         match self.model.fault {
             None => (page.clone(), sw::OK),
+            Some(Fault::Stall) => {
+                self.stall = Some(self.model.stall);
+                (page.clone(), sw::OK)
+            }
             Some(f) => faulty_page(f, page),
+        }
+    }
+
+    /// SELECT OATH: version, salt (name), and with a password set a challenge and algorithm.
+    fn oath_select(&self) -> Vec<u8> {
+        let v = self.model.version;
+        let salt = u64::from(self.model.serial.unwrap_or(0)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut r = vec![0x79, 0x03, v.major, v.minor, v.patch, 0x71, 0x08];
+        r.extend_from_slice(&salt.to_be_bytes());
+        if self.model.posture.oath_password_set {
+            r.extend_from_slice(&[0x74, 0x08]);
+            r.extend_from_slice(&salt.rotate_left(17).to_be_bytes());
+            r.extend_from_slice(&[0x7B, 0x01, 0x01]); // HMAC-SHA1
+        }
+        r
+    }
+
+    fn openpgp(&mut self, cmd: &apdu::Command<'_>) -> (Vec<u8>, u16) {
+        match cmd.ins {
+            INS_OPENPGP_GET_VERSION => (openpgp::version_bcd(&self.model), sw::OK),
+            INS_GET_DATA_OPENPGP => {
+                match openpgp::get_data(&self.model, u16::from_be_bytes([cmd.p1, cmd.p2])) {
+                    Some(d) => (d, sw::OK),
+                    None => (Vec::new(), sw::REFERENCE_NOT_FOUND),
+                }
+            }
+            _ => (Vec::new(), sw::INS_NOT_SUPPORTED),
+        }
+    }
+
+    /// PIV GET METADATA (fw 5.3+) for the PIN (80), PUK (81) and management key (9B); every
+    /// key slot is empty (`6A88`).
+    fn piv_metadata(&self, slot: u8) -> (Vec<u8>, u16) {
+        let p = &self.model.posture;
+        let counter = |default: bool, total: u8, remaining: u8| {
+            vec![0x01, 0x01, 0xFF, 0x05, 0x01, u8::from(default), 0x06, 0x02, total, remaining]
+        };
+        match slot {
+            0x80 => (counter(p.piv_pin_default, p.piv_pin_total, p.piv_pin_retries), sw::OK),
+            0x81 => (counter(p.piv_puk_default, p.piv_puk_total, p.piv_puk_retries), sw::OK),
+            0x9B => {
+                // 3DES before 5.7, AES-192 from 5.7 (ykman: "Management key algorithm").
+                let algo = if self.model.version >= crate::model::Version::new(5, 7, 0) { 0x0A } else { 0x03 };
+                let default = u8::from(p.piv_management_key_default);
+                (vec![0x01, 0x01, algo, 0x02, 0x02, 0x00, 0x01, 0x05, 0x01, default], sw::OK)
+            }
+            _ => (Vec::new(), sw::REFERENCE_NOT_FOUND),
         }
     }
 
@@ -268,6 +459,17 @@ impl Card {
     fn piv(&mut self, cmd: &apdu::Command<'_>) -> (Vec<u8>, u16) {
         match cmd.ins {
             INS_PIV_GET_VERSION => (self.model.version.bytes().to_vec(), sw::OK),
+            INS_PIV_GET_METADATA if self.model.piv_metadata_supported() => self.piv_metadata(cmd.p2),
+            // Every data object is empty.
+            INS_GET_DATA_PIV => (Vec::new(), sw::FILE_NOT_FOUND),
+            // VERIFY without data only asks for the PIN retries; a PIN is never checked.
+            INS_VERIFY if cmd.p2 == 0x80 && cmd.data.is_empty() => {
+                match self.model.posture.piv_pin_retries {
+                    0 => (Vec::new(), sw::AUTH_METHOD_BLOCKED),
+                    n => (Vec::new(), 0x63C0 | u16::from(n.min(15))),
+                }
+            }
+            INS_VERIFY => (Vec::new(), sw::SECURITY_STATUS_NOT_SATISFIED),
             INS_PIV_GET_SERIAL if self.model.piv_serial_supported() => match self.model.serial {
                 Some(s) => (s.to_be_bytes().to_vec(), sw::OK),
                 None => (Vec::new(), sw::CONDITIONS_NOT_SATISFIED),
@@ -280,6 +482,8 @@ impl Card {
 /// Applies a fault to a well-formed `LEN || TLV…` page.
 fn faulty_page(fault: Fault, page: &[u8]) -> (Vec<u8>, u16) {
     match fault {
+        Fault::EndlessChaining => (vec![0u8; 255], sw::MORE_DATA_FF),
+        Fault::Stall => (page.to_vec(), sw::OK),
         Fault::UnknownSw => (Vec::new(), sw::NO_PRECISE_DIAGNOSIS),
         Fault::BadLength => {
             let mut p = page.to_vec();
@@ -515,9 +719,98 @@ mod tests {
     }
 
     #[test]
+    fn nfc_restricted_answers_only_ndef() {
+        let model = KeyModel::preset("yk5cnfc").unwrap().with_nfc_restricted(true);
+        let mut c = Card::new(model.clone());
+        for select in [SELECT_MGMT, SELECT_OTP, "00A4040005A000000308", "00A4040008A0000006472F0001"] {
+            assert_eq!(c.process(&hex(select)), hex("6A82"), "{select}");
+        }
+        assert_eq!(c.process(&hex("00A4040007D2760000850101")), hex("9000"));
+        assert_eq!(c.process(&hex("00A4000C02E104")), hex("9000"));
+        let mut want = RESTRICTED_NDEF.to_vec();
+        want.extend_from_slice(&[0x90, 0x00]);
+        assert_eq!(c.process(&hex("00B00000")), want);
+        assert_eq!(&want[..7], &hex("001FD1011B5504")[..]);
+        assert_eq!(&want[7..33], b"yubico.com/getting-started");
+        assert_eq!(c.process(&hex("00B0000002")), hex("001F9000"));
+        assert_eq!(c.process(&hex("00A4000C02E103")), hex("9000"));
+        assert_eq!(c.process(&hex("00B000000F"))[..15], NDEF_CC[..]);
+        // Over USB the same key answers everything, and DeviceInfo says it is restricted.
+        let mut usb = Card::usb(model);
+        assert_eq!(usb.process(&hex(SELECT_MGMT)), b"5.7.4\x90\x00".to_vec());
+        let tlvs = device_info::tlvs(usb.model());
+        assert!(tlvs.iter().any(|(t, v)| *t == 0x17 && v == &[1]));
+    }
+
+    #[test]
+    fn piv_metadata_follows_the_posture() {
+        let mut m = KeyModel::preset("yk5nfc").unwrap();
+        let mut c = Card::new(m.clone());
+        c.process(&hex("00A4040005A000000308"));
+        assert_eq!(c.process(&hex("00F70080")), hex("0101FF050101060203039000"));
+        assert_eq!(c.process(&hex("00F7009B")), hex("01010302020001050101 9000"));
+        assert_eq!(sw_of(&c.process(&hex("00F7009A"))), sw::REFERENCE_NOT_FOUND);
+        assert_eq!(sw_of(&c.process(&hex("00CB3FFF055C035FC102"))), sw::FILE_NOT_FOUND);
+        assert_eq!(c.process(&hex("00200080")), hex("63C3"));
+        assert_eq!(sw_of(&c.process(&hex("002000800831323334353600FF"))), sw::SECURITY_STATUS_NOT_SATISFIED);
+        m.posture = crate::posture::hardened();
+        let mut c = Card::new(m);
+        c.process(&hex("00A4040005A000000308"));
+        assert_eq!(c.process(&hex("00F70081")), hex("0101FF050100060203009000"));
+        // No metadata before 5.3.
+        let mut c = card("yk4");
+        c.process(&hex("00A4040005A000000308"));
+        assert_eq!(sw_of(&c.process(&hex("00F70080"))), sw::INS_NOT_SUPPORTED);
+    }
+
+    #[test]
+    fn oath_select_has_a_challenge_only_with_a_password() {
+        let m = KeyModel::preset("yk5nfc").unwrap();
+        let select = hex("00A4040007A0000005272101");
+        let plain = Card::new(m.clone()).process(&select);
+        assert!(!plain.windows(2).any(|w| w == [0x74, 0x08]));
+        let mut locked = m;
+        locked.posture.oath_password_set = true;
+        let r = Card::new(locked).process(&select);
+        assert_eq!(r.len(), plain.len() + 13);
+        assert_eq!(&r[plain.len() - 2..plain.len()], &[0x74, 0x08]);
+    }
+
+    #[test]
+    fn nfcctap_get_info_over_iso7816() {
+        let mut c = card("yk5cnfc");
+        assert_eq!(c.process(&hex("00A4040008A0000006472F0001")), b"U2F_V2\x90\x00".to_vec());
+        let r = c.process(&hex("80108000010400"));
+        assert_eq!(sw_of(&r) >> 8, 0x61, "getInfo is longer than one short answer");
+        let mut c = card("neo");
+        c.process(&hex("00A4040008A0000006472F0001"));
+        assert_eq!(sw_of(&c.process(&hex("801080000104"))), sw::INS_NOT_SUPPORTED);
+    }
+
+    #[test]
+    fn endless_chaining_never_ends_and_stall_is_announced() {
+        let m = KeyModel::preset("yk5nfc").unwrap();
+        let mut c = Card::new(m.clone().with_fault(Some(Fault::EndlessChaining)));
+        c.process(&hex(SELECT_MGMT));
+        assert_eq!(sw_of(&c.process(&hex("001D000000"))), 0x61FF);
+        for _ in 0..100 {
+            assert_eq!(sw_of(&c.process(&hex("00C0000000"))), 0x61FF);
+        }
+        // Any other command ends the flood.
+        assert_eq!(sw_of(&c.process(&hex(SELECT_MGMT))), 0x9000);
+        let mut c = Card::new(m.with_fault(Some(Fault::Stall)));
+        c.process(&hex(SELECT_MGMT));
+        assert_eq!(c.take_stall(), None);
+        assert_eq!(sw_of(&c.process(&hex("001D000000"))), 0x9000);
+        assert_eq!(c.take_stall(), Some(crate::model::DEFAULT_STALL));
+        assert_eq!(c.take_stall(), None);
+    }
+
+    #[test]
     fn never_panics_on_garbage() {
         for p in PRESETS {
             let mut c = card(p);
+            c.model.posture = crate::posture::hardened();
             for len in 0..40usize {
                 for seed in 0..20u8 {
                     let cmd: Vec<u8> = (0..len)

@@ -2,10 +2,11 @@
 //! reference §4). Transport-independent: feed each output report to [`CtapHid::packet`] and
 //! send back the input reports it returns.
 //!
-//! Served: INIT (channel allocation), PING, WINK, the Yubico vendor command 0xC2 READ_CONFIG
-//! (DeviceInfo page; fw ≥ 4.1 only), and CTAPHID_ERROR for anything else.
+//! Served: INIT (channel allocation), PING, WINK, CBOR (CTAP2 getInfo and the read-only
+//! clientPIN retries, [`crate::ctap2`]; fw 5 FIDO2 keys only), the Yubico vendor command 0xC2
+//! READ_CONFIG (DeviceInfo page; fw ≥ 4.1 only), and CTAPHID_ERROR for anything else.
 
-use crate::device_info;
+use crate::{ctap2, device_info};
 use crate::model::{KeyModel, Management};
 
 pub const PACKET: usize = 64;
@@ -179,6 +180,9 @@ impl CtapHid {
                     .unwrap_or_else(|| vec![0]);
                 frame(cid, CMD_READ_CONFIG, &data)
             }
+            CMD_CBOR if self.model.has_ctap2() => {
+                frame(cid, CMD_CBOR, &ctap2::process(&self.model, &a.data))
+            }
             // U2F APDUs: "instruction not supported".
             CMD_MSG => frame(cid, CMD_MSG, &[0x6D, 0x00]),
             _ => frame(cid, CMD_ERROR, &[ERR_INVALID_CMD]),
@@ -242,6 +246,32 @@ mod tests {
         assert_eq!((r[0][4], r[0][7]), (0xBF, ERR_INVALID_CHANNEL));
         let r = c.packet(&frame(cid, 0x55, &[])[0]);
         assert_eq!((r[0][4], r[0][7]), (0xBF, ERR_INVALID_CMD));
+    }
+
+    fn reassemble(r: &[[u8; PACKET]]) -> Vec<u8> {
+        let len = usize::from(u16::from_be_bytes([r[0][5], r[0][6]]));
+        let mut data = r[0][7..].to_vec();
+        for cont in &r[1..] {
+            data.extend_from_slice(&cont[5..]);
+        }
+        data.truncate(len);
+        data
+    }
+
+    #[test]
+    fn cbor_get_info_over_ctaphid() {
+        let m = KeyModel::preset("yk5nano").unwrap().with_posture(crate::posture::hardened());
+        let mut c = CtapHid::new(m.clone());
+        let cid = init(&mut c, [3; 8]);
+        let r = c.packet(&frame(cid, CMD_CBOR, &[ctap2::CMD_GET_INFO])[0]);
+        assert_eq!(r[0][4], 0x80 | CMD_CBOR);
+        let data = reassemble(&r);
+        assert_eq!(data, ctap2::process(&m, &[ctap2::CMD_GET_INFO]));
+        assert_eq!(data[0], ctap2::OK);
+        let mut yk4 = CtapHid::new(KeyModel::preset("yk4").unwrap());
+        let cid = init(&mut yk4, [4; 8]);
+        let r = yk4.packet(&frame(cid, CMD_CBOR, &[ctap2::CMD_GET_INFO])[0]);
+        assert_eq!((r[0][4], r[0][7]), (0xBF, ERR_INVALID_CMD), "U2F-only key");
     }
 
     #[test]

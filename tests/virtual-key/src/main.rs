@@ -8,17 +8,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keytally_virtual_key::model::{Fault, KeyModel, PRESETS};
+use keytally_virtual_key::posture;
 use keytally_virtual_key::vpcd::{self, End, Session};
 use keytally_virtual_key::Card;
 
-const USAGE: &str = "usage: keytally-vkey --model NAME [--serial N|none] [--fault MODE] [--port PORT] [--count-file PATH]
+const USAGE: &str = "usage: keytally-vkey --model NAME [--serial N|none] [--fault MODE] [--stall SECS]
+                     [--posture SPEC] [--nfc-restricted] [--port PORT] [--count-file PATH]
        keytally-vkey --model NAME [...] --lab -- COMMAND [ARGS...]
        keytally-vkey --list-models
 With --lab, starts an isolated pcscd (its own /run/pcscd and vpcd port), inserts the key,
 runs COMMAND with PCSCLITE_CSOCK_NAME pointing at that pcscd (and KEYTALLY_VKEY_READER set
 to the reader's name), and exits with COMMAND's status. Nothing of the system's pcscd is used.
 Serves the model on vpcd (127.0.0.1:PORT, default 35963) until SIGINT/SIGTERM; reconnects when
-the reader goes away. --count-file is rewritten with the running APDU count after each APDU.";
+the reader goes away. --count-file is rewritten with the running APDU count after each APDU.
+--posture KEY=VALUE,... sets what the applets report (repeatable; `hardened` = every field
+away from the factory state; keys: see --list-models). --nfc-restricted puts the key in NFC
+restricted mode (only the NDEF applet answers). --stall sets how long --fault stall holds
+READ CONFIG (default 40).";
 
 struct Args {
     model: KeyModel,
@@ -33,6 +39,9 @@ fn parse_args() -> Result<Option<Args>, String> {
     let (mut model, mut serial, mut fault, mut port, mut count_file) =
         (None, None, None, vpcd::DEFAULT_PORT, None);
     let mut lab = false;
+    let mut posture_specs: Vec<String> = Vec::new();
+    let mut nfc_restricted = false;
+    let mut stall = None;
     let mut lab_command = None;
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
@@ -47,7 +56,9 @@ fn parse_args() -> Result<Option<Args>, String> {
                         );
                     }
                 }
-                println!("faults: {}", Fault::ALL.map(Fault::name).join(", "));
+                println!("faults: {}", Fault::EVERY.map(Fault::name).join(", "));
+                println!("posture keys: hardened, factory, {}", posture::KEYS.join(", "));
+                println!("factory posture: {}", posture::Posture::default());
                 return Ok(None);
             }
             "-h" | "--help" => {
@@ -57,6 +68,16 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--model" => model = Some(value("--model")?),
             "--serial" => serial = Some(value("--serial")?),
             "--fault" => fault = Some(value("--fault")?.parse::<Fault>()?),
+            "--posture" => posture_specs.push(value("--posture")?),
+            "--nfc-restricted" => nfc_restricted = true,
+            "--stall" => {
+                let secs: f64 = value("--stall")?
+                    .parse()
+                    .map_err(|e| format!("--stall: {e}"))?;
+                stall = Some(
+                    Duration::try_from_secs_f64(secs).map_err(|e| format!("--stall: {e}"))?,
+                );
+            }
             "--port" => {
                 port = value("--port")?
                     .parse()
@@ -81,6 +102,15 @@ fn parse_args() -> Result<Option<Args>, String> {
             Some(s.parse::<u32>().map_err(|e| format!("--serial: {e}"))?)
         };
         model = model.with_serial(s);
+    }
+    for spec in &posture_specs {
+        model.posture.apply(spec).map_err(|e| format!("--posture: {e}"))?;
+    }
+    if nfc_restricted {
+        model = model.with_nfc_restricted(true);
+    }
+    if let Some(d) = stall {
+        model.stall = d;
     }
     let lab_command = match (lab, lab_command) {
         (true, Some(cmd)) if !cmd.is_empty() => Some(cmd),

@@ -5,6 +5,9 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
+
+use crate::posture::Posture;
 
 /// Capability bits (ykman `CAPABILITY`, normal numbering).
 pub mod cap {
@@ -133,15 +136,35 @@ pub enum Fault {
     Oversized,
     /// READ CONFIG answers the undefined status word `6F00`.
     UnknownSw,
+    /// READ CONFIG answers `61 FF` and so does every GET RESPONSE after it, for ever.
+    EndlessChaining,
+    /// READ CONFIG is answered only after [`KeyModel::stall`] (default 40 s), or never if the
+    /// card is removed first.
+    Stall,
 }
 
 impl Fault {
+    /// The faults that answer at once, but wrongly (every DeviceInfo reader must reject them).
     pub const ALL: [Fault; 5] = [
         Fault::MalformedTlv,
         Fault::BadLength,
         Fault::Truncated,
         Fault::Oversized,
         Fault::UnknownSw,
+    ];
+
+    /// The faults that hold a reader: a flood of `61xx` and a stall (issue 12).
+    pub const HOLDING: [Fault; 2] = [Fault::EndlessChaining, Fault::Stall];
+
+    /// Every fault: [`Fault::ALL`] then [`Fault::HOLDING`].
+    pub const EVERY: [Fault; 7] = [
+        Fault::MalformedTlv,
+        Fault::BadLength,
+        Fault::Truncated,
+        Fault::Oversized,
+        Fault::UnknownSw,
+        Fault::EndlessChaining,
+        Fault::Stall,
     ];
 
     pub fn name(self) -> &'static str {
@@ -151,6 +174,8 @@ impl Fault {
             Fault::Truncated => "truncated",
             Fault::Oversized => "oversized",
             Fault::UnknownSw => "unknown-sw",
+            Fault::EndlessChaining => "endless-chaining",
+            Fault::Stall => "stall",
         }
     }
 }
@@ -158,13 +183,13 @@ impl Fault {
 impl FromStr for Fault {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Fault::ALL
+        Fault::EVERY
             .into_iter()
             .find(|f| f.name() == s)
             .ok_or_else(|| {
                 format!(
                     "unknown fault {s:?}; known: {}",
-                    Fault::ALL.map(Fault::name).join(", ")
+                    Fault::EVERY.map(Fault::name).join(", ")
                 )
             })
     }
@@ -245,7 +270,8 @@ pub struct KeyModel {
     pub fips_approved: Option<u16>,
     /// Tag 0x16.
     pub pin_complexity: Option<bool>,
-    /// Tag 0x17.
+    /// Tag 0x17. `Some(true)` also puts the key in NFC restricted mode: over NFC it then
+    /// answers only the NDEF applet with Yubico's getting-started URL (see [`crate::card`]).
     pub nfc_restricted: Option<bool>,
     /// Tag 0x18 (normal capability numbering).
     pub reset_blocked: Option<u16>,
@@ -262,7 +288,14 @@ pub struct KeyModel {
     pub atr: Atr,
     /// Fault injection for READ CONFIG.
     pub fault: Option<Fault>,
+    /// How long [`Fault::Stall`] holds READ CONFIG.
+    pub stall: Duration,
+    /// What the applets report about PINs, credentials and slots.
+    pub posture: Posture,
 }
+
+/// How long [`Fault::Stall`] holds READ CONFIG by default (issue 12's stalled reader).
+pub const DEFAULT_STALL: Duration = Duration::from_secs(40);
 
 /// All preset names, in a stable order.
 pub const PRESETS: [&str; 7] = [
@@ -330,6 +363,8 @@ impl KeyModel {
             otp_status_tail: vec![0x00, 0x00, 0x00],
             atr: Atr::Yk5Nfc,
             fault: None,
+            stall: DEFAULT_STALL,
+            posture: Posture::default(),
         }
     }
 
@@ -466,6 +501,10 @@ impl KeyModel {
             }
             _ => return None,
         };
+        let mut m = m;
+        // The OTP slots the preset's status bytes already say are configured.
+        let bits = m.otp_status_tail.get(1).copied().unwrap_or(0);
+        m.posture.otp_slots_configured = [bits & 0x01 != 0, bits & 0x02 != 0];
         Some(m)
     }
 
@@ -481,15 +520,52 @@ impl KeyModel {
         self
     }
 
+    /// Replaces the posture.
+    pub fn with_posture(mut self, posture: Posture) -> Self {
+        self.posture = posture;
+        self
+    }
+
+    /// Puts the key in (or out of) NFC restricted mode: DeviceInfo tag 0x17 says so, and over
+    /// NFC only the NDEF applet answers.
+    pub fn with_nfc_restricted(mut self, restricted: bool) -> Self {
+        self.nfc_restricted = Some(restricted);
+        self
+    }
+
+    /// Whether the key is in NFC restricted mode.
+    pub fn is_nfc_restricted(&self) -> bool {
+        self.nfc_restricted == Some(true)
+    }
+
+    /// Whether the FIDO applet speaks CTAP2 (authenticatorGetInfo): FIDO2 capable, fw 5+.
+    pub fn has_ctap2(&self) -> bool {
+        self.applets.fido && self.version.major >= 5 && self.usb_supported & cap::FIDO2 != 0
+    }
+
+    /// A YubiKey Bio (fingerprint sensor): reports `uv` / `bioEnroll` in getInfo.
+    pub fn is_bio(&self) -> bool {
+        matches!(self.form_factor & 0x0F, form_factor::USB_A_BIO | form_factor::USB_C_BIO)
+    }
+
+    /// Whether PIV answers GET METADATA (`INS F7`): fw 5.3 and later.
+    pub fn piv_metadata_supported(&self) -> bool {
+        self.version >= Version::new(5, 3, 0)
+    }
+
     /// Whether PIV answers GET SERIAL (`00 F8 00 00`): fw ≥ 5.0.3, as ykman requires.
     pub fn piv_serial_supported(&self) -> bool {
         self.version >= Version::new(5, 0, 3)
     }
 
     /// The OTP applet's SELECT response / status: version bytes then [`Self::otp_status_tail`].
+    /// The touch-level byte's slot bits come from [`Posture::otp_slots_configured`].
     pub fn otp_status(&self) -> Vec<u8> {
         let mut s = self.version.bytes().to_vec();
         s.extend_from_slice(&self.otp_status_tail);
+        if let Some(touch_lo) = s.get_mut(4) {
+            *touch_lo = (*touch_lo & !0x03) | self.posture.otp_slot_bits();
+        }
         s
     }
 }
@@ -509,7 +585,7 @@ mod tests {
 
     #[test]
     fn fault_names_roundtrip() {
-        for f in Fault::ALL {
+        for f in Fault::EVERY {
             assert_eq!(f.name().parse::<Fault>(), Ok(f));
         }
         assert!("x".parse::<Fault>().is_err());

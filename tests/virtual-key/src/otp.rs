@@ -74,21 +74,12 @@ impl OtpHid {
         &self.model
     }
 
+    /// The status report: version, programming sequence, touch level (whose slot bits come
+    /// from the posture, see [`KeyModel::otp_status`]), flags.
     fn status(&self, flags: u8) -> [u8; 8] {
-        let v = self.model.version.bytes();
-        let tail = &self.model.otp_status_tail;
-        let touch_lo = tail.get(1).copied().unwrap_or(0);
-        let touch_hi = tail.get(2).copied().unwrap_or(0);
-        [
-            0,
-            v[0],
-            v[1],
-            v[2],
-            self.prog_seq,
-            touch_lo,
-            touch_hi,
-            flags,
-        ]
+        let s = self.model.otp_status();
+        let at = |i: usize| s.get(i).copied().unwrap_or(0);
+        [0, at(0), at(1), at(2), self.prog_seq, at(4), at(5), flags]
     }
 
     /// The host reads a feature report (HID GET_REPORT).
@@ -216,6 +207,16 @@ mod tests {
     fn status_report_carries_version_and_prog_seq() {
         let mut otp = OtpHid::new(KeyModel::preset("yk4").unwrap());
         assert_eq!(otp.get_report(), [0, 4, 3, 7, 3, 7, 0, 0]);
+    }
+
+    #[test]
+    fn status_report_carries_the_configured_slots() {
+        let mut m = KeyModel::preset("yk5nfc").unwrap();
+        assert_eq!(OtpHid::new(m.clone()).get_report()[5], 0x00);
+        m.posture.otp_slots_configured = [true, false];
+        assert_eq!(OtpHid::new(m.clone()).get_report()[5], 0x01);
+        m.posture.otp_slots_configured = [false, true];
+        assert_eq!(OtpHid::new(m).get_report()[5], 0x02);
     }
 
     #[test]

@@ -120,6 +120,16 @@ pub fn serve_with(
             }
             apdu => {
                 let response = card.process(apdu);
+                if let Some(hold) = card.take_stall() {
+                    // A stalled card: the reader waits; a removal ends the wait.
+                    let until = Instant::now() + hold;
+                    while Instant::now() < until {
+                        if stop.load(Ordering::SeqCst) {
+                            return Ok(End::Stopped);
+                        }
+                        std::thread::sleep(POLL_INTERVAL.min(until.saturating_duration_since(Instant::now())));
+                    }
+                }
                 session.apdus.fetch_add(1, Ordering::SeqCst);
                 write_message(stream, &response)?;
                 after_apdu(card.apdu_count());
