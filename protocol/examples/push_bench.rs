@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keytally_protocol::api::{build_client, parse_secure_url, DevicesClient, TransportConfig};
+use keytally_protocol::http::{build_client, parse_secure_url, HttpConfig};
+use keytally_protocol::DevicesClient;
 use keytally_protocol::auth::{Authenticator, Credential, StaticSource, StaticToken};
 use keytally_protocol::secret::Secret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,7 +64,7 @@ async fn main() {
     let (_, key) = sb.create_api_key("bench");
     let counters = Arc::new(Counters::default());
     let via = relay(sb.addr, counters.clone()).await;
-    let http = build_client(&TransportConfig { timeout: Duration::from_secs(10), ..TransportConfig::default() }).unwrap();
+    let http = build_client(&HttpConfig { timeout: Duration::from_secs(10), ..HttpConfig::default() }).unwrap();
     let auth = Authenticator::new(Credential::Static(StaticToken::new(StaticSource::Value(Secret::new(key))).unwrap()));
     let base = parse_secure_url("server", &format!("http://{via}{}", keytally_sandbox::DEVICES_BASE)).unwrap();
     let client = DevicesClient::new(http, base, Arc::new(auth)).unwrap();

@@ -1,6 +1,9 @@
 //! The devices API client: `PUT {base}/devices/{uniqueId}` (idempotent upsert) and
 //! `GET {base}/devices` (paginated list), with the bearer credential, one refresh after
 //! a 401, and every answer classified into a [`Failure`] the scheduler understands.
+//!
+//! The credential comes in through [`BearerProvider`]; the crate root names the client
+//! the agent uses, with `auth`'s `Authenticator`, [`crate::DevicesClient`].
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -9,9 +12,9 @@ use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, Url};
 use uuid::Uuid;
 
-use super::response::{self, read_capped, read_reason, transport_failure, Failure, StatusClass};
-use super::transport::{check_secure, redact_url, TransportError};
-use crate::auth::{AuthError, Authenticator};
+use crate::http::response::{self, read_capped, read_reason, request_failure, Failure, StatusClass};
+use crate::http::url_policy::{check_secure, redact_url};
+use crate::http::{BearerProvider, HttpSetupError};
 
 /// The largest list page read.
 pub const LIST_BODY_CAP: usize = 8 * 1024 * 1024;
@@ -21,6 +24,7 @@ pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// A successful upsert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pushed {
+    /// The server's 2xx status code.
     pub status: u16,
     /// Bytes of the request body.
     pub body_bytes: usize,
@@ -29,35 +33,44 @@ pub struct Pushed {
 /// One page of `GET /devices`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DevicePage {
+    /// The devices on this page, as the server sent them.
     pub items: Vec<serde_json::Value>,
     /// Present when the server uses the `{items, total_count}` shape.
     pub total_count: Option<u64>,
 }
 
-/// A client for one server profile.
-#[derive(Debug, Clone)]
-pub struct DevicesClient {
+/// A client for one server profile, carrying the bearer tokens `A` hands out.
+#[derive(Debug)]
+pub struct DevicesClient<A> {
     http: reqwest::Client,
     base: Url,
-    auth: Arc<Authenticator>,
+    auth: Arc<A>,
 }
 
-impl DevicesClient {
+impl<A> Clone for DevicesClient<A> {
+    fn clone(&self) -> Self {
+        DevicesClient { http: self.http.clone(), base: self.base.clone(), auth: self.auth.clone() }
+    }
+}
+
+impl<A: BearerProvider> DevicesClient<A> {
     /// `base` is the API root, for example
     /// `https://sample.appterix.eu/api/external/ybk-management`.
-    pub fn new(http: reqwest::Client, base: Url, auth: Arc<Authenticator>) -> Result<Self, TransportError> {
+    pub fn new(http: reqwest::Client, base: Url, auth: Arc<A>) -> Result<Self, HttpSetupError> {
         check_secure("server URL", &base)?;
         if base.cannot_be_a_base() {
-            return Err(TransportError::BadUrl { what: "server URL", url: base.to_string(), reason: "not a base URL".into() });
+            return Err(HttpSetupError::BadUrl { what: "server URL", url: base.to_string(), reason: "not a base URL".into() });
         }
         Ok(DevicesClient { http, base, auth })
     }
 
+    /// The API root, redacted for logs.
     pub fn base(&self) -> String {
         redact_url(&self.base)
     }
 
-    pub fn auth(&self) -> &Arc<Authenticator> {
+    /// The credential this client's requests carry.
+    pub fn auth(&self) -> &Arc<A> {
         &self.auth
     }
 
@@ -135,12 +148,12 @@ impl DevicesClient {
     async fn send_authorized(&self, build: impl Fn() -> reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
         let mut refreshed = false;
         loop {
-            let token = self.auth.bearer().await.map_err(auth_failure)?;
+            let token = self.auth.bearer().await?;
             let resp = build()
                 .bearer_auth(token.expose())
                 .send()
                 .await
-                .map_err(|e| transport_failure(&format!("request to {}", self.base()), &e))?;
+                .map_err(|e| request_failure(&format!("request to {}", self.base()), &e))?;
             let status = resp.status();
             match response::classify(status) {
                 StatusClass::Accepted => {
@@ -150,7 +163,7 @@ impl DevicesClient {
                 StatusClass::Unauthorized if !refreshed => {
                     refreshed = true;
                     tracing::info!("server answered 401; refreshing the credential once");
-                    self.auth.refresh_after_unauthorized(&token).await.map_err(auth_failure)?;
+                    self.auth.refresh_after_unauthorized(&token).await?;
                     continue;
                 }
                 class => return Err(failure_from(class, resp).await),
@@ -185,13 +198,6 @@ async fn failure_from(class: StatusClass, mut resp: reqwest::Response) -> Failur
             Failure::Rejected { status, reason }
         }
         StatusClass::Accepted => Failure::retryable("internal: accepted answer classified as failure"),
-    }
-}
-
-fn auth_failure(e: AuthError) -> Failure {
-    match e {
-        AuthError::Rejected(reason) | AuthError::Config(reason) => Failure::CredentialRejected { status: None, reason },
-        AuthError::Transient { reason, retry_after } => Failure::Retryable { status: None, retry_after, reason },
     }
 }
 

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keytally_protocol::api::{build_client, parse_secure_url, DevicesClient, Failure, TransportConfig};
+use keytally_protocol::http::{build_client, parse_secure_url, Failure, HttpConfig};
+use keytally_protocol::DevicesClient;
 use keytally_protocol::auth::{Authenticator, ClientAuth, ClientCredentials, Credential, MachineToken, StaticSource, StaticToken};
 use keytally_protocol::secret::Secret;
 use keytally_sandbox::{Config, Faults, Hostile, Sandbox};
@@ -16,7 +17,7 @@ fn record(id: &str, n: u64) -> Vec<u8> {
 }
 
 fn http(timeout: Duration) -> reqwest::Client {
-    build_client(&TransportConfig { connect_timeout: Duration::from_secs(2), timeout, ..TransportConfig::default() }).unwrap()
+    build_client(&HttpConfig { connect_timeout: Duration::from_secs(2), timeout, ..HttpConfig::default() }).unwrap()
 }
 
 fn static_client(sb: &Sandbox, token: &str) -> DevicesClient {

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keytally_protocol::api::{build_client, parse_secure_url, DevicesClient, TransportConfig};
+use keytally_protocol::http::{build_client, parse_secure_url, HttpConfig};
+use keytally_protocol::DevicesClient;
 use keytally_protocol::auth::{Authenticator, Credential, StaticSource, StaticToken};
 use keytally_protocol::secret::Secret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -50,11 +51,11 @@ async fn connect_proxy() -> (std::net::SocketAddr, Arc<AtomicU64>, Arc<Mutex<Vec
 }
 
 fn client(base: &str, ca: &std::path::Path) -> DevicesClient {
-    let http = build_client(&TransportConfig {
+    let http = build_client(&HttpConfig {
         connect_timeout: Duration::from_secs(2),
         timeout: Duration::from_secs(5),
         extra_ca_file: Some(ca.to_owned()),
-        ..TransportConfig::default()
+        ..HttpConfig::default()
     })
     .unwrap();
     let auth = Authenticator::new(Credential::Static(StaticToken::new(StaticSource::Value(Secret::new("t"))).unwrap()));

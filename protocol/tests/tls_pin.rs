@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use keytally_protocol::api::pin::spki_sha256;
-use keytally_protocol::api::{build_client, parse_secure_url, DevicesClient, Failure, TransportConfig};
+use keytally_protocol::http::pin::spki_sha256;
+use keytally_protocol::http::{build_client, parse_secure_url, Failure, HttpConfig};
+use keytally_protocol::DevicesClient;
 use keytally_protocol::auth::{Authenticator, Credential, StaticSource, StaticToken};
 use keytally_protocol::secret::Secret;
 
 fn client(base: &str, ca: Option<std::path::PathBuf>, pins: Vec<String>) -> Result<DevicesClient, String> {
-    let http = build_client(&TransportConfig {
+    let http = build_client(&HttpConfig {
         connect_timeout: Duration::from_secs(2),
         timeout: Duration::from_secs(5),
         extra_ca_file: ca,

@@ -14,6 +14,7 @@ pub use jwt::ExpiryWarning;
 pub use oauth::{ClientAuth, ClientCredentials};
 pub use rotation::MachineToken;
 
+use crate::http::{BearerProvider, Failure};
 use crate::secret::{Secret, SecretSource};
 
 /// Why no usable token could be had. Never contains a secret.
@@ -124,29 +125,6 @@ impl Authenticator {
         &self.credential
     }
 
-    /// The token for the next request.
-    pub async fn bearer(&self) -> Result<Secret, AuthError> {
-        let token = match &self.credential {
-            Credential::Static(s) => s.token(),
-            Credential::OAuth(o) => o.token().await?,
-            Credential::Machine(m) => m.token(),
-        };
-        if !matches!(self.credential, Credential::OAuth(_)) {
-            self.warn_expiry(&token, SystemTime::now());
-        }
-        Ok(token)
-    }
-
-    /// Called once after a 401 for `rejected`. `Ok` means a different token is now
-    /// available and the request may be sent once more.
-    pub async fn refresh_after_unauthorized(&self, rejected: &Secret) -> Result<(), AuthError> {
-        match &self.credential {
-            Credential::Static(s) => s.reload(rejected),
-            Credential::OAuth(o) => o.refresh(rejected).await,
-            Credential::Machine(m) => m.reload(rejected),
-        }
-    }
-
     /// Reads the credential's source again (a file or keyring entry an admin may have
     /// replaced after the server refused it); true when it changed. A value given once, or a
     /// machine token keytally rotates itself, does not change this way.
@@ -165,13 +143,6 @@ impl Authenticator {
             Credential::Static(s) => crate::secret::fingerprint(&s.token()),
             Credential::OAuth(o) => o.secret_fingerprint(),
             Credential::Machine(m) => crate::secret::fingerprint(&m.token()),
-        }
-    }
-
-    /// Called after any 2xx.
-    pub fn note_success(&self) {
-        if let Credential::Machine(m) = &self.credential {
-            m.confirm_current();
         }
     }
 
@@ -213,5 +184,44 @@ impl Authenticator {
             (_, Some(exp)) => ExpiryWarning::at(exp, now).message("the API token", exp),
         };
         CredentialInfo { kind, source, expires_at, expiry_warning, rotation_interrupted }
+    }
+}
+
+impl BearerProvider for Authenticator {
+    async fn bearer(&self) -> Result<Secret, Failure> {
+        let token = match &self.credential {
+            Credential::Static(s) => s.token(),
+            Credential::OAuth(o) => o.token().await?,
+            Credential::Machine(m) => m.token(),
+        };
+        if !matches!(self.credential, Credential::OAuth(_)) {
+            self.warn_expiry(&token, SystemTime::now());
+        }
+        Ok(token)
+    }
+
+    async fn refresh_after_unauthorized(&self, rejected: &Secret) -> Result<(), Failure> {
+        Ok(match &self.credential {
+            Credential::Static(s) => s.reload(rejected),
+            Credential::OAuth(o) => o.refresh(rejected).await,
+            Credential::Machine(m) => m.reload(rejected),
+        }?)
+    }
+
+    fn note_success(&self) {
+        if let Credential::Machine(m) = &self.credential {
+            m.confirm_current();
+        }
+    }
+}
+
+/// No token means the request fails: a refused or misconfigured credential is a
+/// credential failure, an unreachable token endpoint one to retry.
+impl From<AuthError> for Failure {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Rejected(reason) | AuthError::Config(reason) => Failure::CredentialRejected { status: None, reason },
+            AuthError::Transient { reason, retry_after } => Failure::Retryable { status: None, retry_after, reason },
+        }
     }
 }

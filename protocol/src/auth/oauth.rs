@@ -9,8 +9,8 @@ use reqwest::Url;
 use tokio::sync::Mutex;
 
 use super::AuthError;
-use crate::api::response::{self, read_capped, read_reason, StatusClass};
-use crate::api::transport::redact_url;
+use crate::http::redact_url;
+use crate::http::response::{self, read_capped, read_reason, StatusClass};
 use crate::secret::{Secret, SecretSource};
 
 /// The largest token response read.
@@ -152,27 +152,30 @@ impl ClientCredentials {
     }
 
     async fn fetch(&self) -> Result<Cached, AuthError> {
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "client_credentials");
-        if let Some(scope) = &self.scope {
-            form.append_pair("scope", scope);
-        }
         let mut req = self
             .http
             .post(self.token_url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-        match self.client_auth {
-            ClientAuth::Basic => {
-                let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-                req = req.basic_auth(enc(&self.client_id), Some(enc(self.secret().expose())));
+        // The form serializer is not `Send`: it lives only in this block, not across an await.
+        let body = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "client_credentials");
+            if let Some(scope) = &self.scope {
+                form.append_pair("scope", scope);
             }
-            ClientAuth::Body => {
-                form.append_pair("client_id", &self.client_id);
-                form.append_pair("client_secret", self.secret().expose());
+            match self.client_auth {
+                ClientAuth::Basic => {
+                    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                    req = req.basic_auth(enc(&self.client_id), Some(enc(self.secret().expose())));
+                }
+                ClientAuth::Body => {
+                    form.append_pair("client_id", &self.client_id);
+                    form.append_pair("client_secret", self.secret().expose());
+                }
             }
-        }
-        let body = Secret::new(form.finish());
+            Secret::new(form.finish())
+        };
         let started = Instant::now();
         let mut resp = req.body(body.expose().to_owned()).send().await.map_err(|e| AuthError::Transient {
             reason: format!("token request to {}: {}", self.token_url(), response::describe_reqwest(&e)),

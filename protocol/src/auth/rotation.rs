@@ -25,8 +25,8 @@ use std::sync::Mutex;
 use reqwest::Url;
 
 use super::AuthError;
-use crate::api::response::{self, read_capped, read_reason, StatusClass};
-use crate::api::transport::redact_url;
+use crate::http::redact_url;
+use crate::http::response::{self, read_capped, read_reason, StatusClass};
 use crate::secret::{Secret, SecretError};
 
 const ROTATION_BODY_CAP: usize = 64 * 1024;

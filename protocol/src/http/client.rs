@@ -1,19 +1,16 @@
-//! The HTTP transport: builds the one `reqwest` client every request goes through
-//! (rustls, system roots plus an optional extra CA, timeouts, no redirects, the
-//! keytally `User-Agent`) and enforces "https unless loopback" on every URL.
+//! The one `reqwest` client every request goes through: rustls, system roots plus an
+//! optional extra CA, an optional SPKI pin, the proxy from `HTTPS_PROXY`/`NO_PROXY`, timeouts, no
+//! redirects, the keytally `User-Agent`.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-
-use reqwest::Url;
 
 /// The `User-Agent` keytally sends: `keytally/<version>`.
 pub const USER_AGENT: &str = concat!("keytally/", env!("CARGO_PKG_VERSION"));
 
 /// Knobs for the HTTP client. `Default` is what the agent uses.
 #[derive(Debug, Clone)]
-pub struct TransportConfig {
+pub struct HttpConfig {
     /// Time to establish TCP + TLS.
     pub connect_timeout: Duration,
     /// Time for a whole exchange, from connecting until the last body byte.
@@ -25,9 +22,9 @@ pub struct TransportConfig {
     pub pinned_spki: Vec<String>,
 }
 
-impl Default for TransportConfig {
+impl Default for HttpConfig {
     fn default() -> Self {
-        TransportConfig {
+        HttpConfig {
             connect_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(30),
             extra_ca_file: None,
@@ -36,68 +33,50 @@ impl Default for TransportConfig {
     }
 }
 
-/// Why a URL or the transport could not be set up.
+/// Why a URL was refused or the HTTP client could not be built (configuration errors,
+/// found before any request is sent).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TransportError {
+pub enum HttpSetupError {
+    /// The URL does not parse, or cannot be a base for API paths.
     #[error("{what} {url:?} is not a valid URL: {reason}")]
-    BadUrl { what: &'static str, url: String, reason: String },
+    BadUrl {
+        /// Which URL (for example "server URL", "token URL").
+        what: &'static str,
+        /// The URL as given.
+        url: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// The URL is not https and its host is not loopback.
     #[error("{what} {url} uses {scheme}://; https:// is required except on loopback (127.0.0.1, ::1, localhost)")]
-    Insecure { what: &'static str, url: String, scheme: String },
+    Insecure {
+        /// Which URL.
+        what: &'static str,
+        /// The URL, redacted.
+        url: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// The extra CA file cannot be read or holds no PEM certificate.
     #[error("cannot use CA file {path}: {reason}")]
-    CaFile { path: PathBuf, reason: String },
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// reqwest refused the client configuration.
     #[error("cannot build the HTTP client: {0}")]
     Build(String),
+    /// A pinned key is malformed, or the pinned TLS configuration cannot be built.
     #[error("pinned server key: {0}")]
     Pin(String),
-}
-
-/// Parses `url` and refuses anything that is not https, except http on loopback.
-pub fn parse_secure_url(what: &'static str, url: &str) -> Result<Url, TransportError> {
-    let parsed = Url::parse(url.trim()).map_err(|e| TransportError::BadUrl {
-        what,
-        url: url.to_owned(),
-        reason: e.to_string(),
-    })?;
-    check_secure(what, &parsed)?;
-    Ok(parsed)
-}
-
-/// https always; http only when the host is a loopback address or `localhost`.
-pub fn check_secure(what: &'static str, url: &Url) -> Result<(), TransportError> {
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if is_loopback(url) => Ok(()),
-        other => Err(TransportError::Insecure {
-            what,
-            url: redact_url(url),
-            scheme: other.to_owned(),
-        }),
-    }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
-
-/// A URL as it may appear in logs: no user info, no query string.
-pub fn redact_url(url: &Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.set_query(None);
-    u.set_fragment(None);
-    u.to_string()
 }
 
 /// Builds the HTTP client. Redirects are never followed: a redirect from the devices API
 /// is a configuration error, and one from a token URL could send the client secret to
 /// another host.
-pub fn build_client(cfg: &TransportConfig) -> Result<reqwest::Client, TransportError> {
+pub fn build_client(cfg: &HttpConfig) -> Result<reqwest::Client, HttpSetupError> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .user_agent(USER_AGENT)
@@ -108,16 +87,16 @@ pub fn build_client(cfg: &TransportConfig) -> Result<reqwest::Client, TransportE
         .https_only(false); // enforced per URL by check_secure, which allows loopback http
     let mut extra_der = Vec::new();
     if let Some(path) = &cfg.extra_ca_file {
-        let pem = std::fs::read(path).map_err(|e| TransportError::CaFile {
+        let pem = std::fs::read(path).map_err(|e| HttpSetupError::CaFile {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| TransportError::CaFile {
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| HttpSetupError::CaFile {
             path: path.clone(),
             reason: e.to_string(),
         })?;
         if certs.is_empty() {
-            return Err(TransportError::CaFile {
+            return Err(HttpSetupError::CaFile {
                 path: path.clone(),
                 reason: "no PEM certificate in it".into(),
             });
@@ -130,37 +109,13 @@ pub fn build_client(cfg: &TransportConfig) -> Result<reqwest::Client, TransportE
             use rustls::pki_types::pem::PemObject;
             extra_der = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| TransportError::CaFile { path: path.clone(), reason: e.to_string() })?;
+                .map_err(|e| HttpSetupError::CaFile { path: path.clone(), reason: e.to_string() })?;
         }
     }
     if !cfg.pinned_spki.is_empty() {
         // The same roots (system + extra CA), verified by rustls, then the pin.
-        let tls = super::pin::pinned_tls_config(extra_der, cfg.pinned_spki.clone()).map_err(TransportError::Pin)?;
+        let tls = super::pin::pinned_tls_config(extra_der, cfg.pinned_spki.clone()).map_err(HttpSetupError::Pin)?;
         b = b.use_preconfigured_tls(tls);
     }
-    b.build().map_err(|e| TransportError::Build(e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn https_required_except_loopback() {
-        assert!(parse_secure_url("server", "https://sample.appterix.eu/api").is_ok());
-        assert!(parse_secure_url("server", "http://127.0.0.1:8080/api").is_ok());
-        assert!(parse_secure_url("server", "http://[::1]:8080/api").is_ok());
-        assert!(parse_secure_url("server", "http://localhost:1/").is_ok());
-        let e = parse_secure_url("server", "http://example.com/api").unwrap_err();
-        assert!(e.to_string().contains("https:// is required"), "{e}");
-        assert!(parse_secure_url("server", "ftp://127.0.0.1/").is_err());
-        assert!(parse_secure_url("server", "not a url").is_err());
-    }
-
-    #[test]
-    fn redacted_url_drops_credentials_and_query() {
-        let u = Url::parse("https://user:pw@h.example/p?token=abc").unwrap();
-        let r = redact_url(&u);
-        assert!(!r.contains("pw") && !r.contains("abc") && !r.contains("user"), "{r}");
-    }
+    b.build().map_err(|e| HttpSetupError::Build(e.to_string()))
 }

@@ -231,8 +231,9 @@ pub fn describe_reqwest(e: &reqwest::Error) -> String {
     }
 }
 
-/// The failure for a transport error (never reached the server, or no full answer).
-pub fn transport_failure(context: &str, e: &reqwest::Error) -> Failure {
+/// The failure for a request that got no full answer (never reached the server, timed
+/// out, or the connection broke): worth retrying.
+pub fn request_failure(context: &str, e: &reqwest::Error) -> Failure {
     Failure::retryable(format!("{context}: {}", describe_reqwest(e)))
 }
 
