@@ -53,9 +53,18 @@ fn api() -> Result<MutexGuard<'static, HidApi>, LinkError> {
     }
 }
 
-/// Maps hidapi's errors (text only, from the C library) onto link failures.
+/// Maps hidapi's errors onto link failures: by the Windows error code where hidapi gives one
+/// (its Windows backend words errors as `op: (0x%08X) system text`, and the text is
+/// localised), else by the C library's (Linux, macOS) text.
 fn map_error(e: HidError) -> LinkError {
     let text = e.to_string();
+    match windows_error_code(&text) {
+        // ERROR_FILE_NOT_FOUND, ERROR_PATH_NOT_FOUND, ERROR_DEVICE_NOT_CONNECTED, ERROR_DEV_NOT_EXIST
+        Some(2 | 3 | 1167 | 55) => return LinkError::Unplugged,
+        Some(5) => return LinkError::AccessDenied, // ERROR_ACCESS_DENIED
+        Some(1460 | 121) => return LinkError::Timeout, // ERROR_TIMEOUT, ERROR_SEM_TIMEOUT
+        _ => {}
+    }
     let lower = text.to_lowercase();
     if lower.contains("permission denied") || lower.contains("access denied") || lower.contains("access is denied") {
         LinkError::AccessDenied
@@ -66,6 +75,13 @@ fn map_error(e: HidError) -> LinkError {
     } else {
         LinkError::Other(format!("HID: {text}"))
     }
+}
+
+/// The Win32 error code in hidapi's Windows message `op: (0x00000002) File not found.`.
+fn windows_error_code(text: &str) -> Option<u32> {
+    let start = text.find("(0x")? + 3;
+    let hex = text.get(start..start + 8)?;
+    (text[start + 8..].starts_with(')')).then(|| u32::from_str_radix(hex, 16).ok()).flatten()
 }
 
 /// An open HID node.
@@ -171,6 +187,20 @@ mod tests {
         assert_eq!(e("hid_read_timeout: unexpected poll error (device disconnected)"), LinkError::Unplugged);
         assert_eq!(e("ioctl (GFEATURE): No such device"), LinkError::Unplugged);
         assert!(matches!(e("something odd"), LinkError::Other(_)));
+    }
+
+    #[test]
+    fn hidapi_windows_errors_are_classified_by_code_not_text() {
+        let e = |m: &str| map_error(HidError::HidApiError { message: m.into() });
+        // Wine's wording, then Windows' (English and German): the code decides.
+        assert_eq!(e("hid_open_path/CreateFile: (0x00000002) File not found."), LinkError::Unplugged);
+        assert_eq!(e("CreateFile: (0x00000002) The system cannot find the file specified."), LinkError::Unplugged);
+        assert_eq!(e("CreateFile: (0x00000002) Das System kann die angegebene Datei nicht finden."), LinkError::Unplugged);
+        assert_eq!(e("HidD_GetFeature: (0x0000048F) The device is not connected."), LinkError::Unplugged);
+        assert_eq!(e("CreateFile: (0x00000005) Zugriff verweigert"), LinkError::AccessDenied);
+        assert_eq!(e("WaitForSingleObject: (0x000005B4) This operation returned because the timeout period expired."), LinkError::Timeout);
+        assert!(matches!(e("HidD_GetFeature: (0x0000001F) A device attached to the system is not functioning."), LinkError::Other(_)));
+        assert_eq!(windows_error_code("x (0x1) y"), None);
     }
 
     #[test]

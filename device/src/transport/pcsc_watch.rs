@@ -4,11 +4,13 @@
 //! reader's current state is synced from its event state before the next wait, so the call
 //! blocks until something really changes (passing the PnP entry as UNAWARE every time is the
 //! well-known busy loop). A lost context (pcscd restarted or stopped) is rebuilt on the next
-//! wait.
+//! wait. A PC/SC layer that answers "changed" at once with nothing changed, again and again
+//! (Wine's winscard passes every current state to pcscd as UNAWARE), must not make the
+//! watcher spin: [`SpinGuard`] notices and slows the waits down, logged once.
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pcsc::{Context, ReaderState, Scope, State, PNP_NOTIFICATION};
 
@@ -37,11 +39,54 @@ pub struct PcscWatcher {
     states: Vec<ReaderState>,
     known: HashMap<String, Known>,
     filter: Option<String>,
+    spin: SpinGuard,
+}
+
+/// How many early answers with nothing changed, in a row, make the PC/SC layer suspect.
+const SPURIOUS_IN_A_ROW: u32 = 20;
+/// The pause after each such answer from then on (never longer than the caller's timeout).
+const SLOW_WAIT: Duration = Duration::from_millis(500);
+
+/// Notices a status wait that keeps returning early with nothing changed and says how long to
+/// pause instead, so the watcher polls slowly rather than spinning.
+#[derive(Debug, Default)]
+struct SpinGuard {
+    in_a_row: u32,
+    logged: bool,
+}
+
+impl SpinGuard {
+    /// After a wait of `timeout` that returned after `elapsed`: the pause to make, if any.
+    fn after_wait(&mut self, timeout: Duration, elapsed: Duration, changed: bool) -> Option<Duration> {
+        if changed || timeout.is_zero() || elapsed >= timeout / 2 {
+            self.in_a_row = 0;
+            return None;
+        }
+        self.in_a_row = self.in_a_row.saturating_add(1);
+        if self.in_a_row < SPURIOUS_IN_A_ROW {
+            return None;
+        }
+        if !self.logged {
+            self.logged = true;
+            tracing::warn!(
+                "the PC/SC status wait keeps returning at once with nothing changed; \
+                 polling every {} ms instead",
+                SLOW_WAIT.as_millis()
+            );
+        }
+        Some(SLOW_WAIT.min(timeout - elapsed))
+    }
 }
 
 impl PcscWatcher {
     pub fn new(reader_filter: Option<&str>) -> Self {
-        Self { ctx: None, states: Vec::new(), known: HashMap::new(), filter: reader_filter.map(str::to_lowercase) }
+        Self {
+            ctx: None,
+            states: Vec::new(),
+            known: HashMap::new(),
+            filter: reader_filter.map(str::to_lowercase),
+            spin: SpinGuard::default(),
+        }
     }
 
     /// A handle that wakes a blocked [`PcscWatcher::wait`] (for shutdown), once connected.
@@ -60,7 +105,12 @@ impl PcscWatcher {
                 return self.poll_now(events);
             }
         }
-        self.wait_inner(timeout, events)
+        let started = Instant::now();
+        let events = self.wait_inner(timeout, events)?;
+        if let Some(pause) = self.spin.after_wait(timeout, started.elapsed(), !events.is_empty()) {
+            std::thread::sleep(pause);
+        }
+        Ok(events)
     }
 
     fn poll_now(&mut self, events: Vec<PcscEvent>) -> Result<Vec<PcscEvent>, LinkError> {
@@ -170,6 +220,61 @@ impl PcscWatcher {
         }
         self.states.clear();
         self.ctx = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_wait_that_keeps_returning_early_with_nothing_changed_is_slowed_down() {
+        let mut g = SpinGuard::default();
+        let early = Duration::from_micros(30);
+        for _ in 1..SPURIOUS_IN_A_ROW {
+            assert_eq!(g.after_wait(SEC, early, false), None);
+        }
+        assert_eq!(g.after_wait(SEC, early, false), Some(SLOW_WAIT));
+        assert_eq!(g.after_wait(SEC, early, false), Some(SLOW_WAIT));
+        // Never past the caller's timeout.
+        assert_eq!(g.after_wait(Duration::from_millis(100), early, false), Some(Duration::from_millis(100) - early));
+        // A real change or a wait that really blocked starts the count again.
+        assert_eq!(g.after_wait(SEC, early, true), None);
+        assert_eq!(g.after_wait(SEC, early, false), None);
+        for _ in 0..SPURIOUS_IN_A_ROW {
+            g.after_wait(SEC, early, false);
+        }
+        assert_eq!(g.after_wait(SEC, SEC, false), None);
+        assert_eq!(g.after_wait(SEC, early, false), None);
+    }
+
+    #[test]
+    fn a_poll_without_timeout_is_never_slowed_down() {
+        let mut g = SpinGuard::default();
+        for _ in 0..3 * SPURIOUS_IN_A_ROW {
+            assert_eq!(g.after_wait(Duration::ZERO, Duration::ZERO, false), None);
+        }
+    }
+
+    /// Against the PC/SC service of this machine (under Wine: the lab's pcscd, whose status
+    /// waits all return at once): 3 s of 1-s waits with nothing changing make few calls.
+    #[test]
+    fn the_watcher_does_not_spin_on_a_live_pc_sc_service() {
+        let mut w = PcscWatcher::new(None);
+        if let Err(e) = w.wait(Duration::ZERO) {
+            eprintln!("SKIP: no PC/SC service here ({e})");
+            return;
+        }
+        let started = Instant::now();
+        let mut calls = 0;
+        while started.elapsed() < 3 * SEC {
+            let _ = w.wait(SEC);
+            calls += 1;
+        }
+        // Blocking waits: 3 calls; Wine's at-once answers, slowed down: 20 + about 6.
+        assert!(calls <= SPURIOUS_IN_A_ROW as usize + 10, "{calls} status waits in 3 s");
     }
 }
 

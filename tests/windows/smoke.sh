@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# keytally.exe under the Windows lab (Wine 10 → winscard → the lab's pcscd → vpcd), against a
+# virtual YubiKey 5 NFC and the sandbox, both running on the host's loopback:
+#   --version; scan --json through winscard; sync --once with a static token; sync --once with
+#   OAuth2 client credentials; `secret set` (Credential Manager) then sync --once.
+# Prints `ok    …` / `FAIL  …` lines (as tests/run.sh counts them); exit 1 if any failed.
+#
+#   tests/windows/smoke.sh [PATH/TO/keytally.exe]
+# Default exe: $CARGO_TARGET_DIR (or target/windows-gnu)/x86_64-pc-windows-gnu/debug/keytally.exe.
+# Host binaries: target/debug/keytally-sandbox and keytally-vkey (built here if missing).
+# Needs root (see lab.sh) and python3.
+set -uo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+cd "$REPO"
+EXE="${1:-${CARGO_TARGET_DIR:-$REPO/target/windows-gnu}/x86_64-pc-windows-gnu/debug/keytally.exe}"
+EXE="$(realpath "$EXE")"
+case "$EXE" in "$REPO"/*) ;; *) echo "smoke.sh: $EXE must be inside $REPO (the lab sees only the repository)" >&2; exit 2 ;; esac
+[ -f "$EXE" ] || { echo "smoke.sh: no $EXE (build it: cargo build --target x86_64-pc-windows-gnu -p keytally)" >&2; exit 2; }
+HOSTBIN="$REPO/target/debug"
+if [ ! -x "$HOSTBIN/keytally-sandbox" ] || [ ! -x "$HOSTBIN/keytally-vkey" ]; then
+    cargo build -q --locked -p keytally-sandbox -p keytally-virtual-key || exit 2
+fi
+
+mkdir -p "$HERE/.cache"
+WORK="$(mktemp -d "$HERE/.cache/smoke.XXXXXX")"   # inside the repository: the lab sees it
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+PASS=0 FAILED=0
+ok() { echo "ok    $*"; PASS=$((PASS + 1)); }
+fail() { echo "FAIL  $*"; FAILED=$((FAILED + 1)); }
+show() { sed 's/^/      | /' "$@" | tail -n 15; }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+win() { echo "Z:$1"; }   # a Unix path as the Windows program sees it
+
+VPORT="$(free_port)"
+lab() { "$HERE/lab.sh" --vpcd-port "$VPORT" -- "$@"; }
+
+# The virtual YubiKey 5 NFC, serial 12345678: connects to the lab's vpcd (and reconnects to
+# every new lab) until killed.
+"$HOSTBIN/keytally-vkey" --model yk5nfc --port "$VPORT" --count-file "$WORK/apdus" 2>"$WORK/vkey.log" &
+PIDS+=($!)
+
+SB_PID=""
+start_sandbox() {   # $1: name
+    SB_PORT="$(free_port)"
+    "$HOSTBIN/keytally-sandbox" --listen "127.0.0.1:$SB_PORT" --machine-token smoke-static-token \
+        2>"$WORK/sandbox-$1.log" &
+    SB_PID=$!
+    PIDS+=("$SB_PID")
+    for _ in $(seq 50); do
+        python3 -c "import socket; socket.create_connection(('127.0.0.1', $SB_PORT), 0.2)" 2>/dev/null && break
+        sleep 0.1
+    done
+    SERVER="http://127.0.0.1:$SB_PORT/api/external/ybk-management"
+}
+stop_sandbox() { kill "$SB_PID" 2>/dev/null; wait "$SB_PID" 2>/dev/null; }
+# What arrived at the sandbox: "serial firmware name" per device.
+arrived() {
+    python3 - "$SERVER/devices" <<'PY'
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer sandbox-admin-token"})
+body = json.load(urllib.request.urlopen(req, timeout=5))
+for d in (body["items"] if isinstance(body, dict) else body):
+    y = d["yubikey"]
+    print(y.get("serialNumber"), y.get("firmwareVersion"), y.get("name"))
+PY
+}
+EXPECT="12345678 5.4.3 YubiKey 5 NFC"
+
+# 1. --version
+t0=$SECONDS
+if lab wine "$EXE" --version >"$WORK/version.out" 2>"$WORK/version.err" \
+    && grep -Eq '^keytally [0-9]+\.[0-9]+' "$WORK/version.out"; then
+    ok "windows: keytally.exe --version under Wine: $(head -n1 "$WORK/version.out") ($((SECONDS - t0)) s)"
+else
+    fail "windows: keytally.exe --version under Wine"; show "$WORK/version.out" "$WORK/version.err"
+fi
+
+# 2. scan --json through winscard (retried while the virtual key connects to the new vpcd).
+t0=$SECONDS
+lab sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do
+        wine "$1" scan --json >"$2" 2>"$3" && grep -q 12345678 "$2" && exit 0; sleep 1
+    done; exit 1' sh "$EXE" "$WORK/scan.json" "$WORK/scan.err"
+if python3 - "$WORK/scan.json" <<'PY'
+import json, sys
+recs = json.load(open(sys.argv[1]))
+assert isinstance(recs, list) and len(recs) == 1, f"{len(recs)} records"
+y = recs[0]["yubikey"]
+want = {"serialNumber": "12345678", "firmwareVersion": "5.4.3", "name": "YubiKey 5 NFC"}
+for k, v in want.items():
+    assert str(y.get(k)) == v, f"{k} = {y.get(k)!r}, want {v!r}"
+assert y.get("uniqueId"), "no uniqueId"
+tr = recs[0].get("observation", {}).get("transport")
+assert tr in (None, "nfc", "pcsc", "ccid"), f"transport {tr!r}"
+PY
+then
+    ok "windows: scan --json reads the virtual YubiKey 5 NFC through winscard (serial 12345678, fw 5.4.3; $((SECONDS - t0)) s)"
+else
+    fail "windows: scan --json through winscard"; show "$WORK/scan.json" "$WORK/scan.err"
+fi
+
+# sync --once under the lab against a fresh sandbox; $1 what, $2 name, rest: KEYTALLY_* settings
+# (@SB_PORT@ in them becomes the sandbox's port).
+sync_once() {
+    local what="$1" name="$2"; shift 2
+    start_sandbox "$name"
+    set -- "${@//@SB_PORT@/$SB_PORT}"
+    local t0=$SECONDS rc=0 got
+    lab env KEYTALLY_SERVER="$SERVER" KEYTALLY_STATE_DIR="$(win "$WORK/state-$name")" "$@" \
+        wine "$EXE" sync --once >"$WORK/sync-$name.out" 2>"$WORK/sync-$name.err" || rc=$?
+    got="$(arrived 2>&1)"
+    if [ "$rc" = 0 ] && [ "$got" = "$EXPECT" ]; then
+        ok "windows: sync --once with $what pushed the key to the sandbox ($((SECONDS - t0)) s)"
+    else
+        fail "windows: sync --once with $what (exit $rc; server has: ${got:-nothing})"
+        show "$WORK/sync-$name.out" "$WORK/sync-$name.err"
+    fi
+    stop_sandbox
+}
+
+# 3. sync --once, static token.  4. OAuth2 client credentials (the sandbox's demo client).
+sync_once "a static token" token KEYTALLY_TOKEN=smoke-static-token
+sync_once "OAuth2 client credentials" oauth KEYTALLY_TOKEN_URL="http://127.0.0.1:@SB_PORT@/oauth/token" \
+    KEYTALLY_CLIENT_ID=keytally KEYTALLY_CLIENT_SECRET=sandbox-client-secret
+
+# 5. secret set (Credential Manager) then sync --once reading it.
+start_sandbox keyring
+cat >"$WORK/keyring.toml" <<EOF
+state_dir = '$(win "$WORK/state-keyring")'
+[profiles.smoke]
+server = "$SERVER"
+token_keyring = { service = "keytally", user = "smoke" }
+EOF
+t0=$SECONDS
+lab sh -c 'printf "smoke-static-token\n" | wine "$1" secret set --profile smoke --config "$2" >"$3" 2>&1 \
+    && wine "$1" sync --once --config "$2" >"$4" 2>&1' \
+    sh "$EXE" "$(win "$WORK/keyring.toml")" "$WORK/secret-set.out" "$WORK/sync-keyring.out"
+rc=$?
+got="$(arrived 2>&1)"
+if [ "$rc" = 0 ] && [ "$got" = "$EXPECT" ]; then
+    ok "windows: secret set (Credential Manager) then sync --once pushed the key ($((SECONDS - t0)) s)"
+else
+    fail "windows: secret set then sync --once (exit $rc; server has: ${got:-nothing})"
+    show "$WORK/secret-set.out" "$WORK/sync-keyring.out" 2>/dev/null
+fi
+stop_sandbox
+
+echo "windows smoke: $PASS passed, $FAILED failed (virtual key answered $(cat "$WORK/apdus" 2>/dev/null || echo 0) APDUs)"
+[ "$FAILED" = 0 ]
