@@ -14,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+pub mod advisory;
 pub mod caps;
 pub mod device_info;
 pub mod enumerate;
