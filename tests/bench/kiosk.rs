@@ -13,9 +13,13 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use keytally_virtual_key::model::KeyModel;
-use keytally_virtual_key::{Card, PcscLab};
+use keytally_virtual_key::Card;
 
-const KEYTALLY: &str = env!("CARGO_BIN_EXE_keytally");
+#[path = "../support/mod.rs"]
+mod support;
+
+use support::KEYTALLY;
+
 const TAPS: usize = 40;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -24,17 +28,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let lab = PcscLab::start().expect("the pcscd lab (needs pcscd and vsmartcard-vpcd)");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sb = rt.block_on(keytally_sandbox::spawn(keytally_sandbox::Config::default())).unwrap();
+    let Some(lab) = support::lab() else { return };
+    let sb = support::sandbox();
     let state = tempfile::tempdir().unwrap();
     let mut kiosk = Command::new(KEYTALLY)
         .args(["kiosk", "--merge-window", "0s"])
         .envs(lab.env())
-        .env("KEYTALLY_SERVER", sb.devices_base())
-        .env("KEYTALLY_TOKEN_URL", sb.token_url())
-        .env("KEYTALLY_CLIENT_ID", "keytally")
-        .env("KEYTALLY_CLIENT_SECRET", "sandbox-client-secret")
+        .envs(support::client_env(&sb))
         .env("KEYTALLY_STATE_DIR", state.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -4,9 +4,9 @@
 //! depend on the machine, so only their lines' presence is checked.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
-const KEYTALLY: &str = env!("CARGO_BIN_EXE_keytally");
+#[path = "../support/mod.rs"]
+mod support;
 
 struct Out {
     code: i32,
@@ -14,14 +14,7 @@ struct Out {
 }
 
 fn doctor(config: &std::path::Path, envs: &[(&str, &str)]) -> Out {
-    let out = Command::new(KEYTALLY)
-        .args(["--config", config.to_str().unwrap(), "doctor"])
-        .env_remove("KEYTALLY_SERVER")
-        .env_remove("KEYTALLY_TOKEN")
-        .env_remove("KEYTALLY_CLIENT_SECRET")
-        .envs(envs.iter().copied())
-        .output()
-        .unwrap();
+    let out = support::keytally(config, &["doctor"]).envs(envs.iter().copied()).output().unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     eprintln!("{stdout}");
     Out { code: out.status.code().unwrap(), stdout }
@@ -33,12 +26,10 @@ fn line<'a>(out: &'a Out, prefix: &str) -> &'a str {
 
 #[test]
 fn doctor_reports_server_credential_and_secret_file() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sb = rt.block_on(keytally_sandbox::spawn(keytally_sandbox::Config::default())).unwrap();
+    let sb = support::sandbox();
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
-    std::fs::write(&secret, "sandbox-client-secret").unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    support::write_private(&secret, "sandbox-client-secret");
     let config = dir.path().join("config.toml");
     let write_config = |server: &str| {
         std::fs::write(
@@ -97,14 +88,7 @@ fn doctor_reports_server_credential_and_secret_file() {
 
 #[test]
 fn doctor_sees_a_running_pcscd() {
-    let lab = match keytally_virtual_key::PcscLab::start() {
-        Ok(lab) => lab,
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") && e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("SKIP: {e}");
-            return;
-        }
-        Err(e) => panic!("the pcscd lab did not start: {e}"),
-    };
+    let Some(lab) = support::lab() else { return };
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "").unwrap();

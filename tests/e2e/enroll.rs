@@ -6,15 +6,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use keytally_virtual_key::lab::InsertedCard;
-use keytally_virtual_key::model::KeyModel;
-use keytally_virtual_key::{Card, PcscLab};
+use keytally_virtual_key::PcscLab;
 
-const KEYTALLY: &str = env!("CARGO_BIN_EXE_keytally");
+#[path = "../support/mod.rs"]
+mod support;
 
-fn ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
+use support::{insert_preset, KEYTALLY};
 
 struct Tmux {
     session: String,
@@ -66,36 +63,20 @@ fn rand_suffix() -> u32 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
 }
 
-fn tap(lab: &PcscLab, preset: &str) -> InsertedCard {
-    let card = lab.insert(Card::new(KeyModel::preset(preset).unwrap())).unwrap();
-    card.wait_present(Duration::from_secs(10)).unwrap();
-    card
-}
-
 fn env_for(lab: &PcscLab, sb: &keytally_sandbox::Sandbox, state: &Path) -> Vec<(String, String)> {
     let mut env = lab.env();
-    env.push(("KEYTALLY_SERVER".into(), sb.devices_base()));
-    env.push(("KEYTALLY_TOKEN_URL".into(), sb.token_url()));
-    env.push(("KEYTALLY_CLIENT_ID".into(), "keytally".into()));
-    env.push(("KEYTALLY_CLIENT_SECRET".into(), "sandbox-client-secret".into()));
+    env.extend(support::client_env(sb));
     env.push(("KEYTALLY_STATE_DIR".into(), state.display().to_string()));
     env
 }
 
 #[test]
 fn an_it_desk_enrolls_keys_one_after_another() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        assert!(!ci(), "CI=true but tmux is missing");
-        eprintln!("SKIP: tmux is not installed");
+    if !support::require_tools(&["tmux"], "apt install tmux") {
         return;
     }
-    let lab = match PcscLab::start() {
-        Ok(lab) => lab,
-        Err(e) if !ci() && e.kind() == std::io::ErrorKind::NotFound => return eprintln!("SKIP: {e}"),
-        Err(e) => panic!("the pcscd lab did not start: {e}"),
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sb = rt.block_on(keytally_sandbox::spawn(keytally_sandbox::Config::default())).unwrap();
+    let Some(lab) = support::lab() else { return };
+    let sb = support::sandbox();
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("enrolled.csv");
     let env = env_for(&lab, &sb, &dir.path().join("state"));
@@ -103,7 +84,7 @@ fn an_it_desk_enrolls_keys_one_after_another() {
     // Two keys, everything asked at the prompts.
     let desk = Tmux::start(&[KEYTALLY, "enroll", "--count", "2", "--csv", csv.to_str().unwrap()], &env);
     desk.wait_for("Waiting for a key", 1);
-    let card = tap(&lab, "yk5nfc");
+    let card = insert_preset(&lab, "yk5nfc");
     desk.wait_for("Found: YubiKey 5 NFC  serial 12345678", 1);
     desk.wait_for("Owner email: ", 1);
     desk.type_line("not-an-email");
@@ -118,7 +99,7 @@ fn an_it_desk_enrolls_keys_one_after_another() {
     card.remove().unwrap();
     desk.wait_for("(1 enrolled so far)", 1);
 
-    let card = tap(&lab, "skynfc");
+    let card = insert_preset(&lab, "skynfc");
     desk.wait_for("Found: Security Key NFC  serial none", 1);
     desk.wait_for("Owner email: ", 2);
     desk.type_line("bob@example.com");
@@ -148,7 +129,7 @@ fn an_it_desk_enrolls_keys_one_after_another() {
     // before its owner is overwritten.
     let desk = Tmux::start(&[KEYTALLY, "enroll", "--owner", "carol@example.com", "--tags", "loaner", "--status", "Shared", "--count", "1"], &env);
     desk.wait_for("Waiting for a key", 1);
-    let card = tap(&lab, "yk5nfc");
+    let card = insert_preset(&lab, "yk5nfc");
     desk.wait_for("! This key is already enrolled to alice@example.com.", 1);
     desk.wait_for("Overwrite its owner? [y/N]: ", 1);
     desk.type_line("y");

@@ -5,7 +5,7 @@
 //! Without a session bus, for a missing entry, a locked keyring and a bus that never answers,
 //! the error says so (within the deadline). Skipped, saying why, only when dbus-run-session,
 //! gnome-keyring-daemon or secret-tool are not installed (tests/setup.sh installs them; on CI
-//! a missing one fails the test).
+//! a missing one fails the test: tests/support/skip.rs).
 
 #![cfg(target_os = "linux")]
 
@@ -17,23 +17,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-const KEYTALLY: &str = env!("CARGO_BIN_EXE_keytally");
-const TOOLS: [&str; 3] = ["dbus-run-session", "gnome-keyring-daemon", "secret-tool"];
+#[path = "../support/mod.rs"]
+mod support;
 
-fn installed(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
-}
+use support::keytally;
 
-/// `None` (after printing why) when a tool is missing and this is not CI.
-fn tools_or_skip(test: &str) -> Option<()> {
-    let missing: Vec<&str> = TOOLS.into_iter().filter(|t| !installed(t)).collect();
-    if missing.is_empty() {
-        return Some(());
-    }
-    let why = format!("{} not installed (apt install dbus gnome-keyring libsecret-tools, or run tests/setup.sh)", missing.join(", "));
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: {why}");
-    eprintln!("SKIP {test}: {why}");
-    None
+/// `false` (skipped, see tests/support/skip.rs) when a tool this test needs is missing.
+fn tools() -> bool {
+    support::require_tools(&["dbus-run-session", "gnome-keyring-daemon", "secret-tool"], "apt install dbus gnome-keyring libsecret-tools")
 }
 
 /// A private session bus with an unlocked gnome-keyring on it; ended when dropped.
@@ -173,15 +164,6 @@ fn write_config(dir: &Path, server: &str, user: &str) -> PathBuf {
     config
 }
 
-fn keytally(config: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(KEYTALLY);
-    c.arg("--config").arg(config).args(args);
-    for v in ["KEYTALLY_SERVER", "KEYTALLY_TOKEN", "KEYTALLY_TOKEN_FILE", "KEYTALLY_STATE_DIR", "KEYTALLY_CLIENT_SECRET", "RUST_LOG"] {
-        c.env_remove(v);
-    }
-    c
-}
-
 fn records(dir: &Path, uid: &str) -> String {
     let f = dir.join(format!("records-{uid}.json"));
     std::fs::write(&f, serde_json::to_string(&json!([{"yubikey": {"uniqueId": uid, "firmwareVersion": "5.7.2"}}])).unwrap()).unwrap();
@@ -192,9 +174,10 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn sync_status_and_doctor_take_the_token_from_the_keyring() {
-    let Some(()) = tools_or_skip("sync_status_and_doctor_take_the_token_from_the_keyring") else { return };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sb = rt.block_on(keytally_sandbox::spawn(keytally_sandbox::Config::default())).unwrap();
+    if !tools() {
+        return;
+    }
+    let sb = support::sandbox();
     let (_, key) = sb.create_api_key("keyring");
     let session = Session::start();
     let dir = tempfile::tempdir().unwrap();
@@ -255,7 +238,9 @@ fn sync_status_and_doctor_take_the_token_from_the_keyring() {
 
 #[test]
 fn clear_errors_without_a_session_for_a_missing_entry_a_locked_keyring_and_a_silent_bus() {
-    let Some(()) = tools_or_skip("clear_errors_without_a_session_for_a_missing_entry_a_locked_keyring_and_a_silent_bus") else { return };
+    if !tools() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     // The server is never reached: every case fails at the credential.
     let config = write_config(dir.path(), "http://127.0.0.1:9/api", "prod");

@@ -3,10 +3,10 @@
 //! is checked field by field, and Yubico's ykman (the referee) reads the same virtual key and
 //! must agree on name, serial, firmware, form factor and every application's state.
 //!
-//! ykman comes from `$KEYTALLY_YKMAN` (`.ci/run` sets it) or `/tmp/ykvenv/bin/ykman`. Outside
-//! CI a missing ykman or pcscd skips with a printed reason; with `CI=true` it fails.
+//! ykman comes from `$KEYTALLY_YKMAN` (`tests/run.sh` sets it) or the `.venv` that
+//! `tests/setup.sh` makes. Outside CI a missing ykman or pcscd is reported as skipped
+//! (tests/support/skip.rs); with `CI=true` it fails.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -15,38 +15,10 @@ use keytally_virtual_key::model::{Fault, KeyModel};
 use keytally_virtual_key::{Card, PcscLab};
 use serde_json::Value;
 
-const KEYTALLY: &str = env!("CARGO_BIN_EXE_keytally");
+#[path = "../support/mod.rs"]
+mod support;
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-fn lab() -> Option<PcscLab> {
-    match PcscLab::start() {
-        Ok(lab) => Some(lab),
-        Err(e) if !ci() && e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("SKIP: {e}");
-            None
-        }
-        Err(e) => panic!("the pcscd lab did not start: {e}"),
-    }
-}
-
-fn ykman() -> Option<PathBuf> {
-    let p = std::env::var_os("KEYTALLY_YKMAN").map_or_else(|| PathBuf::from("/tmp/ykvenv/bin/ykman"), PathBuf::from);
-    if p.is_file() {
-        return Some(p);
-    }
-    assert!(!ci(), "CI=true but ykman is missing (set KEYTALLY_YKMAN)");
-    eprintln!("SKIP referee: ykman not found");
-    None
-}
-
-fn insert(lab: &PcscLab, model: KeyModel) -> InsertedCard {
-    let card = lab.insert(Card::new(model)).expect("insert the virtual key");
-    card.wait_present(Duration::from_secs(10)).expect("pcscd sees the card");
-    card
-}
+use support::{insert, lab, ykman, KEYTALLY};
 
 fn keytally(lab: &PcscLab, args: &[&str]) -> Output {
     Command::new(KEYTALLY)

@@ -11,31 +11,16 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use keytally_virtual_key::model::KeyModel;
-use keytally_virtual_key::{Card, PcscLab};
+use keytally_virtual_key::PcscLab;
 
-const KEYTALLY: &str = env!("CARGO_BIN_EXE_keytally");
+#[path = "../support/mod.rs"]
+mod support;
 
-fn lab() -> Option<PcscLab> {
-    lab_as(keytally_virtual_key::ReaderModel::Plain)
-}
-
-/// The lab with its reader pretending to be `model`; `None` (skip) only outside CI when
-/// pcscd or vpcd is not installed.
-fn lab_as(model: keytally_virtual_key::ReaderModel) -> Option<PcscLab> {
-    match PcscLab::start_as(model) {
-        Ok(lab) => Some(lab),
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") && e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("SKIP: {e}");
-            None
-        }
-        Err(e) => panic!("the pcscd lab did not start: {e}"),
-    }
-}
+use support::{insert_preset, lab, lab_as, wait_until, KEYTALLY};
 
 /// Taps a key: on the reader until pcscd has seen it and keytally had time to read it.
 fn tap(lab: &PcscLab, preset: &str) {
-    let card = lab.insert(Card::new(KeyModel::preset(preset).unwrap())).unwrap();
-    card.wait_present(Duration::from_secs(10)).unwrap();
+    let card = insert_preset(lab, preset);
     let t = Instant::now();
     while card.apdu_count() < 2 && t.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
@@ -65,16 +50,12 @@ fn next_line(rx: &Receiver<String>, within: Duration) -> String {
 #[test]
 fn taps_are_pushed_merged_queued_and_delivered() {
     let Some(lab) = lab() else { return };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sb = rt.block_on(keytally_sandbox::spawn(keytally_sandbox::Config::default())).unwrap();
+    let sb = support::sandbox();
     let state = tempfile::tempdir().unwrap();
     let mut kiosk = Command::new(KEYTALLY)
         .args(["kiosk", "--merge-window", "30s", "--push-timeout", "2s", "--retry-every", "1s"])
         .envs(lab.env())
-        .env("KEYTALLY_SERVER", sb.devices_base())
-        .env("KEYTALLY_TOKEN_URL", sb.token_url())
-        .env("KEYTALLY_CLIENT_ID", "keytally")
-        .env("KEYTALLY_CLIENT_SECRET", "sandbox-client-secret")
+        .envs(support::client_env(&sb))
         .env("KEYTALLY_STATE_DIR", state.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -160,19 +141,13 @@ fn start_service(lab: &PcscLab, sb: &keytally_sandbox::Sandbox, state: &std::pat
 #[test]
 fn service_pushes_keys_as_they_come() {
     let Some(lab) = lab() else { return };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sb = rt.block_on(keytally_sandbox::spawn(keytally_sandbox::Config::default())).unwrap();
+    let sb = support::sandbox();
     let state = tempfile::tempdir().unwrap();
     let mut service = start_service(&lab, &sb, state.path(), None);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(sb.store().device_count(), 0);
-    let card = lab.insert(Card::new(KeyModel::preset("yk5cnfc").unwrap())).unwrap();
-    card.wait_present(Duration::from_secs(10)).unwrap();
-    let t = Instant::now();
-    while sb.store().device("23456789").is_none() {
-        assert!(t.elapsed() < Duration::from_secs(10), "the plugged key did not reach the server");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let card = insert_preset(&lab, "yk5cnfc");
+    wait_until("the plugged key reaching the server", Duration::from_secs(10), || sb.store().device("23456789").is_some());
     card.remove().unwrap();
     terminate_within(&mut service, Duration::from_secs(5));
 }
@@ -187,8 +162,7 @@ fn service_serves_the_tray_over_its_control_socket() {
     use std::os::unix::net::UnixStream;
 
     let Some(lab) = lab() else { return };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sb = rt.block_on(keytally_sandbox::spawn(keytally_sandbox::Config::default())).unwrap();
+    let sb = support::sandbox();
     let state = tempfile::tempdir().unwrap();
     let run_dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(run_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -203,14 +177,7 @@ fn service_serves_the_tray_over_its_control_socket() {
         }
     }
     let _reap = Reap(service.id());
-    let t = Instant::now();
-    let stream = loop {
-        if let Ok(s) = UnixStream::connect(&socket) {
-            break s;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "no control socket at {}", socket.display());
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let stream = support::wait_for(&format!("the control socket at {}", socket.display()), Duration::from_secs(10), || UnixStream::connect(&socket).ok());
     assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o666);
     let mut writer = stream.try_clone().unwrap();
     let (tx, states) = mpsc::channel::<serde_json::Value>();
@@ -236,8 +203,7 @@ fn service_serves_the_tray_over_its_control_socket() {
     assert!(first["host"].as_str().is_some_and(|h| !h.is_empty()), "{first}");
 
     // A key arrives: the watcher sees it, without an owner yet.
-    let card = lab.insert(Card::new(KeyModel::preset("yk5cnfc").unwrap())).unwrap();
-    card.wait_present(Duration::from_secs(10)).unwrap();
+    let card = insert_preset(&lab, "yk5cnfc");
     let m = wait_for("the key", &|m| m["keys"][0]["serial"] == 23456789);
     let k = &m["keys"][0];
     assert_eq!((k["name"].as_str(), k["transport"].as_str(), k["owner"].is_null()), (Some("YubiKey 5C NFC"), Some("nfc"), true), "{m}");
@@ -285,7 +251,7 @@ fn service_serves_the_tray_over_its_control_socket() {
         assert_eq!(reply["type"], "refused", "{reply}");
         assert!(reply["reason"].as_str().unwrap().contains("uid 65534"), "{reply}");
     } else {
-        eprintln!("SKIP (part): the refusal of another uid needs root to run a client as uid 65534");
+        support::skip_part_unprivileged("the refusal of another uid needs root to run a client as uid 65534");
     }
     terminate_within(&mut service, Duration::from_secs(5));
     assert!(!socket.exists() || UnixStream::connect(&socket).is_err(), "nothing serves the socket after exit");
@@ -300,26 +266,15 @@ extern "C" {
 #[test]
 fn service_survives_a_pcscd_restart() {
     let Some(mut lab) = lab() else { return };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sb = rt.block_on(keytally_sandbox::spawn(keytally_sandbox::Config::default())).unwrap();
+    let sb = support::sandbox();
     let state = tempfile::tempdir().unwrap();
     let mut service = start_service(&lab, &sb, state.path(), None);
-    let first = lab.insert(Card::new(KeyModel::preset("yk5nfc").unwrap())).unwrap();
-    first.wait_present(Duration::from_secs(10)).unwrap();
-    let t = Instant::now();
-    while sb.store().device_count() == 0 {
-        assert!(t.elapsed() < Duration::from_secs(10), "the first key did not reach the server");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let first = insert_preset(&lab, "yk5nfc");
+    wait_until("the first key reaching the server", Duration::from_secs(10), || sb.store().device_count() > 0);
     first.remove().unwrap();
     lab.restart().unwrap();
-    let card = lab.insert(Card::new(KeyModel::preset("yk5cnfc").unwrap())).unwrap();
-    card.wait_present(Duration::from_secs(10)).unwrap();
-    let t = Instant::now();
-    while sb.store().device("23456789").is_none() {
-        assert!(t.elapsed() < Duration::from_secs(15), "no key reached the server after pcscd came back");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let card = insert_preset(&lab, "yk5cnfc");
+    wait_until("a key reaching the server after pcscd came back", Duration::from_secs(15), || sb.store().device("23456789").is_some());
     card.remove().unwrap();
     terminate_within(&mut service, Duration::from_secs(5));
 }
@@ -330,8 +285,7 @@ fn service_survives_a_pcscd_restart() {
 #[test]
 fn kiosk_signals_on_an_acs_reader() {
     let Some(lab) = lab_as(keytally_virtual_key::ReaderModel::Acr122) else { return };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sb = rt.block_on(keytally_sandbox::spawn(keytally_sandbox::Config::default())).unwrap();
+    let sb = support::sandbox();
     let state = tempfile::tempdir().unwrap();
     let mut kiosk = keytally_on(&lab, &sb, state.path(), &["kiosk", "--merge-window", "0s"])
         .stdout(Stdio::piped())
@@ -342,8 +296,7 @@ fn kiosk_signals_on_an_acs_reader() {
     let said = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
     let out = lines(&mut kiosk);
 
-    let card = lab.insert(Card::new(KeyModel::preset("yk5nfc").unwrap())).unwrap();
-    card.wait_present(Duration::from_secs(10)).unwrap();
+    let card = insert_preset(&lab, "yk5nfc");
     let line = next_line(&out, Duration::from_secs(10));
     assert!(line.contains("ACS ACR122U PICC Interface 00 00") && line.contains("serial 12345678") && line.contains("synced"), "{line}");
     let t = Instant::now();
@@ -355,8 +308,7 @@ fn kiosk_signals_on_an_acs_reader() {
     std::thread::sleep(Duration::from_millis(700));
 
     let broken = KeyModel::preset("yk5nfc").unwrap().with_fault(Some(keytally_virtual_key::Fault::MalformedTlv));
-    let card = lab.insert(Card::new(broken)).unwrap();
-    card.wait_present(Duration::from_secs(10)).unwrap();
+    let card = support::insert(&lab, broken);
     let line = next_line(&out, Duration::from_secs(10));
     assert!(line.contains("unreadable key"), "{line}");
     let t = Instant::now();

@@ -6,7 +6,8 @@
 
 #![cfg(unix)]
 
-mod common;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -34,7 +35,7 @@ fn records(gens: &[u64]) -> Value {
 
 #[test]
 fn kill9_at_20_random_moments_loses_nothing_and_never_goes_back() {
-    let setup = common::setup("drain_rate = 1000\ntimeout = \"5s\"");
+    let setup = support::setup("drain_rate = 1000\ntimeout = \"5s\"");
     let (sb, dir) = (&setup.sb, &setup.dir);
     let recs = dir.path().join("records.json");
     let run = || {

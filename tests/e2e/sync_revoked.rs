@@ -4,13 +4,14 @@
 
 #![cfg(unix)]
 
-mod common;
+#[path = "../support/mod.rs"]
+mod support;
 
 use serde_json::json;
 
 #[test]
 fn revoked_key_shows_credential_rejected_and_stays_quiet() {
-    let setup = common::setup("");
+    let setup = support::setup("");
     let (sb, dir, key) = (&setup.sb, &setup.dir, &setup.key);
     assert!(sb.revoke_api_key(&setup.key_id));
     let recs = dir.path().join("records.json");

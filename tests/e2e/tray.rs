@@ -21,12 +21,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use keytally_virtual_key::model::KeyModel;
-use keytally_virtual_key::{Card, PcscLab};
 use serde_json::json;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 
-const KEYTALLY: &str = env!("CARGO_BIN_EXE_keytally");
+#[path = "../support/mod.rs"]
+mod support;
+
+use support::{on_path, wait_for, KEYTALLY};
+
 const WATCHER: &str = "org.kde.StatusNotifierWatcher";
 const TOOLS: [&str; 6] = ["Xvfb", "dbus-daemon", "xfce4-panel", "xdotool", "import", "convert"];
 
@@ -56,10 +58,6 @@ const PANEL_XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
   </property>
 </channel>
 "#;
-
-fn have(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-}
 
 /// Where the screenshot and the logs go: `<target>/tray-test/`.
 fn output_dir() -> PathBuf {
@@ -118,17 +116,6 @@ fn first_line(child: &mut Child, limit: Duration) -> String {
         let _ = tx.send(line);
     });
     rx.recv_timeout(limit).unwrap_or_default().trim().to_string()
-}
-
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let t = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Runs `keytally tray` to its end (at most `limit`): the output and how long it took.
@@ -235,21 +222,10 @@ fn click(bus: &zbus::blocking::Connection, dest: &str, menu_path: &str, id: i32)
 
 #[test]
 fn tray_on_a_virtual_desktop() {
-    let missing: Vec<_> = TOOLS.iter().filter(|t| !have(t)).collect();
-    if !missing.is_empty() {
-        // CI installs them (tests/setup.sh): there, a missing tool is a failure.
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "missing {missing:?}: run tests/setup.sh");
-        println!("SKIP: the tray test needs {missing:?} (tests/setup.sh installs them)");
+    if !support::require_tools(&TOOLS, "apt install xvfb dbus-daemon xfce4-panel xdotool imagemagick") {
         return;
     }
-    let lab = match PcscLab::start() {
-        Ok(lab) => lab,
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") && e.kind() == std::io::ErrorKind::NotFound => {
-            println!("SKIP: {e}");
-            return;
-        }
-        Err(e) => panic!("the pcscd lab did not start: {e}"),
-    };
+    let Some(lab) = support::lab() else { return };
     let started = Instant::now();
     let out = output_dir();
     let home = tempfile::tempdir().unwrap();
@@ -368,8 +344,7 @@ fn tray_on_a_virtual_desktop() {
 
     // The service, with a virtual YubiKey 5 NFC plugged in and the sandbox server knowing
     // its owner and status.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let sb = rt.block_on(keytally_sandbox::spawn(keytally_sandbox::Config::default())).unwrap();
+    let sb = support::sandbox();
     let assigned = json!({
         "yubikey": {"uniqueId": "12345678", "serialNumber": "12345678", "name": "YubiKey 5 NFC"},
         "owners": {"count": 1, "items": [{"name": "Alice", "email": "alice@example.com"}]},
@@ -377,8 +352,7 @@ fn tray_on_a_virtual_desktop() {
         "tags": [{"name": "desk"}]
     });
     sb.store().upsert("12345678", &assigned, None, 0).unwrap();
-    let card = lab.insert(Card::new(KeyModel::preset("yk5nfc").unwrap())).unwrap();
-    card.wait_present(Duration::from_secs(10)).unwrap();
+    let card = support::insert_preset(&lab, "yk5nfc");
     let state = tempfile::tempdir().unwrap();
     let (_, api_key) = sb.create_api_key("tray-test");
     let _service = Proc::spawn(
@@ -412,7 +386,12 @@ fn tray_on_a_virtual_desktop() {
 
     // Another user, with no session on this machine (nobody): the service refuses it after
     // checking the peer's credentials, and the tray says so in one line, exit 1.
-    if unsafe { geteuid() } == 0 && have("setpriv") {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { geteuid() } != 0 {
+        support::skip_part_unprivileged("the refusal of another user needs root to run the tray as nobody");
+    } else if !on_path("setpriv") {
+        support::skip_part("the refusal of another user: setpriv is not installed (apt install util-linux)");
+    } else {
         let o = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", KEYTALLY, "tray", "--once"])
             .env("KEYTALLY_CONTROL_SOCKET", &socket)
