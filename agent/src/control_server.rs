@@ -18,7 +18,8 @@ use tokio::sync::Semaphore;
 
 use crate::control::{Message, Request, MAX_LINE};
 use crate::session;
-use crate::status_board::StatusBoard;
+use crate::tray_state::TrayState;
+use crate::watch::Request as LoopRequest;
 
 /// At most this many connections at once (a tray per logged-in user is a handful).
 const MAX_CONNECTIONS: usize = 32;
@@ -27,7 +28,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts serving `path` on a thread of its own. Problems are logged, never fatal: the
 /// service works without its tray.
-pub fn start(path: PathBuf, board: Arc<StatusBoard>) {
+pub fn start(path: PathBuf, board: Arc<TrayState>, sync: Arc<LoopRequest>) {
     let spawned = std::thread::Builder::new().name("control".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
@@ -45,7 +46,7 @@ pub fn start(path: PathBuf, board: Arc<StatusBoard>) {
                 }
             };
             tracing::info!(socket = %path.display(), "control socket listening");
-            serve(listener, board).await;
+            serve(listener, board, sync).await;
         });
     });
     if let Err(e) = spawned {
@@ -76,7 +77,7 @@ fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-async fn serve(listener: UnixListener, board: Arc<StatusBoard>) {
+async fn serve(listener: UnixListener, board: Arc<TrayState>, sync: Arc<LoopRequest>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, _) = match listener.accept().await {
@@ -92,9 +93,9 @@ async fn serve(listener: UnixListener, board: Arc<StatusBoard>) {
             tracing::warn!("control socket: {MAX_CONNECTIONS} connections open; refusing another");
             continue;
         };
-        let board = Arc::clone(&board);
+        let (board, sync) = (Arc::clone(&board), Arc::clone(&sync));
         tokio::spawn(async move {
-            handle(stream, board).await;
+            handle(stream, board, sync).await;
             drop(permit);
         });
     }
@@ -108,7 +109,7 @@ fn admit(uid: u32) -> Result<(), String> {
     Err(format!("uid {uid} has no local session on this machine; only the logged-in user, root and the service's own user are served"))
 }
 
-async fn handle(stream: UnixStream, board: Arc<StatusBoard>) {
+async fn handle(stream: UnixStream, board: Arc<TrayState>, sync: Arc<LoopRequest>) {
     let uid = match stream.peer_cred() {
         Ok(c) => c.uid(),
         Err(e) => {
@@ -135,7 +136,7 @@ async fn handle(stream: UnixStream, board: Arc<StatusBoard>) {
     }
     tracing::debug!(uid, "control socket: connected");
     let mut lines = BufReader::new(read);
-    let mut watching: Option<(tokio::sync::watch::Receiver<crate::control::State>, crate::status_board::WatcherGuard)> = None;
+    let mut watching: Option<(tokio::sync::watch::Receiver<crate::control::State>, crate::tray_state::WatcherGuard)> = None;
     let mut line = Vec::new();
     loop {
         let changed = async {
@@ -165,7 +166,7 @@ async fn handle(stream: UnixStream, board: Arc<StatusBoard>) {
                             let state = rx.borrow_and_update().clone();
                             watching = Some((rx, board.watcher_guard()));
                             // Someone looks now: fetch the owners for what is attached.
-                            request_sync(&board);
+                            request_sync(&sync);
                             if send(&mut write, &Message::State(state)).await.is_err() {
                                 return;
                             }
@@ -173,7 +174,7 @@ async fn handle(stream: UnixStream, board: Arc<StatusBoard>) {
                     }
                     Ok(Request::Sync) => {
                         tracing::info!(uid, "sync requested over the control socket");
-                        request_sync(&board);
+                        request_sync(&sync);
                         if send(&mut write, &Message::Ack { op: "sync".into() }).await.is_err() {
                             return;
                         }
@@ -198,10 +199,10 @@ async fn handle(stream: UnixStream, board: Arc<StatusBoard>) {
     }
 }
 
-/// Hands "Sync now" to the event loop without holding up this runtime.
-fn request_sync(board: &Arc<StatusBoard>) {
-    let board = Arc::clone(board);
-    tokio::task::spawn_blocking(move || board.request_sync());
+/// Hands "Sync now" to the service loop without holding up this runtime.
+fn request_sync(sync: &Arc<LoopRequest>) {
+    let sync = Arc::clone(sync);
+    tokio::task::spawn_blocking(move || sync.raise());
 }
 
 async fn send(write: &mut OwnedWriteHalf, message: &Message) -> std::io::Result<()> {
@@ -217,25 +218,24 @@ async fn send(write: &mut OwnedWriteHalf, message: &Message) -> std::io::Result<
 mod tests {
     use super::*;
     use crate::control::Client;
-    use serde_json::json;
 
     #[test]
     fn serves_state_changes_and_sync_requests() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run").join("control.sock");
-        let board = StatusBoard::new("desk".into());
+        let board = TrayState::new("desk".into());
         let synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let s = Arc::clone(&synced);
-        board.set_wake(Box::new(move || {
+        let sync = LoopRequest::new(move || {
             s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }));
-        start(path.clone(), Arc::clone(&board));
+        });
+        start(path.clone(), Arc::clone(&board), Arc::clone(&sync));
         let mut client = connect_retrying(&path);
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o666);
         let first = client.watch(Duration::from_secs(5)).unwrap();
         assert_eq!(first.host, "desk");
         assert!(first.keys.is_empty());
-        board.set_keys(&[json!({"yubikey": {"uniqueId": "7", "name": "YubiKey 5 NFC", "serialNumber": "7"}})]);
+        board.set_keys(&[crate::inventory::test_record("7", "YubiKey 5 NFC", Some("7"))]);
         let next = client.next_state(Some(Duration::from_secs(5))).unwrap();
         assert_eq!(next.keys[0].serial, Some(7));
         client.send(&Request::Sync).unwrap();
@@ -243,7 +243,7 @@ mod tests {
         // The watch (owners lookup) and the request both asked the loop to sync.
         std::thread::sleep(Duration::from_millis(300));
         assert!(synced.load(std::sync::atomic::Ordering::SeqCst) >= 2);
-        assert!(board.take_sync_request());
+        assert!(sync.take());
         // A second service on the same path leaves the live one alone.
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let _in_rt = rt.enter();

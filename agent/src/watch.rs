@@ -1,0 +1,260 @@
+//! "Something changed": the one place where the long-running modes (the service, the kiosk
+//! and the enrollment desk) wait.
+//!
+//! A wait ([`Watch::next`]) ends when:
+//! - PC/SC reports a reader or a card coming or going: one `SCardGetStatusChange` over every
+//!   reader (device's `pcsc_watch`), no polling;
+//! - a Yubico USB device comes or goes: nusb's hot-plug watch on a thread of its own, which
+//!   raises [`Changes::usb`] and wakes the PC/SC wait;
+//! - another thread asks: the tray's "Sync now" ([`Watch::sync_request`], raising
+//!   [`Changes::sync`]) or the push worker's shutdown ([`Wake`]);
+//! - the caller's timeout (its next timer) passes.
+//!
+//! While pcscd is down it says so once on stderr, tries again every 2 s (a USB change, a
+//! request or a stop cuts the pause short), and says when PC/SC is back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keytally_device::transport::pcsc_watch::{Canceller, PcscEvent, PcscWatcher};
+use keytally_device::transport::usb_watch::UsbWatch;
+
+/// How often PC/SC is tried again while pcscd is down.
+const PCSC_RETRY: Duration = Duration::from_secs(2);
+/// How often a raised [`Request`] wakes the loop again until taken, and for how long.
+const REWAKE_EVERY: Duration = Duration::from_millis(100);
+const REWAKE_TIMES: u32 = 30;
+
+/// Wakes a [`Watch`] blocked in its PC/SC wait, from any thread (a no-op when no wait is in
+/// progress). Cheap to clone; every clone wakes the same watch.
+#[derive(Clone, Default)]
+pub struct Wake(Arc<Mutex<Option<Canceller>>>);
+
+impl Wake {
+    /// Ends the wait in progress, if any.
+    pub fn now(&self) {
+        if let Some(c) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            c.cancel();
+        }
+    }
+
+    fn set(&self, canceller: Option<Canceller>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = canceller;
+    }
+}
+
+/// A reason for the loop to wake up, raised from another thread and taken by the loop: "a
+/// Yubico USB device came or went", "Sync now".
+pub struct Request {
+    raised: AtomicBool,
+    wake: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Request {
+    /// A request that calls `wake` to wake the loop.
+    pub fn new(wake: impl Fn() + Send + Sync + 'static) -> Arc<Self> {
+        Arc::new(Request {
+            raised: AtomicBool::new(false),
+            wake: Box::new(wake),
+        })
+    }
+
+    /// Raises the request and wakes the loop. PC/SC cancels only a wait in progress, so a
+    /// wake that lands between two waits is lost: it is repeated every 100 ms until the loop
+    /// takes the request, for up to 3 s. Blocks that long at most: call it off any async
+    /// runtime.
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::SeqCst);
+        for _ in 0..REWAKE_TIMES {
+            (self.wake)();
+            std::thread::sleep(REWAKE_EVERY);
+            if !self.pending() {
+                return;
+            }
+        }
+    }
+
+    /// Whether the request waits for the loop.
+    pub fn pending(&self) -> bool {
+        self.raised.load(Ordering::SeqCst)
+    }
+
+    /// Takes the request: true when it was raised since the last take.
+    pub fn take(&self) -> bool {
+        self.raised.swap(false, Ordering::SeqCst)
+    }
+
+    /// Marks it raised without waking anyone (the loop itself, before its first wait).
+    fn mark(&self) {
+        self.raised.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What ended a wait. All empty/false: the timeout passed (or a stop).
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// PC/SC's readers and cards that came or went (the first wait reports the cards
+    /// already present as insertions).
+    pub pcsc: Vec<PcscEvent>,
+    /// A Yubico USB device came or went since the last wait.
+    pub usb: bool,
+    /// "Sync now" was asked for.
+    pub sync: bool,
+}
+
+/// The watch: PC/SC, USB hot-plug and requests from other threads, waited on together.
+pub struct Watch {
+    pcsc: PcscWatcher,
+    wake: Wake,
+    /// Raised by the USB watch thread; `None` without one.
+    usb: Option<Arc<Request>>,
+    sync: Arc<Request>,
+    /// Raised when the caller is shutting down: ends a pause early.
+    stop: Option<Arc<AtomicBool>>,
+    pcsc_up: bool,
+    told_down: bool,
+}
+
+impl Watch {
+    /// Starts watching the PC/SC readers whose name contains `reader` (every reader without
+    /// it) and, with `usb`, Yubico USB devices. The USB watch starts now, before the caller's
+    /// first scan, since nusb reports only later events. Without a USB hot-plug source (no
+    /// USB bus, no permission) USB keys are still seen at every PC/SC change and timeout.
+    /// `wake` wakes this watch (give it to whoever must end a wait, the push worker at
+    /// shutdown for one).
+    pub fn start(reader: Option<&str>, usb: bool, wake: Wake) -> Self {
+        let waker = |w: &Wake| {
+            let w = w.clone();
+            move || w.now()
+        };
+        let usb = usb.then(|| {
+            let request = Request::new(waker(&wake));
+            watch_usb(Arc::clone(&request));
+            request
+        });
+        let sync = Request::new(waker(&wake));
+        Watch {
+            pcsc: PcscWatcher::new(reader),
+            usb,
+            sync,
+            wake,
+            stop: None,
+            pcsc_up: true,
+            told_down: false,
+        }
+    }
+
+    /// A pause for pcscd ends early when `stop` is raised (the caller's loop then ends).
+    pub fn stop_on(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// Treats the first wait as if a USB device had come (keys plugged in before the start
+    /// count: the enrollment desk offers them).
+    pub fn assume_usb_change(&self) {
+        if let Some(usb) = &self.usb {
+            usb.mark();
+        }
+    }
+
+    /// The handle that asks the loop for a "Sync now" ([`Changes::sync`]).
+    pub fn sync_request(&self) -> Arc<Request> {
+        Arc::clone(&self.sync)
+    }
+
+    /// Whether PC/SC answered at the last wait.
+    pub fn pcsc_up(&self) -> bool {
+        self.pcsc_up
+    }
+
+    /// Blocks until something changes or `timeout` passes.
+    pub fn next(&mut self, timeout: Duration) -> Changes {
+        let pending = self.usb.as_ref().is_some_and(|u| u.pending()) || self.sync.pending();
+        // Until the watcher has a context there is nothing to cancel a blocking wait with, so
+        // the first wait (and the first after pcscd comes back) only connects.
+        let timeout = if self.pcsc.canceller().is_some() && !pending {
+            timeout
+        } else {
+            Duration::ZERO
+        };
+        let pcsc = match self.pcsc.wait(timeout) {
+            Ok(events) => {
+                if !self.pcsc_up && self.told_down {
+                    eprintln!("keytally: PC/SC is back");
+                    self.told_down = false;
+                }
+                self.pcsc_up = true;
+                self.wake.set(self.pcsc.canceller());
+                events
+            }
+            Err(e) => {
+                self.pcsc_up = false;
+                if !self.told_down {
+                    let usb = if self.usb.is_some() { "; USB keys are still read over HID" } else { "" };
+                    eprintln!("keytally: PC/SC is not available ({e}); waiting for pcscd{usb}");
+                    self.told_down = true;
+                }
+                self.pause(PCSC_RETRY);
+                Vec::new()
+            }
+        };
+        Changes {
+            pcsc,
+            usb: self.usb.as_ref().is_some_and(|u| u.take()),
+            sync: self.sync.take(),
+        }
+    }
+
+    /// Sleeps up to `d`, less when a request is raised or the caller stops.
+    fn pause(&self, d: Duration) {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            if self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) || self.sync.pending() || self.usb.as_ref().is_some_and(|u| u.pending()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Raises `changed` whenever a Yubico USB device comes or goes, from a thread of its own.
+fn watch_usb(changed: Arc<Request>) {
+    let mut watch = match UsbWatch::start() {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::info!("no USB hot-plug events ({e}); USB keys are read at PC/SC changes and heartbeats");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new().name("usb-watch".into()).spawn(move || {
+        while let Some(change) = watch.next_change() {
+            tracing::debug!(?change, "Yubico USB device");
+            changed.raise();
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot watch USB: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn a_request_wakes_the_loop_until_taken() {
+        let woken = Arc::new(AtomicUsize::new(0));
+        let w = Arc::clone(&woken);
+        let sync = Request::new(move || {
+            w.fetch_add(1, Ordering::SeqCst);
+        });
+        // Not taken: woken again and again, for a bounded time.
+        sync.raise();
+        assert_eq!(woken.load(Ordering::SeqCst), 30);
+        assert!(sync.take());
+        assert!(!sync.take());
+    }
+}
