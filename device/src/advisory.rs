@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 
-use crate::{Capabilities, DeviceInfo, FormFactor, KeyType, Transport, Version};
+use crate::{Capabilities, DeviceInfo, FormFactor, Identified, KeyType, Transport, Version};
 
 /// The data file, as shipped.
 const DATA: &str = include_str!("../advisories.toml");
@@ -63,7 +63,13 @@ impl Series {
         if info.form_factor.is_bio() {
             return Some(Series::YubikeyBio);
         }
-        if info.is_sky {
+        // Over NFC (no PID) a FIDO-only key without a serial before 5.2.8 is a Security Key,
+        // the same guess identify's product_name makes.
+        let nfc_sky_guess = key_type.is_none()
+            && info.serial.is_none()
+            && info.supported.usb.unwrap_or_default().is_fido_only()
+            && v < Version::new(5, 2, 8);
+        if info.is_sky || nfc_sky_guess {
             return Some(Series::SecurityKey);
         }
         match v.major {
@@ -107,6 +113,11 @@ pub struct KeyFacts {
 }
 
 impl KeyFacts {
+    /// The facts of a key as identification returned it.
+    pub fn from_identified(key: &Identified) -> Self {
+        Self::from_device_info(&key.info, key.key_type)
+    }
+
     /// The facts of an identified key (its DeviceInfo after fix-ups, and the PID's family).
     pub fn from_device_info(info: &DeviceInfo, key_type: Option<KeyType>) -> Self {
         let firmware = (info.version != Version::default()).then_some(info.version);

@@ -493,6 +493,20 @@ fn series_and_facts_come_from_device_info() {
         Some(Series::SecurityKey)
     );
 
+    // Over NFC (no PID): a FIDO-only key without serial before 5.2.8 is a Security Key NFC.
+    let mut sky_nfc = info("5.1.2", FormFactor::UsbAKeychain, true, FIDO_ONLY);
+    sky_nfc.serial = None;
+    assert_eq!(Series::of(&sky_nfc, None), Some(Series::SecurityKey));
+    sky_nfc.version = Version::new(5, 2, 8);
+    assert_eq!(Series::of(&sky_nfc, None), Some(Series::Yubikey5));
+    assert_eq!(
+        Series::of(
+            &info("5.1.2", FormFactor::UsbAKeychain, true, ALL_APPS),
+            None
+        ),
+        Some(Series::Yubikey5)
+    );
+
     let bio = info("5.6.3", FormFactor::UsbCBio, false, FIDO_ONLY);
     assert_eq!(
         Series::of(&bio, Some(KeyType::Yk4)),
