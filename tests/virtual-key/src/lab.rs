@@ -8,6 +8,12 @@
 //! `PCSCLITE_CSOCK_NAME=<lab>/run/pcscd.comm`, which libpcsclite does honour. The reader comes
 //! from a private `reader.conf.d` (`pcscd -c DIR`) whose vpcd line picks a free TCP port pair
 //! (vpcd listens on PORT for `Virtual PCD 00 00` and PORT+1 for `Virtual PCD 00 01`).
+//!
+//! Several readers ([`PcscLab::start_readers`]): vpcd serves two slots per `reader.conf` entry,
+//! so N readers are ⌈N/2⌉ entries on consecutive port pairs. pcscd numbers every entry's
+//! slots `00 00` / `00 01` whatever the entry, so entries after the first get their own name:
+//! `Virtual PCD 00 00`, `Virtual PCD 00 01`, `Virtual PCD B 00 00`, `Virtual PCD B 00 01`, …
+//! Each reader takes its own card ([`PcscLab::insert_at`]), tapped and removed independently.
 
 use std::fs;
 use std::io::{self, ErrorKind};
@@ -78,14 +84,44 @@ impl ReaderModel {
     }
 }
 
-/// A running, isolated pcscd with one vpcd reader pair. Dropping it kills pcscd and removes
-/// its directory.
+/// One virtual reader of a lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabReader {
+    /// Position in [`PcscLab::readers`] (0 = [`READER_NAME`]).
+    pub index: usize,
+    /// The PC/SC reader name clients see.
+    pub name: String,
+    /// The vpcd TCP port a card connects to (for [`InsertedCard::connect`]).
+    pub port: u16,
+}
+
+/// How a lab is set up ([`PcscLab::start_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabOptions {
+    /// Readers wanted; rounded up to an even number (vpcd serves slots in pairs).
+    pub readers: usize,
+    /// What every reader pretends to be.
+    pub model: ReaderModel,
+    /// Time allowed for pcscd to come up.
+    pub timeout: Duration,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        LabOptions { readers: 2, model: ReaderModel::Plain, timeout: START_TIMEOUT }
+    }
+}
+
+/// A running, isolated pcscd with one or more vpcd reader pairs. Dropping it kills pcscd and
+/// removes its directory.
 #[derive(Debug)]
 pub struct PcscLab {
     child: Child,
     dir: PathBuf,
     port: u16,
     model: ReaderModel,
+    /// reader.conf entries (each two readers).
+    entries: usize,
 }
 
 impl PcscLab {
@@ -104,7 +140,22 @@ impl PcscLab {
         Self::start_model(ReaderModel::Plain, timeout)
     }
 
+    /// A lab with at least `n` readers (an even number: `n` rounded up), see [`PcscLab::readers`].
+    pub fn start_readers(n: usize) -> io::Result<PcscLab> {
+        Self::start_with(LabOptions { readers: n, ..LabOptions::default() })
+    }
+
+    /// A lab as `options` say.
+    pub fn start_with(options: LabOptions) -> io::Result<PcscLab> {
+        let entries = options.readers.max(1).div_ceil(2);
+        Self::start_entries(options.model, options.timeout, entries)
+    }
+
     fn start_model(model: ReaderModel, timeout: Duration) -> io::Result<PcscLab> {
+        Self::start_entries(model, timeout, 1)
+    }
+
+    fn start_entries(model: ReaderModel, timeout: Duration, entries: usize) -> io::Result<PcscLab> {
         let pcscd = find_pcscd()?;
         let driver = find_vpcd_driver()?;
         let unshare = find_program(UNSHARE_ENV, "unshare")?;
@@ -114,7 +165,7 @@ impl PcscLab {
             if Instant::now() >= deadline {
                 break;
             }
-            match Self::try_start(&pcscd, &driver, &unshare, deadline, model) {
+            match Self::try_start(&pcscd, &driver, &unshare, deadline, model, entries) {
                 Ok(lab) => return Ok(lab),
                 Err(e) if e.kind() == ErrorKind::AddrInUse => last_err = e,
                 Err(e) => return Err(e),
@@ -129,8 +180,9 @@ impl PcscLab {
         unshare: &Path,
         deadline: Instant,
         model: ReaderModel,
+        entries: usize,
     ) -> io::Result<PcscLab> {
-        let port = free_port_pair()?;
+        let port = free_port_run(2 * entries)?;
         let dir = std::env::temp_dir().join(format!(
             "keytally-lab-{}-{}",
             std::process::id(),
@@ -139,10 +191,10 @@ impl PcscLab {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("conf"))?;
         fs::create_dir_all(dir.join("run"))?;
-        let child = Self::spawn(pcscd, driver, unshare, &dir, port, model).inspect_err(|_| {
+        let child = Self::spawn(pcscd, driver, unshare, &dir, port, model, entries).inspect_err(|_| {
             let _ = fs::remove_dir_all(&dir);
         })?;
-        let mut lab = PcscLab { child, dir, port, model };
+        let mut lab = PcscLab { child, dir, port, model, entries };
         lab.wait_ready(deadline)?;
         Ok(lab)
     }
@@ -157,7 +209,15 @@ impl PcscLab {
         let _ = fs::remove_file(self.socket_path());
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            self.child = Self::spawn(&find_pcscd()?, &find_vpcd_driver()?, &find_program(UNSHARE_ENV, "unshare")?, &self.dir, self.port, self.model)?;
+            self.child = Self::spawn(
+                &find_pcscd()?,
+                &find_vpcd_driver()?,
+                &find_program(UNSHARE_ENV, "unshare")?,
+                &self.dir,
+                self.port,
+                self.model,
+                self.entries,
+            )?;
             match self.wait_ready(deadline) {
                 Err(e) if e.kind() == ErrorKind::AddrInUse && Instant::now() < deadline => {
                     let _ = self.child.kill();
@@ -169,15 +229,26 @@ impl PcscLab {
         }
     }
 
-    fn spawn(pcscd: &Path, driver: &Path, unshare: &Path, dir: &Path, port: u16, model: ReaderModel) -> io::Result<Child> {
-        fs::write(
-            dir.join("conf").join("vpcd"),
-            format!(
-                "FRIENDLYNAME \"{}\"\nDEVICENAME   /dev/null:0x{port:X}\nLIBPATH      {}\nCHANNELID    0x{port:X}\n",
-                model.friendly_name(),
-                driver.display()
-            ),
-        )?;
+    fn spawn(
+        pcscd: &Path,
+        driver: &Path,
+        unshare: &Path,
+        dir: &Path,
+        port: u16,
+        model: ReaderModel,
+        entries: usize,
+    ) -> io::Result<Child> {
+        let conf: String = (0..entries)
+            .map(|k| {
+                let p = port + 2 * k as u16;
+                format!(
+                    "FRIENDLYNAME \"{}\"\nDEVICENAME   /dev/null:0x{p:X}\nLIBPATH      {}\nCHANNELID    0x{p:X}\n\n",
+                    entry_name(model, k),
+                    driver.display()
+                )
+            })
+            .collect();
+        fs::write(dir.join("conf").join("vpcd"), conf)?;
         let log = fs::File::create(dir.join("pcscd.log"))?;
         let mut cmd = Command::new(unshare);
         if !is_root() {
@@ -218,7 +289,8 @@ impl PcscLab {
                     "pcscd lab exited ({status}) during start:\n{log}"
                 )));
             }
-            if self.socket_path().exists() && tcp_listening(self.port) {
+            let ports = self.port..self.port + 2 * self.entries as u16;
+            if self.socket_path().exists() && ports.clone().all(tcp_listening) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -250,6 +322,37 @@ impl PcscLab {
             ReaderModel::Plain => READER_NAME,
             ReaderModel::Acr122 => "ACS ACR122U PICC Interface 00 00",
         }
+    }
+
+    /// Every reader of the lab, in order (index 0 is [`PcscLab::reader_name`]).
+    pub fn readers(&self) -> Vec<LabReader> {
+        (0..2 * self.entries).map(|i| self.reader_at(i)).collect()
+    }
+
+    /// Reader `index` (panics past [`PcscLab::readers`]`.len()`, a test's own mistake).
+    pub fn reader(&self, index: usize) -> LabReader {
+        assert!(index < 2 * self.entries, "the lab has {} readers, not {}", 2 * self.entries, index + 1);
+        self.reader_at(index)
+    }
+
+    fn reader_at(&self, index: usize) -> LabReader {
+        LabReader {
+            index,
+            name: format!("{} 00 {:02X}", entry_name(self.model, index / 2), index % 2),
+            port: self.port + index as u16,
+        }
+    }
+
+    /// Inserts (taps) `card` into reader `index`, served until the handle is removed or dropped.
+    pub fn insert_at(&self, index: usize, card: Card) -> io::Result<InsertedCard> {
+        InsertedCard::connect_as(self.reader(index).port, card, self.model, |_| {})
+    }
+
+    /// [`PcscLab::insert_at`], then waits until pcscd has powered the card.
+    pub fn tap(&self, index: usize, card: Card, timeout: Duration) -> io::Result<InsertedCard> {
+        let inserted = self.insert_at(index, card)?;
+        inserted.wait_present(timeout)?;
+        Ok(inserted)
     }
 
     /// vpcd TCP port of [`READER_NAME`] (the second reader, `Virtual PCD 00 01`, is `port + 1`).
@@ -445,21 +548,29 @@ fn find_vpcd_driver() -> io::Result<PathBuf> {
     })
 }
 
-/// A port P such that P and P+1 are both free on all interfaces (vpcd binds 0.0.0.0).
-fn free_port_pair() -> io::Result<u16> {
+/// The FRIENDLYNAME of reader.conf entry `k`: the model's name, then B, C, … after the first.
+fn entry_name(model: ReaderModel, k: usize) -> String {
+    match k {
+        0 => model.friendly_name().to_string(),
+        k => format!("{} {}", model.friendly_name(), char::from(b'A' + (k % 26) as u8)),
+    }
+}
+
+/// A port P such that P … P+count-1 are all free on all interfaces (vpcd binds 0.0.0.0).
+fn free_port_run(count: usize) -> io::Result<u16> {
     for _ in 0..50 {
         let a = TcpListener::bind(("0.0.0.0", 0))?;
         let port = a.local_addr()?.port();
-        if port == u16::MAX {
+        if usize::from(port) + count > usize::from(u16::MAX) {
             continue;
         }
-        if TcpListener::bind(("0.0.0.0", port + 1)).is_ok() {
+        if (1..count as u16).all(|i| TcpListener::bind(("0.0.0.0", port + i)).is_ok()) {
             return Ok(port);
         }
     }
     Err(io::Error::new(
         ErrorKind::AddrInUse,
-        "no free TCP port pair for vpcd",
+        format!("no {count} consecutive free TCP ports for vpcd"),
     ))
 }
 

@@ -1,62 +1,15 @@
 //! End-to-end proof: an isolated pcscd lab serves each preset and Yubico's `ykman` reads it.
 //!
-//! ykman is taken from `$KEYTALLY_YKMAN` or `/tmp/ykvenv/bin/ykman`. Without it the test is
-//! skipped with a printed reason, except under `CI=true`, where that is a failure.
+//! Finding ykman and skipping without it: see `common/mod.rs`.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{field, require_tools, start_lab, ykman_info};
 use keytally_virtual_key::model::{KeyModel, PRESETS};
-use keytally_virtual_key::{Card, PcscLab};
-
-fn ykman() -> Option<PathBuf> {
-    let p = std::env::var_os("KEYTALLY_YKMAN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/tmp/ykvenv/bin/ykman".into());
-    p.is_file().then_some(p)
-}
-
-fn require_tools() -> Option<PathBuf> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let Some(ykman) = ykman() else {
-        assert!(!ci, "CI=true but ykman is missing (set KEYTALLY_YKMAN)");
-        eprintln!("SKIP: ykman not found at $KEYTALLY_YKMAN or /tmp/ykvenv/bin/ykman");
-        return None;
-    };
-    Some(ykman)
-}
-
-fn start_lab() -> Option<PcscLab> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    match PcscLab::start() {
-        Ok(lab) => Some(lab),
-        Err(e) if !ci && e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("SKIP: {e}");
-            None
-        }
-        Err(e) => panic!("lab failed to start: {e}"),
-    }
-}
-
-fn ykman_info(ykman: &PathBuf, lab: &PcscLab) -> (bool, String) {
-    let out = Command::new(ykman)
-        .args(["--reader", lab.reader_name(), "info"])
-        .envs(lab.env())
-        .output()
-        .expect("run ykman");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).map(str::trim))
-}
+use keytally_virtual_key::Card;
 
 #[test]
 fn ykman_reads_every_preset() {
