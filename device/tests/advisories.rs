@@ -225,11 +225,14 @@ use Series::{
     Yubikey5Cspn as Yk5Cspn, Yubikey5Fips as Yk5Fips, YubikeyBio as Bio,
 };
 
+/// Plain keys, as (series, firmware).
+type Keys = &'static [(Series, &'static str)];
+
 /// Per row: plain keys (series, firmware) it affects, and neighbours it does not — the
 /// boundaries of each range, the version just outside them, and the series next to them.
 /// Literal here, not derived from the data file, so a wrong range in the file fails.
 #[rustfmt::skip]
-const ROWS: &[(&str, &[(Series, &str)], &[(Series, &str)])] = &[
+const ROWS: &[(&str, Keys, Keys)] = &[
     ("YSA-2024-03",
      &[(Yk5, "5.0.0"), (Yk5, "5.4.3"), (Yk5, "5.6.255"), (Yk5Fips, "5.4.3"), (Yk5Cspn, "5.4.3"),
        (Sky, "5.1.2"), (Sky, "5.4.3"), (Bio, "5.5.6"), (Bio, "5.7.1")],
