@@ -7,44 +7,59 @@ use std::fmt;
 pub struct Capabilities(pub u32);
 
 impl Capabilities {
+    /// No application.
     pub const NONE: Self = Self(0);
+    /// Yubico OTP (the keyboard slots).
     pub const OTP: Self = Self(0x0001);
+    /// FIDO U2F.
     pub const U2F: Self = Self(0x0002);
     /// The generic CCID bit (not an application; .NET calls it `Ccid`).
     pub const CCID: Self = Self(0x0004);
+    /// OpenPGP card.
     pub const OPENPGP: Self = Self(0x0008);
+    /// PIV smart card.
     pub const PIV: Self = Self(0x0010);
+    /// OATH (TOTP/HOTP) credentials.
     pub const OATH: Self = Self(0x0020);
+    /// YubiHSM Auth.
     pub const HSMAUTH: Self = Self(0x0100);
+    /// FIDO2 (CTAP2).
     pub const FIDO2: Self = Self(0x0200);
     /// Management over CCID.
     pub const MANAGEMENT_CCID: Self = Self(0x0400);
 
     /// Applications that are served by the CCID interface.
     pub const CCID_APPS: Self = Self(0x0004 | 0x0400 | 0x0020 | 0x0008 | 0x0010 | 0x0100);
+    /// Applications that are served by the FIDO interface.
     pub const FIDO_APPS: Self = Self(0x0002 | 0x0200);
 
+    /// The raw bits.
     pub const fn bits(self) -> u32 {
         self.0
     }
 
+    /// True when every bit of `other` is set here.
     pub const fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
     }
 
+    /// True when at least one bit of `other` is set here.
     pub const fn intersects(self, other: Self) -> bool {
         self.0 & other.0 != 0
     }
 
+    /// True when no bit is set.
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }
 
+    /// The bits of both.
     #[must_use]
     pub const fn union(self, other: Self) -> Self {
         Self(self.0 | other.0)
     }
 
+    /// These bits with those of `other` cleared.
     #[must_use]
     pub const fn without(self, other: Self) -> Self {
         Self(self.0 & !other.0)
@@ -105,14 +120,22 @@ impl fmt::Display for Capabilities {
 /// The physical shape of a key: tag 0x04's low nibble.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum FormFactor {
+    /// A code Yubico has not assigned (or none given).
     #[default]
     Unknown = 0,
+    /// USB-A, keychain.
     UsbAKeychain = 1,
+    /// USB-A, nano.
     UsbANano = 2,
+    /// USB-C, keychain.
     UsbCKeychain = 3,
+    /// USB-C, nano.
     UsbCNano = 4,
+    /// USB-C and Lightning (YubiKey 5Ci).
     UsbCLightning = 5,
+    /// USB-A, with a fingerprint sensor.
     UsbABio = 6,
+    /// USB-C, with a fingerprint sensor.
     UsbCBio = 7,
 }
 
@@ -131,14 +154,17 @@ impl FormFactor {
         }
     }
 
+    /// The code, as tag 0x04's low nibble carries it.
     pub fn code(self) -> u8 {
         self as u8
     }
 
+    /// Nano shapes (USB-A or USB-C).
     pub fn is_nano(self) -> bool {
         matches!(self, Self::UsbANano | Self::UsbCNano)
     }
 
+    /// Bio shapes (with a fingerprint sensor).
     pub fn is_bio(self) -> bool {
         matches!(self, Self::UsbABio | Self::UsbCBio)
     }
@@ -166,11 +192,14 @@ impl FormFactor {
 /// How the key reached the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
+    /// Plugged into USB.
     Usb,
+    /// Tapped on an NFC reader.
     Nfc,
 }
 
 impl Transport {
+    /// `usb` or `nfc`, as records and JSON spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Usb => "usb",

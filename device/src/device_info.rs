@@ -9,30 +9,55 @@ use crate::version::{ReleaseType, Version, VersionQualifier};
 
 /// DeviceInfo tags (yubikit `management.py`).
 pub mod tag {
+    /// 0x01: applications the key has over USB.
     pub const USB_SUPPORTED: u32 = 0x01;
+    /// 0x02: the serial number (absent or zero when hidden).
     pub const SERIAL: u32 = 0x02;
+    /// 0x03: applications enabled over USB.
     pub const USB_ENABLED: u32 = 0x03;
+    /// 0x04: form factor, with the FIPS and Security Key flags.
     pub const FORM_FACTOR: u32 = 0x04;
+    /// 0x05: firmware version (three bytes).
     pub const VERSION: u32 = 0x05;
+    /// 0x06: CCID auto-eject timeout, seconds.
     pub const AUTO_EJECT_TIMEOUT: u32 = 0x06;
+    /// 0x07: challenge-response touch timeout, seconds.
     pub const CHALRESP_TIMEOUT: u32 = 0x07;
+    /// 0x08: device flags (remote wakeup, eject).
     pub const DEVICE_FLAGS: u32 = 0x08;
+    /// 0x09: application versions (not published; kept raw).
     pub const APP_VERSIONS: u32 = 0x09;
+    /// 0x0A: whether a configuration lock code is set.
     pub const CONFIG_LOCK: u32 = 0x0A;
+    /// 0x0D: applications the key has over NFC.
     pub const NFC_SUPPORTED: u32 = 0x0D;
+    /// 0x0E: applications enabled over NFC.
     pub const NFC_ENABLED: u32 = 0x0E;
+    /// 0x0F: IAP detection (not published; kept raw).
     pub const IAP_DETECTION: u32 = 0x0F;
+    /// 0x10: the number of DeviceInfo pages still to read.
     pub const MORE_DATA: u32 = 0x10;
+    /// 0x11: free-form data (not published; kept raw).
     pub const FREE_FORM: u32 = 0x11;
+    /// 0x12: HID init delay (not published; kept raw).
     pub const HID_INIT_DELAY: u32 = 0x12;
+    /// 0x13: part number, UTF-8.
     pub const PART_NUMBER: u32 = 0x13;
+    /// 0x14: applications that can be FIPS approved (FIPS numbering).
     pub const FIPS_CAPABLE: u32 = 0x14;
+    /// 0x15: applications that are FIPS approved now (FIPS numbering).
     pub const FIPS_APPROVED: u32 = 0x15;
+    /// 0x16: whether PIN complexity is enforced.
     pub const PIN_COMPLEXITY: u32 = 0x16;
+    /// 0x17: whether NFC is restricted until the key is plugged into USB.
     pub const NFC_RESTRICTED: u32 = 0x17;
+    /// 0x18: applications whose reset is blocked.
     pub const RESET_BLOCKED: u32 = 0x18;
+    /// 0x19: version qualifier (pre-release type and iteration).
     pub const VERSION_QUALIFIER: u32 = 0x19;
+    /// 0x20: fingerprint sensor firmware version (Bio keys).
     pub const FPS_VERSION: u32 = 0x20;
+    /// 0x21: secure element firmware version (Bio keys).
     pub const STM_VERSION: u32 = 0x21;
 }
 
@@ -44,11 +69,14 @@ pub const FORM_FACTOR_SKY: u8 = 0x40;
 /// Capabilities per transport. `None` means the key does not have that transport at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct PerTransport {
+    /// Over USB; `None` when the key has no USB.
     pub usb: Option<Capabilities>,
+    /// Over NFC; `None` when the key has no NFC.
     pub nfc: Option<Capabilities>,
 }
 
 impl PerTransport {
+    /// The capabilities over `t`.
     pub fn get(&self, t: Transport) -> Option<Capabilities> {
         match t {
             Transport::Usb => self.usb,
@@ -60,26 +88,45 @@ impl PerTransport {
 /// Everything a key says about itself through READ CONFIG, after parsing.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DeviceInfo {
+    /// The serial number; `None` when the key hides it or has none.
     pub serial: Option<u32>,
     /// The behavioural version: for alpha/beta builds this is the qualifier's version.
     pub version: Version,
+    /// Release type and iteration (`Final` for released firmware).
     pub version_qualifier: VersionQualifier,
+    /// The physical shape.
     pub form_factor: FormFactor,
+    /// A FIPS series key.
     pub is_fips: bool,
+    /// A Security Key series key.
     pub is_sky: bool,
+    /// The applications the key has, per transport.
     pub supported: PerTransport,
+    /// The applications enabled, per transport.
     pub enabled: PerTransport,
+    /// A configuration lock code is set.
     pub is_locked: bool,
+    /// CCID auto-eject timeout, seconds.
     pub auto_eject_timeout: u16,
+    /// Challenge-response touch timeout, seconds.
     pub challenge_response_timeout: u8,
+    /// Device flags (remote wakeup, eject).
     pub device_flags: u8,
+    /// Part number, when the key gives one.
     pub part_number: Option<String>,
+    /// Applications that can be FIPS approved.
     pub fips_capable: Capabilities,
+    /// Applications that are FIPS approved now.
     pub fips_approved: Capabilities,
+    /// PIN complexity is enforced.
     pub pin_complexity: bool,
+    /// NFC is restricted until the key is plugged into USB.
     pub nfc_restricted: bool,
+    /// Applications whose reset is blocked.
     pub reset_blocked: Capabilities,
+    /// Fingerprint sensor firmware version (Bio keys).
     pub fps_version: Option<Version>,
+    /// Secure element firmware version (Bio keys).
     pub stm_version: Option<Version>,
     /// Tags yubikit leaves unparsed, kept raw: 0x09 app versions, 0x0F IAP detection,
     /// 0x11 free form, 0x12 HID init delay.
@@ -89,9 +136,13 @@ pub struct DeviceInfo {
 /// DeviceInfo tags whose meaning Yubico does not publish; kept as the key sent them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct UnparsedTags {
+    /// Tag 0x09.
     pub app_versions: Option<Vec<u8>>,
+    /// Tag 0x0F.
     pub iap_detection: Option<Vec<u8>>,
+    /// Tag 0x11.
     pub free_form: Option<Vec<u8>>,
+    /// Tag 0x12.
     pub hid_init_delay: Option<Vec<u8>>,
 }
 
@@ -123,6 +174,7 @@ impl DeviceInfo {
         }
     }
 
+    /// True when the key has transport `t` at all.
     pub fn has_transport(&self, t: Transport) -> bool {
         self.supported.get(t).is_some()
     }

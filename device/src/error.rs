@@ -1,30 +1,65 @@
-//! The crate's error types: malformed data, status words, and transport failures.
+//! The crate's error types: malformed data, status words, and link failures.
 
 use std::fmt;
 
 /// Bytes from a key that do not form valid DeviceInfo (or a valid TLV stream).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
+    /// The key answered with no bytes at all.
     #[error("empty response")]
     Empty,
+    /// A leading length byte that does not match the bytes after it.
     #[error("length byte says {declared} bytes but {actual} follow")]
-    LengthMismatch { declared: usize, actual: usize },
+    LengthMismatch {
+        /// The length the length byte gives.
+        declared: usize,
+        /// The number of bytes that follow it.
+        actual: usize,
+    },
+    /// A TLV whose tag, length or value runs past the end of the data.
     #[error("TLV truncated at offset {offset}")]
-    TruncatedTlv { offset: usize },
+    TruncatedTlv {
+        /// Where the TLV starts.
+        offset: usize,
+    },
+    /// A TLV tag or length in a form this parser does not accept (a tag of more than four
+    /// bytes, or a length byte of 0x80 or above 0x84).
     #[error("TLV at offset {offset} has an unsupported length encoding")]
-    BadTlvLength { offset: usize },
+    BadTlvLength {
+        /// Where the TLV starts.
+        offset: usize,
+    },
+    /// A known tag whose value has the wrong size.
     #[error("tag 0x{tag:02X} has a {len}-byte value, expected {expected}")]
-    BadValueLength { tag: u32, len: usize, expected: &'static str },
+    BadValueLength {
+        /// The tag.
+        tag: u32,
+        /// The size of its value.
+        len: usize,
+        /// The sizes it may have, in words.
+        expected: &'static str,
+    },
+    /// A tag the data must have is not there.
     #[error("required tag 0x{0:02X} is missing")]
     MissingTag(u32),
+    /// Tag 0x10 (more data) announces more DeviceInfo pages than the reader accepts.
     #[error("more-data page count {0} is out of range")]
     BadPageCount(u64),
+    /// A response larger than the reader accepts.
     #[error("response of {len} bytes is over the {limit}-byte limit")]
-    Oversized { len: usize, limit: usize },
+    Oversized {
+        /// The response's size so far.
+        len: usize,
+        /// The largest accepted size.
+        limit: usize,
+    },
+    /// A version qualifier (tag 0x19) that does not parse.
     #[error("invalid version qualifier (tag 0x19)")]
     BadQualifier,
+    /// A response shorter than its format needs; the text says which response.
     #[error("response too short: {0}")]
     TooShort(&'static str),
+    /// An OTP HID response whose CRC does not check.
     #[error("CRC check failed")]
     BadCrc,
 }
@@ -34,12 +69,15 @@ pub enum ParseError {
 pub struct StatusWord(pub u16);
 
 impl StatusWord {
+    /// 9000: success.
     pub const OK: Self = Self(0x9000);
 
+    /// The first byte (SW1).
     pub fn sw1(self) -> u8 {
         (self.0 >> 8) as u8
     }
 
+    /// The second byte (SW2).
     pub fn sw2(self) -> u8 {
         self.0 as u8
     }
@@ -69,14 +107,21 @@ impl fmt::Display for StatusWord {
 /// Status-word classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusKind {
+    /// 9000.
     Ok,
     /// 6A82, 6999, 6D00 or 6B00 on a SELECT (or an INS the applet lacks): not there.
     ApplicationNotAvailable,
+    /// 6E00: the CLA byte is not supported.
     ClassNotSupported,
+    /// 6982: a PIN or key is needed first.
     SecurityConditionNotSatisfied,
+    /// 6985: the applet is not in a state to do this.
     ConditionsNotSatisfied,
+    /// 6A80, 6A86, 6700, 6Cxx or 61xx: the command itself was wrong.
     InvalidRequest,
+    /// 6581 or 6F00: the card failed.
     DeviceError,
+    /// Any other status word.
     Unknown,
 }
 
@@ -85,16 +130,26 @@ pub enum StatusKind {
 pub struct CtapHidError(pub u8);
 
 impl CtapHidError {
+    /// 0x01: the command is not known.
     pub const INVALID_CMD: Self = Self(0x01);
+    /// 0x02: a parameter is invalid.
     pub const INVALID_PAR: Self = Self(0x02);
+    /// 0x03: the message length is invalid.
     pub const INVALID_LEN: Self = Self(0x03);
+    /// 0x04: a continuation packet came out of sequence.
     pub const INVALID_SEQ: Self = Self(0x04);
+    /// 0x05: the message timed out.
     pub const MSG_TIMEOUT: Self = Self(0x05);
+    /// 0x06: another channel is busy with a transaction.
     pub const CHANNEL_BUSY: Self = Self(0x06);
+    /// 0x0A: the command needs a channel lock.
     pub const LOCK_REQUIRED: Self = Self(0x0A);
+    /// 0x0B: the channel ID is not allocated.
     pub const INVALID_CHANNEL: Self = Self(0x0B);
+    /// 0x7F: an unspecified error.
     pub const OTHER: Self = Self(0x7F);
 
+    /// The code's name in the CTAP specification (`CHANNEL_BUSY`); `OTHER` for unknown codes.
     pub fn name(self) -> &'static str {
         match self.0 {
             0x01 => "INVALID_CMD",
@@ -119,24 +174,34 @@ impl fmt::Display for CtapHidError {
 /// Failures of the link itself, independent of what is on the other end.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
+    /// The PC/SC service is not running (or stopped during the call).
     #[error("PC/SC service (pcscd) is not running")]
     NoService,
+    /// The reader is empty, or the card in it does not answer.
     #[error("no card in the reader")]
     NoCard,
+    /// The card left the reader (or was reset) during the read.
     #[error("the card was removed during the read")]
     Removed,
+    /// Another program holds the card exclusively.
     #[error("the card is held exclusively by another program (sharing violation)")]
     SharingViolation,
+    /// The reader or device did not answer before the deadline.
     #[error("the reader did not answer in time")]
     Timeout,
+    /// The reader is gone or unknown to the service.
     #[error("the reader is not available any more")]
     ReaderUnavailable,
+    /// The OS refused to open the device (on Linux: the hidraw node's permissions).
     #[error("access denied (no permission to open the device)")]
     AccessDenied,
+    /// The USB device went away during the read.
     #[error("the key was unplugged during the read")]
     Unplugged,
+    /// The device answered with frames the link protocol does not allow; the text says how.
     #[error("the device broke the protocol: {0}")]
     Protocol(String),
+    /// Anything else, in the words of the layer below.
     #[error("{0}")]
     Other(String),
 }
@@ -144,20 +209,26 @@ pub enum LinkError {
 /// Everything that can go wrong reading a key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    /// The link to the key failed.
     #[error(transparent)]
     Link(#[from] LinkError),
+    /// The key's answer does not parse.
     #[error("malformed response: {0}")]
     Parse(#[from] ParseError),
+    /// The key answered with a status word other than 9000.
     #[error("the key answered with status word {0}")]
     Status(StatusWord),
+    /// The key (or its firmware) cannot do this; the text says what.
     #[error("{0}")]
     NotSupported(&'static str),
+    /// The card answers, but not as any YubiKey does.
     #[error("the card does not seem to be a YubiKey")]
     NotAYubiKey,
     /// OTP HID: the key answered a command with a plain status report ("No data"): the
     /// command is not supported, the data is not visible, or the key is still in reclaim.
     #[error("the key rejected the command (no data)")]
     CommandRejected,
+    /// The key answered with a CTAPHID ERROR frame.
     #[error("the key answered with CTAPHID error {0}")]
     Ctap(CtapHidError),
 }

@@ -34,6 +34,7 @@ pub const CTAP_READ_CONFIG: u8 = 0x42;
 
 /// Something that can fetch one raw DeviceInfo page.
 pub trait ConfigPages {
+    /// Page `page` of DeviceInfo, as raw TLV bytes (framing removed where the link adds any).
     fn read_page(&mut self, page: u8) -> Result<Vec<u8>, Error>;
 }
 
@@ -120,10 +121,12 @@ impl<'p, 'd> OtpManagement<'p, 'd> {
         Ok(Self { protocol })
     }
 
+    /// The firmware version, from the OTP status report.
     pub fn version(&self) -> Version {
         self.protocol.version
     }
 
+    /// DeviceInfo from OTP slot 0x13, page by page. Firmware before 4.1.0 has none.
     pub fn read_device_info(&mut self) -> Result<DeviceInfo, Error> {
         let version = self.version();
         read_if_supported(self, PageFraming::IgnoreTrailing, version)
@@ -151,6 +154,7 @@ pub fn otp_serial(protocol: &mut OtpProtocol<'_>) -> Result<Option<u32>, Error> 
 /// Management over CTAPHID.
 pub struct CtapManagement<'p, 'd> {
     device: &'p mut CtapHidDevice<'d>,
+    /// The firmware version: from CTAPHID INIT, or 3.0.0 for keys older than the YubiKey 4.
     pub version: Version,
 }
 
@@ -166,6 +170,7 @@ impl<'p, 'd> CtapManagement<'p, 'd> {
         Self { device, version }
     }
 
+    /// DeviceInfo through CTAPHID READ_CONFIG, page by page. Firmware before 4.1.0 has none.
     pub fn read_device_info(&mut self) -> Result<DeviceInfo, Error> {
         let version = self.version;
         read_if_supported(self, PageFraming::Exact, version)

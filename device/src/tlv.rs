@@ -7,7 +7,9 @@ use crate::error::ParseError;
 /// One tag-length-value item borrowed from a byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tlv<'a> {
+    /// The tag, multi-byte tags as one number (`0x7F49`).
     pub tag: u32,
+    /// The value bytes.
     pub value: &'a [u8],
 }
 

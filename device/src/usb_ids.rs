@@ -20,11 +20,16 @@ pub const USAGE_FIDO: (u16, u16) = (0xF1D0, 0x0001);
 pub struct UsbInterfaces(pub u8);
 
 impl UsbInterfaces {
+    /// No interface.
     pub const NONE: Self = Self(0);
+    /// The OTP (keyboard) HID interface.
     pub const OTP: Self = Self(0x01);
+    /// The FIDO (U2F/CTAPHID) HID interface.
     pub const FIDO: Self = Self(0x02);
+    /// The CCID (smart-card) interface.
     pub const CCID: Self = Self(0x04);
 
+    /// True when every interface of `other` is here (and `other` is not empty).
     pub const fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0 && other.0 != 0
     }
@@ -53,11 +58,13 @@ impl fmt::Display for UsbInterfaces {
 pub enum KeyType {
     /// YubiKey 1/2 ("YubiKey Standard").
     Standard,
+    /// YubiKey NEO.
     Neo,
     /// Security Key by Yubico.
     Sky,
     /// YubiKey 4 and 5.
     Yk4,
+    /// YubiKey Plus.
     Plus,
 }
 
@@ -119,6 +126,7 @@ impl Pid {
         PIDS.iter().find(|(_, k, i)| *k == key_type && *i == interfaces.0).map(|(p, _, _)| Self(*p))
     }
 
+    /// The number itself.
     pub fn value(self) -> u16 {
         self.0
     }
@@ -127,10 +135,12 @@ impl Pid {
         *PIDS.iter().find(|(p, _, _)| *p == self.0).unwrap_or(&PIDS[0])
     }
 
+    /// The family this PID belongs to.
     pub fn key_type(self) -> KeyType {
         self.entry().1
     }
 
+    /// The USB interfaces this PID exposes.
     pub fn interfaces(self) -> UsbInterfaces {
         UsbInterfaces(self.entry().2)
     }

@@ -5,12 +5,16 @@ use std::fmt;
 /// A three-part firmware version, ordered the way firmware gates are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Version {
+    /// Major version.
     pub major: u8,
+    /// Minor version.
     pub minor: u8,
+    /// Patch level.
     pub patch: u8,
 }
 
 impl Version {
+    /// `major.minor.patch`.
     pub const fn new(major: u8, minor: u8, patch: u8) -> Self {
         Self { major, minor, patch }
     }
@@ -62,12 +66,16 @@ impl fmt::Display for Version {
 /// The kind of build a version qualifier names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReleaseType {
+    /// An alpha build.
     Alpha,
+    /// A beta build.
     Beta,
+    /// A release build.
     Final,
 }
 
 impl ReleaseType {
+    /// The release type from tag 0x19's type byte (0 alpha, 1 beta, 2 final).
     pub fn from_code(code: u8) -> Option<Self> {
         match code {
             0 => Some(Self::Alpha),
@@ -77,6 +85,7 @@ impl ReleaseType {
         }
     }
 
+    /// `alpha`, `beta` or `final`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Alpha => "alpha",
@@ -89,8 +98,11 @@ impl ReleaseType {
 /// Tag 0x19: the real version of a pre-release build, its release type and iteration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct VersionQualifier {
+    /// The build's real version.
     pub version: Version,
+    /// Alpha, beta or final.
     pub release: ReleaseType,
+    /// The build iteration (0 for a final build).
     pub iteration: u32,
 }
 

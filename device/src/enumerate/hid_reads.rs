@@ -24,8 +24,11 @@ pub trait HidReader: Send + Sync {
 /// The real reader: hidapi, the OTP and CTAPHID protocols, identification.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HidapiReader {
+    /// Polling and deadlines of the OTP HID protocol.
     pub otp: OtpTiming,
+    /// Packet timeouts and deadline of CTAPHID.
     pub ctap: CtapTiming,
+    /// Retries while the OTP interface is in reclaim.
     pub reclaim: Reclaim,
 }
 
@@ -51,9 +54,11 @@ impl HidReader for HidapiReader {
 /// One interface that was tried and failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
+    /// The interface tried.
     pub interface: Interface,
     /// The HID node path.
     pub path: String,
+    /// Why it failed.
     pub error: Error,
 }
 

@@ -7,12 +7,16 @@ use std::str::FromStr;
 /// A USB interface a key can be read through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Interface {
+    /// The smart-card interface, read through PC/SC.
     Ccid,
+    /// The OTP HID interface.
     Otp,
+    /// The FIDO HID interface (CTAPHID).
     Fido,
 }
 
 impl Interface {
+    /// `ccid`, `otp` or `fido`, as `--interfaces` spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ccid => "ccid",
@@ -40,6 +44,7 @@ impl Default for InterfaceOrder {
 }
 
 impl InterfaceOrder {
+    /// An order from a list: at least one interface, none twice.
     pub fn new(order: Vec<Interface>) -> Result<Self, String> {
         if order.is_empty() {
             return Err("at least one interface is needed".into());
@@ -52,6 +57,7 @@ impl InterfaceOrder {
         Ok(Self(order))
     }
 
+    /// True when `iface` is in the order at all.
     pub fn uses(&self, iface: Interface) -> bool {
         self.0.contains(&iface)
     }

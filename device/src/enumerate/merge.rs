@@ -35,6 +35,7 @@ use crate::usb_ids::{Pid, UsbInterfaces};
 /// A key, read.
 #[derive(Debug, Clone)]
 pub struct ScannedKey {
+    /// The key, identified.
     pub key: Identified,
     /// The interface its record was read through.
     pub interface: Interface,
@@ -56,7 +57,9 @@ impl ScannedKey {
 /// A key that is plugged in but could not be read through any interface.
 #[derive(Debug, Clone)]
 pub struct UnreadableKey {
+    /// The USB port path (`1-2.3`).
     pub port: String,
+    /// Its USB product ID.
     pub pid: Pid,
     /// Every interface tried; empty when none was usable (e.g. a CCID-only key and no pcscd).
     pub attempts: Vec<Attempt>,
@@ -78,7 +81,9 @@ impl UnreadableKey {
 /// Everything one scan found.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
+    /// Every key read, once each, ordered by where it was seen.
     pub keys: Vec<ScannedKey>,
+    /// Keys that are plugged in but could not be read, ordered by port.
     pub unreadable: Vec<UnreadableKey>,
     /// PC/SC readers with a card that could not be read (YubiKey readers whose key was read
     /// over HID instead are not listed).
@@ -92,7 +97,9 @@ pub struct Report {
 /// What to scan.
 #[derive(Debug, Clone)]
 pub struct FullScanOptions {
+    /// What to read over PC/SC.
     pub pcsc: ScanOptions,
+    /// The interfaces to use, in the order to try them.
     pub order: InterfaceOrder,
     /// Look at USB at all (off when the user asked for one PC/SC reader).
     pub usb: bool,

@@ -55,8 +55,11 @@ impl ScanOptions {
 /// A key found in a reader.
 #[derive(Debug, Clone)]
 pub struct FoundKey {
+    /// The key, identified.
     pub key: Identified,
+    /// The PC/SC reader's name.
     pub reader: String,
+    /// The card's ATR.
     pub atr: Vec<u8>,
     /// Command APDUs sent to read it.
     pub apdus: u32,
@@ -65,7 +68,9 @@ pub struct FoundKey {
 /// A reader whose card could not be read.
 #[derive(Debug, Clone)]
 pub struct ReaderProblem {
+    /// The PC/SC reader's name.
     pub reader: String,
+    /// Why its card could not be read.
     pub error: Error,
 }
 
@@ -74,7 +79,9 @@ pub struct ReaderProblem {
 pub struct PcscReport {
     /// Every reader that was looked at.
     pub readers: Vec<String>,
+    /// The keys read, ordered by reader name.
     pub keys: Vec<FoundKey>,
+    /// Readers whose card could not be read, ordered by reader name.
     pub problems: Vec<ReaderProblem>,
 }
 

@@ -11,6 +11,7 @@ use crate::usb_ids::{Pid, USAGE_FIDO, USAGE_OTP, YUBICO_VID};
 pub struct UsbKeyDevice {
     /// The port path (`1-2.3`); the identity of a key without a serial.
     pub port: String,
+    /// Its USB product ID.
     pub pid: Pid,
     /// OTP HID node paths (one per key in practice).
     pub otp: Vec<String>,

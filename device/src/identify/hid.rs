@@ -23,7 +23,9 @@ const BASE_NEO_APPS: Capabilities =
 /// ("reclaim"). ykman retries its first command 6 × 0.5 s; so do we, and only then.
 #[derive(Debug, Clone, Copy)]
 pub struct Reclaim {
+    /// How many times the first command is tried in all.
     pub tries: u32,
+    /// The pause between tries.
     pub wait: Duration,
 }
 
@@ -34,6 +36,7 @@ impl Default for Reclaim {
 }
 
 impl Reclaim {
+    /// One try, no retry (for reads that know the OTP interface was not just used).
     pub const NONE: Self = Self { tries: 1, wait: Duration::ZERO };
 
     /// Runs `f`, retrying while the key answers "rejected".

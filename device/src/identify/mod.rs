@@ -21,12 +21,15 @@ use crate::usb_ids::{KeyType, Pid, UsbInterfaces};
 /// A key, read and named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identified {
+    /// What the key said about itself (or what the fallback chain put together), fixed up.
     pub info: DeviceInfo,
     /// The family, known from the USB PID; `None` over NFC.
     pub key_type: Option<KeyType>,
     /// ykman's product name, e.g. "YubiKey 5 NFC".
     pub name: String,
+    /// USB or NFC.
     pub transport: Transport,
+    /// The USB PID; `None` over NFC and on external readers.
     pub pid: Option<Pid>,
 }
 
@@ -34,7 +37,7 @@ pub struct Identified {
 ///
 /// The normal path is SELECT management + READ CONFIG (two APDUs for a single-page key).
 /// Keys without READ CONFIG (NEO, YubiKey 4 before 4.1) go down the fallback chain in
-/// [`legacy`]: version and serial from the OTP applet, serial from PIV, applet probing.
+/// `legacy`: version and serial from the OTP applet, serial from PIV, applet probing.
 pub fn identify_smartcard(protocol: &mut SmartCardProtocol<'_>, pid: Option<Pid>) -> Result<Identified, Error> {
     let transport = protocol.transport();
     let key_type = pid.map(|p| p.key_type());

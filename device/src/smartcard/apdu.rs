@@ -6,14 +6,20 @@ use crate::error::{Error, ParseError, StatusWord};
 /// every reader (NFC readers included) accepts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Apdu<'a> {
+    /// Class byte.
     pub cla: u8,
+    /// Instruction byte.
     pub ins: u8,
+    /// First parameter.
     pub p1: u8,
+    /// Second parameter.
     pub p2: u8,
+    /// Command data (at most 255 bytes).
     pub data: &'a [u8],
 }
 
 impl<'a> Apdu<'a> {
+    /// A command APDU from its parts.
     pub const fn new(cla: u8, ins: u8, p1: u8, p2: u8, data: &'a [u8]) -> Self {
         Self { cla, ins, p1, p2, data }
     }
@@ -38,7 +44,9 @@ impl<'a> Apdu<'a> {
 /// A decoded response APDU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
+    /// Response data, without the status word.
     pub data: Vec<u8>,
+    /// The status word.
     pub sw: StatusWord,
 }
 

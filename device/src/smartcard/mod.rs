@@ -14,6 +14,7 @@ use crate::error::LinkError;
 
 /// A link that carries one command APDU and returns one raw response (`data || SW1 SW2`).
 pub trait SmartCardConnection {
+    /// Sends one command APDU and returns the raw response.
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, LinkError>;
 
     /// Whether the key sits in a USB port or on an NFC reader.

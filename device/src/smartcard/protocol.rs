@@ -20,10 +20,12 @@ pub struct SmartCardProtocol<'c> {
 }
 
 impl<'c> SmartCardProtocol<'c> {
+    /// Speaks ISO 7816 over `conn`; nothing is sent yet.
     pub fn new(conn: &'c mut dyn SmartCardConnection) -> Self {
         Self { conn, apdus_sent: 0 }
     }
 
+    /// Whether the key is on USB or NFC.
     pub fn transport(&self) -> Transport {
         self.conn.transport()
     }

@@ -14,7 +14,9 @@ use crate::version::Version;
 
 /// YubiKeys (and nearly every authenticator) use 64-byte reports.
 pub const PACKET_SIZE: usize = 64;
+/// The broadcast channel, used only to allocate a channel (INIT).
 pub const BROADCAST_CID: u32 = 0xFFFF_FFFF;
+/// The bit that marks an initialization packet (command byte).
 pub const TYPE_INIT: u8 = 0x80;
 const INIT_HEADER: usize = 7;
 const CONT_HEADER: usize = 5;
@@ -23,25 +25,37 @@ pub const MAX_MESSAGE: usize = PACKET_SIZE - INIT_HEADER + 128 * (PACKET_SIZE - 
 
 /// CTAPHID commands (without the 0x80 type bit).
 pub mod cmd {
+    /// Echo the data back.
     pub const PING: u8 = 0x01;
+    /// A U2F (CTAP1) message.
     pub const MSG: u8 = 0x03;
+    /// Allocate a channel.
     pub const INIT: u8 = 0x06;
+    /// Blink the key's LED.
     pub const WINK: u8 = 0x08;
+    /// A CTAP2 (CBOR) message.
     pub const CBOR: u8 = 0x10;
+    /// Cancel the request in progress.
     pub const CANCEL: u8 = 0x11;
+    /// Sent by the key while a request is in progress.
     pub const KEEPALIVE: u8 = 0x3B;
+    /// An error frame; its payload is the code.
     pub const ERROR: u8 = 0x3F;
 }
 
 /// INIT's capability flags.
 pub mod capability {
+    /// The device implements WINK.
     pub const WINK: u8 = 0x01;
+    /// The device implements CBOR (CTAP2).
     pub const CBOR: u8 = 0x04;
+    /// The device does not implement MSG (CTAP1).
     pub const NMSG: u8 = 0x08;
 }
 
 /// A device that moves 64-byte HID reports (report ID not included).
 pub trait HidPackets {
+    /// Writes one output report.
     fn write_packet(&mut self, packet: &[u8; PACKET_SIZE]) -> Result<(), LinkError>;
     /// One input report, or `None` when none came within `timeout`.
     fn read_packet(&mut self, timeout: Duration) -> Result<Option<[u8; PACKET_SIZE]>, LinkError>;
@@ -95,10 +109,12 @@ pub struct Assembler {
 }
 
 impl Assembler {
+    /// Expects the response to `command` on channel `cid`.
     pub fn new(cid: u32, command: u8) -> Self {
         Self { cid, command, expected: None, data: Vec::new(), seq: 0 }
     }
 
+    /// Takes the next packet; errors for a broken sequence, a bad length or an ERROR frame.
     pub fn feed(&mut self, packet: &[u8; PACKET_SIZE]) -> Result<Step, Error> {
         let cid = u32::from_be_bytes([packet[0], packet[1], packet[2], packet[3]]);
         if cid != self.cid {
@@ -181,7 +197,9 @@ pub struct CtapHidDevice<'d> {
     cid: u32,
     /// The device version from INIT (for YubiKey 4 and later, the firmware version).
     pub version: Version,
+    /// INIT's capability flags (see [`capability`]).
     pub capabilities: u8,
+    /// The CTAPHID protocol version from INIT.
     pub protocol_version: u8,
     timing: CtapTiming,
     packets: u32,
@@ -214,6 +232,7 @@ impl<'d> CtapHidDevice<'d> {
         self.packets
     }
 
+    /// The channel ID INIT allocated.
     pub fn channel(&self) -> u32 {
         self.cid
     }

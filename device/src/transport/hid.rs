@@ -17,10 +17,13 @@ use crate::error::LinkError;
 pub struct HidNodeInfo {
     /// The OS path: `/dev/hidraw3` on Linux.
     pub path: String,
+    /// The USB vendor ID.
     pub vendor_id: u16,
+    /// The USB product ID.
     pub product_id: u16,
-    /// The report descriptor's first usage page and usage.
+    /// The report descriptor's first usage page.
     pub usage_page: u16,
+    /// The report descriptor's first usage (with the usage page: what the node is for).
     pub usage: u16,
 }
 

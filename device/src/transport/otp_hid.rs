@@ -37,7 +37,9 @@ const MAX_RESPONSE_REPORTS: usize = FRAME_SIZE.div_ceil(REPORT_DATA);
 
 /// A device that reads and writes 8-byte feature reports (report ID 0, not included).
 pub trait FeatureReports {
+    /// Reads the feature report.
     fn get_report(&mut self) -> Result<[u8; REPORT_SIZE], LinkError>;
+    /// Writes a feature report.
     fn set_report(&mut self, report: &[u8; REPORT_SIZE]) -> Result<(), LinkError>;
 }
 
@@ -97,9 +99,11 @@ pub fn frame_reports(frame: &[u8; FRAME_SIZE]) -> Vec<[u8; REPORT_SIZE]> {
 pub struct OtpTiming {
     /// Polls for the write flag to clear before each report (ykman: 20 × 50 ms).
     pub ready_polls: u32,
+    /// The pause between those polls.
     pub ready_interval: Duration,
-    /// Poll interval while the key is busy, and while it waits for a touch.
+    /// Poll interval while the key is busy.
     pub busy_interval: Duration,
+    /// Poll interval while the key waits for a touch.
     pub touch_interval: Duration,
     /// The longest one command may take from the first report written to the last read.
     pub deadline: Duration,

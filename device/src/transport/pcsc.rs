@@ -88,10 +88,12 @@ impl PcscCard {
         Ok(Self { card, atr, transport })
     }
 
+    /// The card's ATR.
     pub fn atr(&self) -> &[u8] {
         &self.atr
     }
 
+    /// USB (a YubiKey's own reader, or a USB ATR) or NFC.
     pub fn transport(&self) -> Transport {
         self.transport
     }

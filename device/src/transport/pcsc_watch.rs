@@ -6,7 +6,7 @@
 //! well-known busy loop). A lost context (pcscd restarted or stopped) is rebuilt on the next
 //! wait. A PC/SC layer that answers "changed" at once with nothing changed, again and again
 //! (Wine's winscard passes every current state to pcscd as UNAWARE), must not make the
-//! watcher spin: [`SpinGuard`] notices and slows the waits down, logged once.
+//! watcher spin: `SpinGuard` notices and slows the waits down, logged once.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -20,10 +20,22 @@ use crate::error::LinkError;
 /// A change seen on the PC/SC side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PcscEvent {
+    /// A reader appeared (its name).
     ReaderAdded(String),
+    /// A reader went away (its name).
     ReaderRemoved(String),
-    CardInserted { reader: String, atr: Vec<u8> },
-    CardRemoved { reader: String },
+    /// A card arrived in a reader.
+    CardInserted {
+        /// The reader's name.
+        reader: String,
+        /// The card's ATR.
+        atr: Vec<u8>,
+    },
+    /// A card left a reader.
+    CardRemoved {
+        /// The reader's name.
+        reader: String,
+    },
 }
 
 /// Per-reader bookkeeping between two waits.
@@ -79,6 +91,8 @@ impl SpinGuard {
 }
 
 impl PcscWatcher {
+    /// A watcher of every reader, or of those whose name contains `reader_filter`
+    /// (case-insensitive). Nothing is connected until the first wait.
     pub fn new(reader_filter: Option<&str>) -> Self {
         Self {
             ctx: None,
@@ -283,6 +297,7 @@ mod tests {
 pub struct Canceller(Context);
 
 impl Canceller {
+    /// Wakes the blocked wait (it returns no events).
     pub fn cancel(&self) {
         let _ = self.0.cancel();
     }

@@ -10,13 +10,16 @@ use crate::error::LinkError;
 /// A USB device of one vendor, with its HID nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsbDevice {
+    /// The USB vendor ID.
     pub vendor_id: u16,
+    /// The USB product ID.
     pub product_id: u16,
     /// The port path, `BUS-PORT[.PORT…]` as Linux names it (`1-2.3`). Stable while the device
     /// stays in that port; the identity of devices that have no serial.
     pub port: String,
     /// The USB iSerial string, when the device shows one.
     pub serial: Option<String>,
+    /// The HID nodes (interfaces) that sit on this device.
     pub hid_nodes: Vec<HidNodeInfo>,
 }
 

@@ -19,7 +19,9 @@ use crate::usb_ids::YUBICO_VID;
 /// A Yubico device came or went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsbChange {
+    /// A Yubico device was plugged in.
     Arrived,
+    /// A Yubico device was unplugged.
     Left,
 }
 
