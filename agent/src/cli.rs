@@ -42,7 +42,7 @@ pub enum Command {
     Doctor,
     /// Put a profile's secret into the OS keyring (read from standard input), or check it.
     #[command(subcommand)]
-    Secret(crate::commands::secret::SecretCommand),
+    Secret(SecretCommand),
     /// Print the shell completion script for SHELL on stdout.
     #[command(hide = true)]
     Completions {
@@ -158,4 +158,21 @@ pub struct TrayArgs {
     /// service is not running or refuses this user.
     #[arg(long)]
     pub once: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SecretCommand {
+    /// Store the profile's API token or client secret in the OS keyring entry its
+    /// configuration names (token_keyring or client_secret_keyring). The value is read from
+    /// standard input: typed without echo on a terminal, or piped in.
+    Set(SecretArgs),
+    /// Read the profile's keyring entry and say whether it holds a secret (never the value).
+    Check(SecretArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SecretArgs {
+    /// The server profile ([profiles.NAME] in the configuration).
+    #[arg(long, value_name = "NAME")]
+    pub profile: String,
 }

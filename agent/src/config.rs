@@ -31,8 +31,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::exit::EXIT_CONFIG;
 use crate::keyring::KeyringEntry;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,6 +137,25 @@ impl Profile {
     pub fn matches(&self, unique_id: &str) -> bool {
         self.match_prefixes.is_empty() || self.match_prefixes.iter().any(|p| unique_id.starts_with(p.as_str()))
     }
+
+    /// The keyring entry this profile reads its secret from, and what that secret is.
+    pub fn keyring_entry(&self) -> Option<(&KeyringEntry, &'static str)> {
+        match &self.auth {
+            AuthConfig::TokenKeyring(e) => Some((e, "API token")),
+            AuthConfig::OAuth { secret_env: None, secret_file: None, secret_keyring: Some(e), .. } => Some((e, "client secret")),
+            _ => None,
+        }
+    }
+
+    /// A credential's source as `status` and `doctor` show it: `base` (what the credential
+    /// itself says), naming the keyring entry when the secret came from the keyring.
+    pub fn shown_source(&self, base: &str) -> String {
+        match (&self.auth, self.keyring_entry()) {
+            (AuthConfig::TokenKeyring(_), Some((e, _))) => format!("keyring {e}"),
+            (_, Some((e, what))) => format!("{base}, {what} from keyring {e}"),
+            _ => base.to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -148,6 +169,46 @@ pub struct Config {
     pub heartbeat: Duration,
     pub timeout: Duration,
     pub profiles: Vec<Profile>,
+}
+
+impl Config {
+    /// The outbox's SQLite file in the state directory.
+    pub fn outbox_path(&self) -> PathBuf {
+        self.state_dir.join("outbox.sqlite")
+    }
+}
+
+/// Loads the config from the process environment, printing the one-line error and returning
+/// exit code 2 on failure.
+pub fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
+    load(path, &|k| std::env::var(k).ok().filter(|v| !v.is_empty())).map_err(|e| {
+        eprintln!("keytally: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// Loads a config that names at least one server, for the commands that push
+/// (`sync`, `run`, `kiosk`, `enroll`): the one-line error and exit code 2 otherwise.
+pub fn load_server_config(path: Option<&Path>) -> Result<Config, ExitCode> {
+    let cfg = load_config(path)?;
+    if cfg.profiles.is_empty() {
+        eprintln!("keytally: configuration error in {}: profiles: no server profile (set KEYTALLY_SERVER or add [profiles.NAME])", cfg.file);
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    Ok(cfg)
+}
+
+/// Where the agent id lives: the configuration's state directory, or its default when the
+/// configuration cannot be read (reading keys needs no server, so that is only a warning).
+pub fn state_dir_for_reading(config: Option<&Path>) -> PathBuf {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match load(config, &env) {
+        Ok(cfg) => cfg.state_dir,
+        Err(e) => {
+            eprintln!("keytally: warning: {e}");
+            env("KEYTALLY_STATE_DIR").map_or_else(default_state_dir, PathBuf::from)
+        }
+    }
 }
 
 /// The system-wide config file the packages install.
@@ -245,7 +306,7 @@ pub fn load(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Re
     for (name, p) in raws {
         let k = |f: &str| format!("profiles.{name}.{f}");
         let server = p.server.clone().ok_or_else(|| bad(&k("server"), "missing: the devices API base URL".into()))?;
-        keytally_protocol::api::parse_secure_url("server URL", &server).map_err(|e| bad(&k("server"), e.to_string()))?;
+        keytally_protocol::http::parse_secure_url("server URL", &server).map_err(|e| bad(&k("server"), e.to_string()))?;
         let client_secrets = p.client_secret_env.is_some() as u8 + p.client_secret_file.is_some() as u8 + p.client_secret_keyring.is_some() as u8;
         let oauth = p.client_id.is_some() || p.token_url.is_some() || client_secrets > 0;
         let statics = p.token_env.is_some() as u8 + p.token_file.is_some() as u8 + p.token_keyring.is_some() as u8;
@@ -255,7 +316,7 @@ pub fn load(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Re
             }
             let client_id = p.client_id.clone().ok_or_else(|| bad(&k("client_id"), "missing (needed with token_url)".into()))?;
             let token_url = p.token_url.clone().ok_or_else(|| bad(&k("token_url"), "missing (needed with client_id)".into()))?;
-            keytally_protocol::api::parse_secure_url("token URL", &token_url).map_err(|e| bad(&k("token_url"), e.to_string()))?;
+            keytally_protocol::http::parse_secure_url("token URL", &token_url).map_err(|e| bad(&k("token_url"), e.to_string()))?;
             if client_secrets == 0 {
                 return Err(bad(&k("client_secret_file"), "missing: set client_secret_file, client_secret_env, client_secret_keyring or KEYTALLY_CLIENT_SECRET".into()));
             }
@@ -306,7 +367,7 @@ pub fn load(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Re
             return Err(bad(&k("token_file"), "no credential: set token_file, token_env, token_keyring, client_id + token_url, or machine_token_file".into()));
         };
         for pin in &p.pin_sha256 {
-            keytally_protocol::api::pin::check_pin(pin).map_err(|e| bad(&k("pin_sha256"), e))?;
+            keytally_protocol::http::pin::check_pin(pin).map_err(|e| bad(&k("pin_sha256"), e))?;
         }
         profiles.push(Profile { name, server, auth, ca_file: p.ca_file, pins: p.pin_sha256, match_prefixes: p.match_prefixes });
     }
@@ -425,5 +486,30 @@ mod tests {
         }
         let e = load(Some(&dir.path().join("missing.toml")), &no_env).unwrap_err();
         assert!(e.to_string().contains("missing.toml"));
+    }
+
+    fn profile(auth: AuthConfig) -> Profile {
+        Profile { name: "prod".into(), server: "https://e/api".into(), auth, ca_file: None, pins: vec![], match_prefixes: vec![] }
+    }
+
+    #[test]
+    fn sources_name_the_keyring_entry() {
+        let e = KeyringEntry { service: "keytally".into(), user: "prod".into() };
+        let p = profile(AuthConfig::TokenKeyring(e.clone()));
+        assert_eq!(p.keyring_entry().map(|(e, w)| (e.to_string(), w)), Some(("keytally/prod".into(), "API token")));
+        assert_eq!(p.shown_source("configured value"), "keyring keytally/prod");
+        let oauth = profile(AuthConfig::OAuth {
+            client_id: "c".into(),
+            secret_env: None,
+            secret_file: None,
+            secret_keyring: Some(e),
+            token_url: "https://e/t".into(),
+            basic: true,
+            scope: None,
+        });
+        assert_eq!(oauth.shown_source("client \"c\" at https://e/t"), "client \"c\" at https://e/t, client secret from keyring keytally/prod");
+        let file = profile(AuthConfig::TokenFile("/etc/keytally/secret".into()));
+        assert!(file.keyring_entry().is_none());
+        assert_eq!(file.shown_source("file /etc/keytally/secret"), "file /etc/keytally/secret");
     }
 }

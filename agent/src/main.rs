@@ -3,31 +3,34 @@
 //! `main` only parses the command line and hands over to a command module.
 
 mod agent_id;
-mod arrivals;
 mod cli;
+mod clients;
 mod commands;
 mod config;
 mod control;
-#[cfg(unix)]
-mod control_server;
+mod desk;
+mod exit;
+mod inventory;
 mod keyring;
+mod kiosk;
 mod logging;
 mod outbox;
+mod platform;
 mod pusher;
-mod session;
-mod status_board;
+mod runtime;
+mod service;
 mod sync;
-mod tray_menu;
-#[cfg(windows)]
-mod windows_service;
+mod tray;
+mod tray_state;
+mod watch;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    #[cfg(windows)]
-    if let Some(code) = windows_service::dispatch_if_service() {
+    // Started by the OS's service manager (the Windows SCM): run as its service.
+    if let Some(code) = platform::service_manager::run_if_started_by_it(commands::run::run) {
         return code;
     }
     let cli = cli::Cli::parse();

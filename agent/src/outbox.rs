@@ -4,11 +4,17 @@
 //! A size bound drops the oldest entries and counts every drop; records the server
 //! rejects for good are quarantined with its reason. The schema carries a version and
 //! is migrated forward on open.
+//!
+//! A record reaches the outbox typed ([`DeviceRecord`]) and is serialized here, once
+//! ([`Serialized::of`]): the body that is stored and sent, and the fingerprint that tells an
+//! unchanged state from a new one.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use keytally_protocol::record::DeviceRecord;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde_json::Value;
 use uuid::Uuid;
 
 /// The schema version this build writes.
@@ -60,6 +66,62 @@ pub enum Enqueued {
     Unchanged,
 }
 
+/// A record as the outbox takes it: its key, the body to store and send, and its fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Serialized {
+    /// `yubikey.uniqueId`, never empty.
+    pub unique_id: String,
+    /// What the server should see as "the same state": the record without its volatile
+    /// sighting times (`lastUsed`, `lastUpdate`, `observedAt`), so an unchanged key is not
+    /// re-pushed on every scan.
+    pub fingerprint: String,
+    /// The JSON body of `PUT /devices/{uniqueId}`.
+    pub body: Vec<u8>,
+}
+
+impl Serialized {
+    /// Serializes a record the agent made; `None` when it has no uniqueId.
+    pub fn of(record: &DeviceRecord) -> Result<Option<Self>, serde_json::Error> {
+        Ok(Self::from_json(serde_json::to_value(record)?))
+    }
+
+    /// A record given as JSON (a records file: `keytally sync --records`), taken as it is;
+    /// `None` when it has no `yubikey.uniqueId`.
+    pub fn from_json(record: Value) -> Option<Self> {
+        let Some(unique_id) = record.pointer("/yubikey/uniqueId").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)
+        else {
+            tracing::warn!("skipping a record without yubikey.uniqueId");
+            return None;
+        };
+        let body = serde_json::to_vec(&record).ok()?;
+        Some(Serialized { unique_id, fingerprint: fingerprint(record), body })
+    }
+}
+
+impl Serialized {
+    /// A JSON array of device records (the output of `keytally scan --json`), each taken as it
+    /// is; with the array's length (records without a uniqueId are counted, then skipped).
+    /// `name` names the input in the error.
+    pub fn from_json_array(text: &[u8], name: &str) -> Result<(usize, Vec<Self>), String> {
+        match serde_json::from_slice::<Value>(text).map_err(|e| format!("{name} is not JSON: {e}"))? {
+            Value::Array(a) => Ok((a.len(), a.into_iter().filter_map(Self::from_json).collect())),
+            _ => Err(format!("{name}: expected a JSON array of device records")),
+        }
+    }
+}
+
+/// The serialized record without its volatile sighting times (see [`Serialized::fingerprint`]).
+fn fingerprint(mut record: Value) -> String {
+    if let Some(y) = record.get_mut("yubikey").and_then(Value::as_object_mut) {
+        y.remove("lastUsed");
+        y.remove("lastUpdate");
+    }
+    if let Some(o) = record.get_mut("observation").and_then(Value::as_object_mut) {
+        o.remove("observedAt");
+    }
+    record.to_string()
+}
+
 /// Per-profile sync state shown by `status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SyncState {
@@ -86,6 +148,11 @@ pub struct Outbox {
 
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A time the outbox keeps (Unix seconds) as RFC 3339, UTC, to the second.
+pub fn fmt_time(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
 }
 
 const MIGRATIONS: &[&str] = &[

@@ -4,21 +4,23 @@
 //! holds within that deadline. Nothing else in those modes talks to the network.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use keytally_device::transport::pcsc_watch::Canceller;
 use keytally_protocol::mapping::rfc3339;
-use serde_json::Value;
+use keytally_protocol::record::DeviceRecord;
+use keytally_protocol::server_view::views_of;
 use tokio::sync::mpsc;
 
-use crate::commands::sync::{fmt_time, outbox_path, runtime, sync_with, Clients};
-use crate::control::SyncView;
-use crate::status_board::{server_view, StatusBoard};
-use crate::sync::SystemClock;
+use crate::clients::Clients;
 use crate::config::Config;
-use crate::outbox::Outbox;
+use crate::control::SyncView;
+use crate::outbox::{fmt_time, Outbox};
+use crate::runtime::runtime;
+use crate::tray_state::TrayState;
+use crate::watch::Wake;
+use crate::sync::{sync_records, SystemClock};
 
 /// A kiosk tap to report with one line once it is synced or queued.
 pub struct TapLine {
@@ -32,7 +34,7 @@ pub struct TapLine {
 
 /// Work for the pusher.
 pub struct Job {
-    pub records: Vec<Value>,
+    pub records: Vec<DeviceRecord>,
     /// Set for kiosk taps: print the tap's line when the push is done or times out.
     pub tap: Option<TapLine>,
     /// Ask the server for these records' owner, status and tags afterwards (for the tray).
@@ -57,20 +59,21 @@ pub struct Pusher {
     thread: JoinHandle<()>,
     /// Raised when SIGINT/SIGTERM arrives (or the worker cannot run).
     pub stop: Arc<AtomicBool>,
-    /// Woken on shutdown so a blocked PC/SC wait returns.
-    pub canceller: Arc<Mutex<Option<Canceller>>>,
+    /// Woken on shutdown so a blocked PC/SC wait returns (give it to the loop's watch).
+    pub wake: Wake,
 }
 
 impl Pusher {
-    /// `board`, when given, gets the sync state after every push and the server's view of
-    /// looked-up records.
-    pub fn start(cfg: Config, timing: PushTiming, board: Option<Arc<StatusBoard>>) -> std::io::Result<Self> {
+    /// `outbox` is the process's one outbox; the worker keeps it for its lifetime. `board`,
+    /// when given, gets the sync state after every push and the server's view of looked-up
+    /// records.
+    pub fn start(cfg: Config, outbox: Outbox, timing: PushTiming, board: Option<Arc<TrayState>>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let canceller: Arc<Mutex<Option<Canceller>>> = Arc::default();
-        let (s, c) = (Arc::clone(&stop), Arc::clone(&canceller));
-        let thread = std::thread::Builder::new().name("push".into()).spawn(move || worker(cfg, rx, timing, s, c, board))?;
-        Ok(Self { tx, thread, stop, canceller })
+        let wake = Wake::default();
+        let (s, c) = (Arc::clone(&stop), wake.clone());
+        let thread = std::thread::Builder::new().name("push".into()).spawn(move || worker(cfg, outbox, rx, timing, s, c, board))?;
+        Ok(Self { tx, thread, stop, wake })
     }
 
     /// Hands records over; false when the worker has stopped.
@@ -91,11 +94,12 @@ impl Pusher {
 
 fn worker(
     cfg: Config,
+    mut outbox: Outbox,
     mut rx: mpsc::UnboundedReceiver<Job>,
     timing: PushTiming,
     stop: Arc<AtomicBool>,
-    canceller: Arc<Mutex<Option<Canceller>>>,
-    board: Option<Arc<StatusBoard>>,
+    wake: Wake,
+    board: Option<Arc<TrayState>>,
 ) {
     let Ok(rt) = runtime() else {
         stop.store(true, Ordering::SeqCst);
@@ -122,9 +126,9 @@ fn worker(
             }
         };
         tokio::pin!(shutdown);
-        let mut backlog = pending_count(&cfg) > 0;
+        let mut backlog = pending_count(&outbox) > 0;
         if let Some(board) = &board {
-            publish_sync_state(&cfg, &mut clients, board).await;
+            publish_sync_state(&cfg, &outbox, &mut clients, board).await;
         }
         loop {
             // Idle means no timer at all: the next wake-up is a job, a signal or a backlog retry.
@@ -139,14 +143,14 @@ fn worker(
                 () = &mut shutdown => break,
                 job = rx.recv() => {
                     let Some(job) = job else { break };
-                    let result = tokio::time::timeout(timing.push_timeout, sync_with(&cfg, &job.records, &mut clients, &SystemClock)).await;
+                    let result = tokio::time::timeout(timing.push_timeout, sync_records(&cfg, &mut outbox, &mut clients, &job.records, &SystemClock)).await;
                     if let Ok(Err(e)) = &result {
                         tracing::warn!("push failed: {e:#}");
                     }
-                    backlog = pending_count(&cfg) > 0;
+                    backlog = pending_count(&outbox) > 0;
                     match job.tap {
                         Some(tap) => {
-                            let state = if result.is_ok_and(|r| r.is_ok()) && !is_pending(&cfg, &tap.unique_id) { "synced" } else { "queued" };
+                            let state = if result.is_ok_and(|r| r.is_ok()) && !is_pending(&outbox, &tap.unique_id) { "synced" } else { "queued" };
                             let serial = tap.serial.map_or_else(|| "no serial".to_string(), |s| format!("serial {s}"));
                             println!(
                                 "{}  {}  {}  {}  {} ({} ms)",
@@ -159,11 +163,11 @@ fn worker(
                         if job.lookup && board.has_watchers() {
                             look_up(&cfg, &mut clients, &job.records, board, timing.push_timeout).await;
                         }
-                        publish_sync_state(&cfg, &mut clients, board).await;
+                        publish_sync_state(&cfg, &outbox, &mut clients, board).await;
                     }
                 }
                 () = retry => {
-                    match tokio::time::timeout(timing.push_timeout, sync_with(&cfg, &[], &mut clients, &SystemClock)).await {
+                    match tokio::time::timeout(timing.push_timeout, sync_records(&cfg, &mut outbox, &mut clients, &[], &SystemClock)).await {
                         Ok(Ok(s)) if s.remaining == 0 => {
                             backlog = false;
                             if timing.announce_delivery {
@@ -172,16 +176,16 @@ fn worker(
                                 tracing::info!("queued records delivered");
                             }
                         }
-                        _ => backlog = pending_count(&cfg) > 0,
+                        _ => backlog = pending_count(&outbox) > 0,
                     }
                     if let Some(board) = &board {
-                        publish_sync_state(&cfg, &mut clients, board).await;
+                        publish_sync_state(&cfg, &outbox, &mut clients, board).await;
                     }
                 }
             }
         }
         stop.store(true, Ordering::SeqCst);
-        cancel_wait(&canceller);
+        wake.now();
         // Records read but not yet pushed are in the channel: put them in the outbox and
         // give the server one short chance; what does not make it stays queued.
         let mut left = Vec::new();
@@ -189,14 +193,13 @@ fn worker(
             left.extend(job.records);
         }
         if !left.is_empty() || backlog {
-            let _ = tokio::time::timeout(timing.push_timeout, sync_with(&cfg, &left, &mut clients, &SystemClock)).await;
+            let _ = tokio::time::timeout(timing.push_timeout, sync_records(&cfg, &mut outbox, &mut clients, &left, &SystemClock)).await;
         }
     });
 }
 
 /// The sync state over every profile, and what the user should act on, for the tray.
-async fn publish_sync_state(cfg: &Config, clients: &mut Clients, board: &StatusBoard) {
-    let Ok(outbox) = Outbox::open(&outbox_path(cfg), cfg.max_pending) else { return };
+async fn publish_sync_state(cfg: &Config, outbox: &Outbox, clients: &mut Clients, board: &TrayState) {
     let mut sync = SyncView { state: "ok".into(), pending: outbox.depth(None).unwrap_or(0), ..SyncView::default() };
     let mut warnings = Vec::new();
     let mut last_success = None;
@@ -235,8 +238,8 @@ async fn publish_sync_state(cfg: &Config, clients: &mut Clients, board: &StatusB
 
 /// Asks the server for the owner, status and tags of `records` (the first profile that
 /// answers; one listing, bounded in size and time).
-async fn look_up(cfg: &Config, clients: &mut Clients, records: &[Value], board: &StatusBoard, deadline: Duration) {
-    let wanted: std::collections::HashSet<&str> = records.iter().filter_map(|r| r.pointer("/yubikey/uniqueId").and_then(Value::as_str)).collect();
+async fn look_up(cfg: &Config, clients: &mut Clients, records: &[DeviceRecord], board: &TrayState, deadline: Duration) {
+    let wanted: std::collections::HashSet<&str> = records.iter().map(|r| r.yubikey.unique_id.as_str()).collect();
     if wanted.is_empty() {
         return;
     }
@@ -244,14 +247,7 @@ async fn look_up(cfg: &Config, clients: &mut Clients, records: &[Value], board: 
         let Ok(client) = clients.get(cfg, p) else { continue };
         match tokio::time::timeout(deadline, client.list_all(500, 20_000)).await {
             Ok(Ok(devices)) => {
-                let views = devices
-                    .iter()
-                    .filter_map(|d| {
-                        let uid = d.pointer("/yubikey/uniqueId").and_then(Value::as_str)?;
-                        wanted.contains(uid).then(|| (uid.to_string(), server_view(d)))
-                    })
-                    .collect();
-                board.set_server_views(views);
+                board.set_server_views(views_of(&devices, |uid| wanted.contains(uid)));
                 return;
             }
             Ok(Err(e)) => tracing::info!("profile {}: cannot list devices for the tray: {e}", p.name),
@@ -271,30 +267,10 @@ pub fn request_stop() {
     STOP_REQUEST.notify_one();
 }
 
-/// Wakes the event loop's PC/SC wait, if one is in progress.
-pub fn cancel_wait(canceller: &Mutex<Option<Canceller>>) {
-    if let Some(c) = canceller.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-        c.cancel();
-    }
+fn pending_count(outbox: &Outbox) -> u64 {
+    outbox.depth(None).unwrap_or(0)
 }
 
-/// Wakes the event loop about `pending` (a flag it clears when it takes the news). PC/SC
-/// cancels only a wait in progress, so a wake that lands between two waits is lost: repeat
-/// it every 100 ms until the flag is taken, for up to 3 s. Blocks that long at most.
-pub fn wake_until_taken(pending: &AtomicBool, wake: impl Fn()) {
-    for _ in 0..30 {
-        wake();
-        std::thread::sleep(Duration::from_millis(100));
-        if !pending.load(Ordering::SeqCst) {
-            return;
-        }
-    }
-}
-
-fn pending_count(cfg: &Config) -> u64 {
-    Outbox::open(&outbox_path(cfg), cfg.max_pending).and_then(|o| o.depth(None)).unwrap_or(0)
-}
-
-fn is_pending(cfg: &Config, unique_id: &str) -> bool {
-    Outbox::open(&outbox_path(cfg), cfg.max_pending).and_then(|o| o.is_pending(unique_id)).unwrap_or(true)
+fn is_pending(outbox: &Outbox, unique_id: &str) -> bool {
+    outbox.is_pending(unique_id).unwrap_or(true)
 }

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use keytally_protocol::api::response::Failure;
+use keytally_protocol::http::Failure;
 
-use crate::commands::sync::client_for;
+use crate::clients::client_for;
 use crate::config::{self, AuthConfig, Config, Profile};
 
 /// The service's config file, as the packaged unit passes it.
@@ -102,7 +102,7 @@ pub fn run(config_path: Option<&Path>) -> ExitCode {
         emit(check_secret_file(&path, used, service_uid));
     }
     if let Some(cfg) = cfg.filter(|c| !c.profiles.is_empty()) {
-        match crate::commands::sync::runtime() {
+        match crate::runtime::runtime() {
             Ok(rt) => {
                 for p in &cfg.profiles {
                     let (server, credential) = rt.block_on(check_profile(&cfg, p));
@@ -346,7 +346,7 @@ async fn check_profile(cfg: &Config, p: &Profile) -> (Check, Check) {
     };
     let info = client.auth().info(SystemTime::now()).await;
     let expires = info.expires_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_else(|| "unknown".into());
-    let source = crate::commands::secret::shown_source(p, &info.source);
+    let source = p.shown_source(&info.source);
     let mut ok = format!("valid ({} from {source}, expires {expires})", info.kind);
     if let Some(w) = info.expiry_warning {
         ok.push_str(&format!("; {w}"));

@@ -7,139 +7,19 @@
 //! could be read from it.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::SystemTime;
 
 use keytally_device::caps::{Capabilities, Transport};
-use keytally_device::error::LinkError;
-use keytally_device::enumerate::ScanOptions;
-use keytally_device::enumerate::{scan_all, FullScanOptions, InterfaceOrder, Report, ScannedKey, UnreadableKey};
-use keytally_protocol::mapping::{record_for, ObservationContext};
-use keytally_protocol::record::DeviceRecord;
+use keytally_device::enumerate::ScannedKey;
 
 use crate::cli::ScanArgs;
-
-/// Exit code when no transport at all could be scanned.
-pub const EXIT_NO_TRANSPORT: u8 = 2;
-
-/// The keys found, plus what went wrong on the way (already reported on stderr).
-pub struct ScanResult {
-    pub keys: Vec<ScannedKey>,
-    pub records: Vec<DeviceRecord>,
-    /// Keys that are plugged in but could not be read through any interface.
-    pub unreadable_keys: Vec<UnreadableKey>,
-    /// Readers with a card that could not be read.
-    pub unreadable: usize,
-}
-
-/// Scans every transport. Fails only when none could be scanned at all: PC/SC is unusable
-/// and USB could not be listed (or was not asked for, with `--reader`), with nothing found.
-pub fn scan(reader: Option<&str>, interfaces: &InterfaceOrder, state_dir: &Path) -> Result<ScanResult, LinkError> {
-    let opts = FullScanOptions {
-        pcsc: ScanOptions { reader_filter: reader.map(str::to_string), ..ScanOptions::default() },
-        order: interfaces.clone(),
-        usb: reader.is_none(),
-        ..FullScanOptions::default()
-    };
-    let report = scan_all(&opts);
-    if let Some(e) = &report.usb_error {
-        tracing::info!("USB devices cannot be listed: {e}");
-    }
-    if let Some(e) = &report.pcsc_error {
-        match e {
-            LinkError::NoService => eprintln!(
-                "keytally: PC/SC is not available (pcscd is not running): smart-card and NFC readers cannot be scanned"
-            ),
-            other => eprintln!("keytally: PC/SC cannot be used: {other}"),
-        }
-        let usb_scanned = opts.usb && report.usb_error.is_none();
-        if !usb_scanned && report.keys.is_empty() && report.unreadable.is_empty() {
-            return Err(e.clone());
-        }
-    }
-    warn_problems(&report, interfaces);
-    for k in &report.keys {
-        tracing::info!(
-            place = k.place().unwrap_or("-"),
-            interface = k.interface.as_str(),
-            transfers = k.transfers,
-            "read {}",
-            k.key.name
-        );
-    }
-    let ctx = ObservationContext {
-        agent_id: crate::agent_id::agent_id(state_dir),
-        host: gethostname::gethostname().to_string_lossy().into_owned(),
-        observed_at: SystemTime::now(),
-    };
-    let records = report.keys.iter().map(|k| record_for(&k.key, k.place(), &ctx)).collect();
-    Ok(ScanResult {
-        unreadable: report.reader_problems.len(),
-        keys: report.keys,
-        records,
-        unreadable_keys: report.unreadable,
-    })
-}
-
-/// Scan and return just the records (used by `sync`).
-pub fn collect_records(reader: Option<&str>, state_dir: &Path) -> anyhow::Result<Vec<DeviceRecord>> {
-    Ok(scan(reader, &InterfaceOrder::default(), state_dir)?.records)
-}
-
-fn warn_problems(report: &Report, interfaces: &InterfaceOrder) {
-    for p in &report.reader_problems {
-        eprintln!("keytally: warning: reader \"{}\": could not read the key: {}", p.reader, p.error);
-        if matches!(p.error, keytally_device::Error::Link(LinkError::SharingViolation)) {
-            eprintln!(
-                "keytally: hint: another program holds the card exclusively (often gpg's scdaemon: `gpgconf --kill scdaemon`)"
-            );
-        }
-    }
-    for u in &report.unreadable {
-        eprintln!("keytally: warning: {} at USB port {}: {}", u.description(), u.port, unreadable_reason(u, interfaces));
-    }
-    if report.unreadable.iter().any(UnreadableKey::access_denied) {
-        eprintln!("keytally: hint: {}", access_hint());
-    }
-}
-
-/// Why a key could not be read, in one line.
-fn unreadable_reason(u: &UnreadableKey, interfaces: &InterfaceOrder) -> String {
-    if u.attempts.is_empty() {
-        return format!("present, but none of its interfaces could be used (allowed: {interfaces}; CCID needs pcscd)");
-    }
-    let nodes: Vec<String> = u.attempts.iter().map(|a| format!("{} {}", a.interface, a.path)).collect();
-    if u.access_denied() {
-        return format!("access denied ({})", nodes.join(", "));
-    }
-    let errors: Vec<String> = u.attempts.iter().map(|a| format!("{} {}: {}", a.interface, a.path, a.error)).collect();
-    format!("could not be read ({})", errors.join("; "))
-}
-
-fn access_hint() -> &'static str {
-    if cfg!(windows) {
-        "FIDO access on Windows requires running as Administrator (or the keytally service)"
-    } else {
-        "install udev/70-keytally.rules (see udev/README.md) and re-plug the key; the service user needs group \"keytally\""
-    }
-}
-
-/// Where the agent id lives: the configuration's state directory, or its default when the
-/// configuration cannot be read (reading keys needs no server, so that is only a warning).
-fn state_dir(config: Option<&Path>) -> PathBuf {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    match crate::config::load(config, &env) {
-        Ok(cfg) => cfg.state_dir,
-        Err(e) => {
-            eprintln!("keytally: warning: {e}");
-            env("KEYTALLY_STATE_DIR").map_or_else(crate::config::default_state_dir, PathBuf::from)
-        }
-    }
-}
+use crate::config::state_dir_for_reading;
+use crate::exit::EXIT_NO_TRANSPORT;
+use crate::inventory::{scan, ScanResult};
 
 pub fn run(config: Option<&Path>, args: &ScanArgs) -> ExitCode {
-    let result = match scan(args.reader.as_deref(), &args.interfaces, &state_dir(config)) {
+    let result = match scan(args.reader.as_deref(), &args.interfaces, &state_dir_for_reading(config)) {
         Ok(r) => r,
         Err(_) => return ExitCode::from(EXIT_NO_TRANSPORT),
     };
@@ -235,7 +115,9 @@ fn write_table(out: &mut impl Write, result: &ScanResult) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keytally_device::error::Error;
+    use crate::inventory::unreadable_reason;
+    use keytally_device::enumerate::{InterfaceOrder, UnreadableKey};
+    use keytally_device::error::{Error, LinkError};
     use keytally_device::usb_ids::Pid;
     use keytally_device::enumerate::{Attempt, Interface};
 

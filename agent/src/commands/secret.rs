@@ -11,50 +11,15 @@ use std::time::Duration;
 
 use keytally_protocol::secret::Secret;
 
-use crate::commands::sync::{load_config, EXIT_CONFIG};
-use crate::config::{AuthConfig, Profile};
+use crate::cli::SecretCommand;
+use crate::config::{load_config, Profile};
+use crate::exit::EXIT_CONFIG;
 use crate::keyring::{self, KeyringEntry};
 
 /// The longest `secret set` waits for the value on standard input.
 const INPUT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The most bytes read from standard input (a token is far shorter).
 const INPUT_LIMIT: u64 = 64 * 1024;
-
-#[derive(Debug, clap::Subcommand)]
-pub enum SecretCommand {
-    /// Store the profile's API token or client secret in the OS keyring entry its
-    /// configuration names (token_keyring or client_secret_keyring). The value is read from
-    /// standard input: typed without echo on a terminal, or piped in.
-    Set(SecretArgs),
-    /// Read the profile's keyring entry and say whether it holds a secret (never the value).
-    Check(SecretArgs),
-}
-
-#[derive(Debug, clap::Args)]
-pub struct SecretArgs {
-    /// The server profile ([profiles.NAME] in the configuration).
-    #[arg(long, value_name = "NAME")]
-    pub profile: String,
-}
-
-/// The keyring entry a profile reads its secret from, and what that secret is.
-pub fn keyring_entry(p: &Profile) -> Option<(&KeyringEntry, &'static str)> {
-    match &p.auth {
-        AuthConfig::TokenKeyring(e) => Some((e, "API token")),
-        AuthConfig::OAuth { secret_env: None, secret_file: None, secret_keyring: Some(e), .. } => Some((e, "client secret")),
-        _ => None,
-    }
-}
-
-/// A credential's source as `status` and `doctor` show it: `base` (what the credential
-/// itself says), naming the keyring entry when the secret came from the keyring.
-pub fn shown_source(p: &Profile, base: &str) -> String {
-    match (&p.auth, keyring_entry(p)) {
-        (AuthConfig::TokenKeyring(_), Some((e, _))) => format!("keyring {e}"),
-        (_, Some((e, what))) => format!("{base}, {what} from keyring {e}"),
-        _ => base.to_owned(),
-    }
-}
 
 pub fn run(config_path: Option<&Path>, cmd: &SecretCommand) -> ExitCode {
     let (SecretCommand::Set(args) | SecretCommand::Check(args)) = cmd;
@@ -67,7 +32,7 @@ pub fn run(config_path: Option<&Path>, cmd: &SecretCommand) -> ExitCode {
         eprintln!("keytally: no profile {} in {} (profiles: {})", args.profile, cfg.file, if names.is_empty() { "none".into() } else { names.join(", ") });
         return ExitCode::from(EXIT_CONFIG);
     };
-    let Some((entry, what)) = keyring_entry(p) else {
+    let Some((entry, what)) = p.keyring_entry() else {
         eprintln!(
             "keytally: profile {} does not read its secret from the keyring: add token_keyring = {{ user = \"{}\" }} (or client_secret_keyring) to [profiles.{}] in {}",
             p.name, p.name, p.name, cfg.file
@@ -135,34 +100,4 @@ fn read_value(prompt: &str) -> Result<Secret, String> {
         return Err("nothing on standard input: type the value, or pipe it in (keytally secret set --profile NAME < FILE)".into());
     }
     Ok(secret)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn profile(auth: AuthConfig) -> Profile {
-        Profile { name: "prod".into(), server: "https://e/api".into(), auth, ca_file: None, pins: vec![], match_prefixes: vec![] }
-    }
-
-    #[test]
-    fn sources_name_the_keyring_entry() {
-        let e = KeyringEntry { service: "keytally".into(), user: "prod".into() };
-        let p = profile(AuthConfig::TokenKeyring(e.clone()));
-        assert_eq!(keyring_entry(&p).map(|(e, w)| (e.to_string(), w)), Some(("keytally/prod".into(), "API token")));
-        assert_eq!(shown_source(&p, "configured value"), "keyring keytally/prod");
-        let oauth = profile(AuthConfig::OAuth {
-            client_id: "c".into(),
-            secret_env: None,
-            secret_file: None,
-            secret_keyring: Some(e),
-            token_url: "https://e/t".into(),
-            basic: true,
-            scope: None,
-        });
-        assert_eq!(shown_source(&oauth, "client \"c\" at https://e/t"), "client \"c\" at https://e/t, client secret from keyring keytally/prod");
-        let file = profile(AuthConfig::TokenFile("/etc/keytally/secret".into()));
-        assert!(keyring_entry(&file).is_none());
-        assert_eq!(shown_source(&file, "file /etc/keytally/secret"), "file /etc/keytally/secret");
-    }
 }

@@ -9,9 +9,10 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-use crate::commands::sync::{client_for, fmt_time, load_config, outbox_path};
+use crate::clients::client_for;
+use crate::config::load_config;
 use crate::control::{service_state, ClientError, State};
-use crate::outbox::Outbox;
+use crate::outbox::{fmt_time, Outbox};
 
 pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
     let cfg = match load_config(config_path) {
@@ -19,7 +20,7 @@ pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
         Err(code) => return code,
     };
     let service = service_state(Duration::from_secs(2));
-    let path = outbox_path(&cfg);
+    let path = cfg.outbox_path();
     let outbox = match Outbox::open(&path, cfg.max_pending) {
         Ok(o) => o,
         // A user on a workstation cannot read the service's outbox; the service's own view
@@ -39,7 +40,7 @@ pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let rt = match crate::commands::sync::runtime() {
+    let rt = match crate::runtime::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -50,7 +51,7 @@ pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
             let credential = match client_for(&cfg, p) {
                 Ok(c) => {
                     let mut info = c.auth().info(SystemTime::now()).await;
-                    info.source = crate::commands::secret::shown_source(p, &info.source);
+                    info.source = p.shown_source(&info.source);
                     serde_json::to_value(info).unwrap_or_default()
                 }
                 Err(e) => json!({ "error": format!("{e:#}") }),
@@ -136,7 +137,7 @@ fn print_service(service: &Result<State, ClientError>) {
         println!("  keys:      none attached");
     }
     for k in &state.keys {
-        println!("  key:       {}", crate::tray_menu::key_label(k));
+        println!("  key:       {}", crate::tray::menu::key_label(k));
     }
     if let Some(e) = &state.sync.last_error {
         println!("  last error: {e}");

@@ -3,7 +3,7 @@
 //! that is retried only at the cap. `drain` pushes one profile's outbox once.
 //!
 //! Every decision reads the time from a [`Clock`], so tests and the fleet simulation
-//! (`sync_sim.rs`) drive the same code through hours of virtual time.
+//! (`sync/sim.rs`) drive the same code through hours of virtual time.
 //!
 //! Herd control after an outage. A backlog of *state changes* is retried with capped full
 //! jitter (15 minutes by default). A backlog of *heartbeats only* (unchanged records re-sent
@@ -16,7 +16,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use keytally_protocol::api::{DevicesClient, Failure};
+use keytally_protocol::http::Failure;
+use keytally_protocol::DevicesClient;
 use rand::Rng;
 
 use crate::outbox::{unix_now, Outbox, OutboxError, SyncState};
@@ -314,7 +315,3 @@ mod tests {
         assert!(c >= b.cap && c <= b.cap + b.cap / 10);
     }
 }
-
-#[cfg(test)]
-#[path = "sync_sim.rs"]
-mod sim;

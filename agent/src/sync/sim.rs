@@ -20,9 +20,9 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{blocked_until, note_retryable, note_success, Backoff, DrainLimits};
+use super::schedule::{blocked_until, note_retryable, note_success, Backoff, DrainLimits};
 use crate::outbox::SyncState;
-use keytally_protocol::api::Failure;
+use keytally_protocol::http::Failure;
 
 const MS: u64 = 1000;
 const MIN: u64 = 60 * MS;
