@@ -563,6 +563,31 @@ fn migrate(db: &mut Connection) -> Result<(), MigrateError> {
 mod tests {
     use super::*;
 
+    /// A typed record and the same record as JSON serialize alike; the fingerprint leaves out
+    /// the sighting times but not the tap time, and a record without a uniqueId is skipped.
+    #[test]
+    fn a_record_is_serialized_once_with_its_fingerprint() {
+        let mut r = crate::inventory::test_record("7", "YubiKey 5 NFC", Some("7"));
+        let typed = Serialized::of(&r).unwrap().unwrap();
+        let json = Serialized::from_json(serde_json::to_value(&r).unwrap()).unwrap();
+        assert_eq!(typed, json);
+        assert_eq!(typed.unique_id, "7");
+        let sent: Value = serde_json::from_slice(&typed.body).unwrap();
+        assert_eq!(sent, serde_json::to_value(&r).unwrap());
+        r.yubikey.last_used = Some("2026-01-02T00:00:00.000Z".into());
+        r.observation.as_mut().unwrap().observed_at = "2026-01-02T00:00:00.000Z".into();
+        let seen_again = Serialized::of(&r).unwrap().unwrap();
+        assert_eq!(seen_again.fingerprint, typed.fingerprint);
+        assert_ne!(seen_again.body, typed.body);
+        r.observation.as_mut().unwrap().tapped_at = Some("2026-01-02T00:00:00.000Z".into());
+        assert_ne!(Serialized::of(&r).unwrap().unwrap().fingerprint, typed.fingerprint, "a tap is a new state");
+        r.yubikey.unique_id.clear();
+        assert_eq!(Serialized::of(&r).unwrap(), None);
+        let (n, all) = Serialized::from_json_array(br#"[{"yubikey": {"uniqueId": "1"}}, {"yubikey": {}}]"#, "t").unwrap();
+        assert_eq!((n, all.len()), (2, 1));
+        assert!(Serialized::from_json_array(b"{}", "t").unwrap_err().contains("expected a JSON array"));
+    }
+
     fn open(dir: &tempfile::TempDir, max: u64) -> Outbox {
         Outbox::open(&dir.path().join("outbox.sqlite"), max).unwrap()
     }
