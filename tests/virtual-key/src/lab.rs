@@ -10,8 +10,12 @@
 //! (vpcd listens on PORT for `Virtual PCD 00 00` and PORT+1 for `Virtual PCD 00 01`).
 //!
 //! Several readers ([`PcscLab::start_readers`]): vpcd serves two slots per `reader.conf` entry,
-//! so N readers are ⌈N/2⌉ entries on consecutive port pairs. pcscd numbers every entry's
-//! slots `00 00` / `00 01` whatever the entry, so entries after the first get their own name:
+//! so N readers are ⌈N/2⌉ entries on consecutive port pairs. Two vpcd limits are worked
+//! around: the driver keeps its sockets in a static array indexed by slot only
+//! (`vicc_max_slots` = 2), so a second entry loaded from the same library would take over the
+//! first entry's slots; each entry after the first therefore loads its own copy of the library
+//! (a separate file, so `dlopen` gives it separate statics). And pcscd numbers every entry's
+//! slots `00 00` / `00 01`, so entries after the first get their own name:
 //! `Virtual PCD 00 00`, `Virtual PCD 00 01`, `Virtual PCD B 00 00`, `Virtual PCD B 00 01`, …
 //! Each reader takes its own card ([`PcscLab::insert_at`]), tapped and removed independently.
 
@@ -238,16 +242,25 @@ impl PcscLab {
         model: ReaderModel,
         entries: usize,
     ) -> io::Result<Child> {
-        let conf: String = (0..entries)
-            .map(|k| {
-                let p = port + 2 * k as u16;
-                format!(
-                    "FRIENDLYNAME \"{}\"\nDEVICENAME   /dev/null:0x{p:X}\nLIBPATH      {}\nCHANNELID    0x{p:X}\n\n",
-                    entry_name(model, k),
-                    driver.display()
-                )
-            })
-            .collect();
+        let mut conf = String::new();
+        for k in 0..entries {
+            let p = port + 2 * k as u16;
+            let library = match k {
+                0 => driver.to_path_buf(),
+                k => {
+                    let copy = dir.join(format!("libifdvpcd-{k}.so"));
+                    if !copy.exists() {
+                        fs::copy(driver, &copy)?;
+                    }
+                    copy
+                }
+            };
+            conf.push_str(&format!(
+                "FRIENDLYNAME \"{}\"\nDEVICENAME   /dev/null:0x{p:X}\nLIBPATH      {}\nCHANNELID    0x{p:X}\n\n",
+                entry_name(model, k),
+                library.display()
+            ));
+        }
         fs::write(dir.join("conf").join("vpcd"), conf)?;
         let log = fs::File::create(dir.join("pcscd.log"))?;
         let mut cmd = Command::new(unshare);
