@@ -1,6 +1,7 @@
 //! The OS keyring as a secret source (`token_keyring`, `client_secret_keyring`).
 //!
-//! An entry is named by two strings, `service` and `user`. Where it lives:
+//! An entry is named by two strings, `service` and `user`. Where it lives is the platform's
+//! (`crate::platform::secrets`):
 //! - Linux and the BSDs: the freedesktop Secret Service (GNOME Keyring, KWallet, KeePassXC)
 //!   on the D-Bus session bus, as an item with the attributes `service` and `username` (the
 //!   ones `secret-tool` and the `keyring` crate use), read over an encrypted session;
@@ -16,6 +17,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use keytally_protocol::secret::Secret;
+
+use crate::platform::{secrets, SecretStoreError};
 
 /// How long reading an entry may take.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,26 +67,35 @@ pub enum KeyringError {
 }
 
 /// What "no keyring here" means on this platform.
-#[cfg(all(unix, not(target_os = "macos")))]
-const NO_KEYRING: &str = "no D-Bus session / Secret Service not available";
-#[cfg(target_os = "macos")]
-const NO_KEYRING: &str = "the macOS Keychain is not available";
-#[cfg(windows)]
-const NO_KEYRING: &str = "Windows Credential Manager is not available";
-#[cfg(not(any(unix, windows)))]
-const NO_KEYRING: &str = "no OS keyring on this platform";
+const NO_KEYRING: &str = secrets::UNAVAILABLE;
 
 /// Reads the secret stored under `entry`.
 pub fn get(entry: &KeyringEntry, timeout: Duration) -> Result<Secret, KeyringError> {
     let e = entry.clone();
-    with_deadline(entry, timeout, move || imp::get(&e, timeout))
+    with_deadline(entry, timeout, move || {
+        let bytes = secrets::read(&e.service, &e.user, timeout).map_err(|err| named(&e, err, timeout))?;
+        to_secret(&e, bytes)
+    })
 }
 
 /// Stores `secret` under `entry` (replacing what was there), with `label` as the name a
 /// keyring manager shows.
 pub fn set(entry: &KeyringEntry, label: &str, secret: &Secret, timeout: Duration) -> Result<(), KeyringError> {
     let (e, label, secret) = (entry.clone(), label.to_owned(), secret.clone());
-    with_deadline(entry, timeout, move || imp::set(&e, &label, &secret, timeout))
+    with_deadline(entry, timeout, move || secrets::write(&e.service, &e.user, &label, secret.expose(), timeout).map_err(|err| named(&e, err, timeout)))
+}
+
+/// The store's answer, with the entry's name (and the way out) added.
+fn named(entry: &KeyringEntry, e: SecretStoreError, timeout: Duration) -> KeyringError {
+    match e {
+        SecretStoreError::Unavailable(detail) => KeyringError::Unavailable { detail },
+        SecretStoreError::NoEntry => KeyringError::NoEntry { entry: entry.to_string() },
+        SecretStoreError::Locked(None) => KeyringError::Locked { entry: entry.to_string() },
+        SecretStoreError::Locked(Some(detail)) => KeyringError::Locked { entry: format!("{entry} ({detail})") },
+        SecretStoreError::Timeout => KeyringError::Timeout { entry: entry.to_string(), timeout },
+        SecretStoreError::NotUnicode => KeyringError::NotUnicode { entry: entry.to_string() },
+        SecretStoreError::Other(detail) => other(entry, detail),
+    }
 }
 
 /// Runs `f` on its own thread; gives up (leaving the thread behind) after `timeout`.
@@ -129,139 +141,6 @@ fn to_secret(entry: &KeyringEntry, bytes: Vec<u8>) -> Result<Secret, KeyringErro
     Ok(secret)
 }
 
-/// The freedesktop Secret Service over D-Bus (zbus, on a private single-threaded runtime).
-#[cfg(all(unix, not(target_os = "macos")))]
-mod imp {
-    use std::collections::HashMap;
-    use std::future::Future;
-    use std::time::Duration;
-
-    use keytally_protocol::secret::Secret;
-    use secret_service::{EncryptionType, Error as SsError, SecretService};
-
-    use super::{other, to_secret, KeyringEntry, KeyringError};
-
-    fn attributes(entry: &KeyringEntry) -> HashMap<&str, &str> {
-        HashMap::from([("service", entry.service.as_str()), ("username", entry.user.as_str())])
-    }
-
-    /// Runs `fut` to completion within `timeout` on a runtime of its own (the caller may be
-    /// inside another runtime).
-    fn run<T>(entry: &KeyringEntry, timeout: Duration, fut: impl Future<Output = Result<T, KeyringError>>) -> Result<T, KeyringError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| other(entry, format!("cannot start the async runtime: {e}")))?;
-        rt.block_on(async {
-            match tokio::time::timeout(timeout, fut).await {
-                Ok(r) => r,
-                Err(_) => Err(KeyringError::Timeout { entry: entry.to_string(), timeout }),
-            }
-        })
-    }
-
-    async fn connect<'a>() -> Result<SecretService<'a>, KeyringError> {
-        SecretService::connect(EncryptionType::Dh).await.map_err(|e| {
-            let detail = match e {
-                SsError::Unavailable => "no session bus or no Secret Service on it".to_owned(),
-                e => e.to_string(),
-            };
-            KeyringError::Unavailable { detail }
-        })
-    }
-
-    fn failed(entry: &KeyringEntry, e: SsError) -> KeyringError {
-        match e {
-            SsError::Locked | SsError::Prompt => KeyringError::Locked { entry: entry.to_string() },
-            e => other(entry, e.to_string()),
-        }
-    }
-
-    pub fn get(entry: &KeyringEntry, timeout: Duration) -> Result<Secret, KeyringError> {
-        run(entry, timeout, async {
-            let ss = connect().await?;
-            let found = ss.search_items(attributes(entry)).await.map_err(|e| failed(entry, e))?;
-            let Some(item) = found.unlocked.first() else {
-                return Err(if found.locked.is_empty() {
-                    KeyringError::NoEntry { entry: entry.to_string() }
-                } else {
-                    KeyringError::Locked { entry: entry.to_string() }
-                });
-            };
-            let bytes = item.get_secret().await.map_err(|e| failed(entry, e))?;
-            to_secret(entry, bytes)
-        })
-    }
-
-    pub fn set(entry: &KeyringEntry, label: &str, secret: &Secret, timeout: Duration) -> Result<(), KeyringError> {
-        run(entry, timeout, async {
-            let ss = connect().await?;
-            let collection = ss
-                .get_default_collection()
-                .await
-                .map_err(|e| other(entry, format!("the keyring has no default collection ({e})")))?;
-            if collection.is_locked().await.map_err(|e| failed(entry, e))? {
-                // On a desktop this shows the unlock prompt; headless it fails or times out.
-                collection.unlock().await.map_err(|e| failed(entry, e))?;
-            }
-            collection
-                .create_item(label, attributes(entry), secret.expose().as_bytes(), true, "text/plain")
-                .await
-                .map_err(|e| failed(entry, e))?;
-            Ok(())
-        })
-    }
-}
-
-/// macOS Keychain and Windows Credential Manager, through the `keyring` crate.
-#[cfg(any(target_os = "macos", windows))]
-mod imp {
-    use std::time::Duration;
-
-    use keytally_protocol::secret::Secret;
-
-    use super::{other, to_secret, KeyringEntry, KeyringError};
-
-    fn failed(entry: &KeyringEntry, e: keyring::Error) -> KeyringError {
-        match e {
-            keyring::Error::NoEntry => KeyringError::NoEntry { entry: entry.to_string() },
-            keyring::Error::BadEncoding(_) => KeyringError::NotUnicode { entry: entry.to_string() },
-            keyring::Error::NoStorageAccess(e) => KeyringError::Locked { entry: format!("{entry} ({e})") },
-            keyring::Error::PlatformFailure(e) => KeyringError::Unavailable { detail: e.to_string() },
-            // The remaining variants describe the entry's name, never its secret.
-            e => other(entry, e.to_string()),
-        }
-    }
-
-    pub fn get(entry: &KeyringEntry, _timeout: Duration) -> Result<Secret, KeyringError> {
-        let e = keyring::Entry::new(&entry.service, &entry.user).map_err(|e| failed(entry, e))?;
-        let bytes = e.get_secret().map_err(|e| failed(entry, e))?;
-        to_secret(entry, bytes)
-    }
-
-    pub fn set(entry: &KeyringEntry, _label: &str, secret: &Secret, _timeout: Duration) -> Result<(), KeyringError> {
-        let e = keyring::Entry::new(&entry.service, &entry.user).map_err(|e| failed(entry, e))?;
-        e.set_password(secret.expose()).map_err(|e| failed(entry, e))
-    }
-}
-
-#[cfg(not(any(unix, windows)))]
-mod imp {
-    use std::time::Duration;
-
-    use keytally_protocol::secret::Secret;
-
-    use super::{KeyringEntry, KeyringError};
-
-    pub fn get(_entry: &KeyringEntry, _timeout: Duration) -> Result<Secret, KeyringError> {
-        Err(KeyringError::Unavailable { detail: "not supported".into() })
-    }
-
-    pub fn set(_entry: &KeyringEntry, _label: &str, _secret: &Secret, _timeout: Duration) -> Result<(), KeyringError> {
-        Err(KeyringError::Unavailable { detail: "not supported".into() })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +179,19 @@ mod tests {
         });
         assert_eq!(r, Err(KeyringError::Timeout { entry: "keytally/prod".into(), timeout: Duration::from_millis(200) }));
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    /// What `keytally secret set` stores, a sync reads back (Windows: Credential Manager,
+    /// which Wine has too).
+    #[cfg(windows)]
+    #[test]
+    fn a_stored_secret_reads_back_the_same() {
+        let e = KeyringEntry { service: "keytally-test".into(), user: format!("roundtrip-{}", std::process::id()) };
+        let secret = Secret::new("tok-ü-1".to_owned());
+        set(&e, "keytally test", &secret, WRITE_TIMEOUT).unwrap();
+        let back = get(&e, READ_TIMEOUT);
+        let _ = keyring::Entry::new(&e.service, &e.user).and_then(|k| k.delete_credential());
+        assert_eq!(back.unwrap().expose(), "tok-ü-1");
     }
 
     #[test]

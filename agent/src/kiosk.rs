@@ -24,22 +24,13 @@ use crate::watch::Watch;
 /// until SIGINT/SIGTERM and the last push are done. Fails only when the outbox cannot be
 /// opened or the push worker cannot start.
 pub fn run(cfg: Config, reader: Option<&str>, merge_window: Duration, timing: PushTiming) -> anyhow::Result<()> {
-    let observer = Observer {
-        agent_id: crate::agent_id::agent_id(&cfg.state_dir),
-        host: gethostname::gethostname().to_string_lossy().into_owned(),
-    };
+    let observer = Observer { agent_id: crate::agent_id::agent_id(&cfg.state_dir), host: gethostname::gethostname().to_string_lossy().into_owned() };
     // No one looks at a kiosk's tray: no tray state.
     let outbox = Outbox::open(&cfg.outbox_path(), cfg.max_pending).context("cannot open the outbox")?;
     let pusher = Pusher::start(cfg, outbox, timing, None).context("cannot start the push worker")?;
     eprintln!("keytally kiosk: waiting for taps (Ctrl-C to stop)");
     let mut watch = Watch::start(reader, false, pusher.wake.clone()).stop_on(Arc::clone(&pusher.stop));
-    let mut kiosk = Kiosk {
-        observer,
-        merge_window,
-        last_tap: HashMap::new(),
-        ctx: None,
-        feedback: Feedback::default(),
-    };
+    let mut kiosk = Kiosk { observer, merge_window, last_tap: HashMap::new(), ctx: None, feedback: Feedback::default() };
     while !pusher.stopping() {
         let changes = watch.next(Duration::from_secs(3600));
         if !pusher.stopping() {
@@ -58,11 +49,7 @@ struct Observer {
 
 impl Observer {
     fn context(&self) -> ObservationContext {
-        ObservationContext {
-            agent_id: self.agent_id,
-            host: self.host.clone(),
-            observed_at: SystemTime::now(),
-        }
+        ObservationContext { agent_id: self.agent_id, host: self.host.clone(), observed_at: SystemTime::now() }
     }
 }
 
@@ -107,18 +94,8 @@ impl Kiosk {
             if let Some(o) = record.observation.as_mut() {
                 o.tapped_at = Some(rfc3339(ctx.observed_at));
             }
-            let tap = TapLine {
-                reader: reader.clone(),
-                name: key.key.name.clone(),
-                serial: key.key.info.serial,
-                unique_id,
-                present_at,
-            };
-            pusher.send(Job {
-                records: vec![record],
-                tap: Some(tap),
-                lookup: false,
-            });
+            let tap = TapLine { reader: reader.clone(), name: key.key.name.clone(), serial: key.key.info.serial, unique_id, present_at };
+            pusher.send(Job { records: vec![record], tap: Some(tap), lookup: false });
             // After the hand-over: the signal takes the reader a few hundred milliseconds.
             self.feedback.give(self.ctx.as_ref(), &reader, Signal::Accepted);
         }

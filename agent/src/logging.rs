@@ -13,7 +13,7 @@ pub fn init(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let under_journald = crate::platform::service_manager::stamps_log_lines();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

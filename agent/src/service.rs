@@ -24,8 +24,8 @@ use rand::Rng;
 
 use crate::config::Config;
 use crate::outbox::Outbox;
+use crate::platform::user::{self, LocalUser};
 use crate::pusher::{Job, PushTiming, Pusher};
-use crate::session::LocalUser;
 use crate::tray_state::TrayState;
 use crate::watch::{Changes, Watch};
 
@@ -45,11 +45,7 @@ pub fn run(cfg: Config, reader: Option<&str>, timing: PushTiming) -> anyhow::Res
     tracing::info!("keytally service started");
     // The USB watch starts before the first scan: nusb reports only later events.
     let mut watch = Watch::start(reader, true, pusher.wake.clone()).stop_on(Arc::clone(&pusher.stop));
-    #[cfg(unix)]
-    match crate::control::server_socket_path() {
-        Some(path) => crate::control_server::start(path, Arc::clone(&tray), watch.sync_request()),
-        None => tracing::info!("no runtime directory for the control socket; the tray cannot reach this service"),
-    }
+    crate::control::server::start(Arc::clone(&tray), watch.sync_request());
     let mut service = Service {
         reader: reader.map(str::to_string),
         state_dir,
@@ -129,7 +125,7 @@ impl Service {
             }
         };
         self.schedule_unreadable_retry(unreadable);
-        let suggestion = crate::session::logged_in_user().map(|u| suggested_owner(&u));
+        let suggestion = user::logged_in_user().map(|u| suggested_owner(&u));
         let mut now_attached = HashMap::new();
         let mut arrived = false;
         for mut r in records {
@@ -150,11 +146,7 @@ impl Service {
         let records: Vec<DeviceRecord> = self.attached.values().cloned().collect();
         self.tray.set_keys(&records);
         if !records.is_empty() || asked {
-            pusher.send(Job {
-                records,
-                tap: None,
-                lookup: asked || arrived,
-            });
+            pusher.send(Job { records, tap: None, lookup: asked || arrived });
         }
     }
 
@@ -188,38 +180,28 @@ impl Service {
             .collect();
         tracing::info!(keys = records.len(), "heartbeat");
         if !records.is_empty() {
-            pusher.send(Job {
-                records,
-                tap: None,
-                lookup: false,
-            });
+            pusher.send(Job { records, tap: None, lookup: false });
         }
     }
 }
 
 /// The person logged in at this workstation, as a suggested owner of its keys: the name,
-/// and the uid where Windows would give the SID. Marked `suggested`, so the server can tell
+/// and the account's id (the uid on Unix, where Windows gives the SID). Marked `suggested`, so the server can tell
 /// it from an owner it assigned (kiosk and enrollment-desk records carry none).
 fn suggested_owner(user: &LocalUser) -> Owner {
-    Owner::suggestion(&user.name, &user.uid.to_string())
+    Owner::suggestion(&user.name, &user.sid())
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use serde_json::Value;
 
     #[test]
     fn the_logged_in_user_is_a_marked_suggestion() {
-        let owner = suggested_owner(&LocalUser {
-            uid: 1000,
-            name: "alice".into(),
-        });
+        let owner = suggested_owner(&LocalUser { uid: 1000, name: "alice".into() });
         let v = serde_json::to_value(&owner).unwrap();
-        assert_eq!(
-            (&v["name"], &v["sid"], &v["suggested"]),
-            (&Value::from("alice"), &Value::from("1000"), &Value::Bool(true))
-        );
+        assert_eq!((&v["name"], &v["sid"], &v["suggested"]), (&Value::from("alice"), &Value::from("1000"), &Value::Bool(true)));
         assert!(v["email"].is_null(), "keytally does not invent an email: {v}");
         // The tray and the enrollment desk do not take it for the server's owner.
         let device = serde_json::json!({"owners": {"count": 1, "items": [v]}});

@@ -34,16 +34,8 @@ pub struct TrayState {
 
 impl TrayState {
     pub fn new(host: String) -> Arc<Self> {
-        let (tx, _) = watch::channel(State {
-            host: host.clone(),
-            ..State::default()
-        });
-        Arc::new(TrayState {
-            host,
-            parts: Mutex::default(),
-            tx,
-            watchers: AtomicUsize::new(0),
-        })
+        let (tx, _) = watch::channel(State { host: host.clone(), ..State::default() });
+        Arc::new(TrayState { host, parts: Mutex::default(), tx, watchers: AtomicUsize::new(0) })
     }
 
     fn parts(&self) -> MutexGuard<'_, Parts> {
@@ -88,12 +80,7 @@ impl TrayState {
                 k
             })
             .collect();
-        State {
-            host: self.host.clone(),
-            keys,
-            sync: p.sync.clone(),
-            warnings: p.warnings.clone(),
-        }
+        State { host: self.host.clone(), keys, sync: p.sync.clone(), warnings: p.warnings.clone() }
     }
 
     fn publish(&self) {

@@ -54,10 +54,7 @@ pub struct Request {
 impl Request {
     /// A request that calls `wake` to wake the loop.
     pub fn new(wake: impl Fn() + Send + Sync + 'static) -> Arc<Self> {
-        Arc::new(Request {
-            raised: AtomicBool::new(false),
-            wake: Box::new(wake),
-        })
+        Arc::new(Request { raised: AtomicBool::new(false), wake: Box::new(wake) })
     }
 
     /// Raises the request and wakes the loop. PC/SC cancels only a wait in progress, so a
@@ -134,15 +131,7 @@ impl Watch {
             request
         });
         let sync = Request::new(waker(&wake));
-        Watch {
-            pcsc: PcscWatcher::new(reader),
-            usb,
-            sync,
-            wake,
-            stop: None,
-            pcsc_up: true,
-            told_down: false,
-        }
+        Watch { pcsc: PcscWatcher::new(reader), usb, sync, wake, stop: None, pcsc_up: true, told_down: false }
     }
 
     /// A pause for pcscd ends early when `stop` is raised (the caller's loop then ends).
@@ -174,11 +163,7 @@ impl Watch {
         let pending = self.usb.as_ref().is_some_and(|u| u.pending()) || self.sync.pending();
         // Until the watcher has a context there is nothing to cancel a blocking wait with, so
         // the first wait (and the first after pcscd comes back) only connects.
-        let timeout = if self.pcsc.canceller().is_some() && !pending {
-            timeout
-        } else {
-            Duration::ZERO
-        };
+        let timeout = if self.pcsc.canceller().is_some() && !pending { timeout } else { Duration::ZERO };
         let pcsc = match self.pcsc.wait(timeout) {
             Ok(events) => {
                 if !self.pcsc_up && self.told_down {
@@ -200,11 +185,7 @@ impl Watch {
                 Vec::new()
             }
         };
-        Changes {
-            pcsc,
-            usb: self.usb.as_ref().is_some_and(|u| u.take()),
-            sync: self.sync.take(),
-        }
+        Changes { pcsc, usb: self.usb.as_ref().is_some_and(|u| u.take()), sync: self.sync.take() }
     }
 
     /// Sleeps up to `d`, less when a request is raised or the caller stops.

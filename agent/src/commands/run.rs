@@ -14,11 +14,7 @@ pub fn run(config_path: Option<&Path>, args: &RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let timing = PushTiming {
-        push_timeout: args.push_timeout,
-        retry_every: args.retry_every,
-        announce_delivery: args.kiosk,
-    };
+    let timing = PushTiming { push_timeout: args.push_timeout, retry_every: args.retry_every, announce_delivery: args.kiosk };
     let ran = if args.kiosk {
         crate::kiosk::run(cfg, args.reader.as_deref(), args.merge_window, timing)
     } else {

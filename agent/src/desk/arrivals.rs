@@ -43,12 +43,7 @@ impl Arrivals {
         let watch = Watch::start(reader, reader.is_none(), Wake::default());
         // Keys plugged in before the start count.
         watch.assume_usb_change();
-        Arrivals {
-            watch,
-            ctx: None,
-            offered: HashSet::new(),
-            queued: VecDeque::new(),
-        }
+        Arrivals { watch, ctx: None, offered: HashSet::new(), queued: VecDeque::new() }
     }
 
     /// Blocks until a key arrives and has been read.
@@ -90,10 +85,7 @@ impl Arrivals {
             }
             if !arrival.usb
                 && (!self.watch.pcsc_up()
-                    || changes
-                        .pcsc
-                        .iter()
-                        .any(|e| matches!(e, PcscEvent::CardRemoved { reader: r } | PcscEvent::ReaderRemoved(r) if r == place)))
+                    || changes.pcsc.iter().any(|e| matches!(e, PcscEvent::CardRemoved { reader: r } | PcscEvent::ReaderRemoved(r) if r == place)))
             {
                 return;
             }
@@ -124,10 +116,8 @@ impl Arrivals {
             };
             let present: HashSet<&str> = devices.iter().map(|d| d.port.as_str()).collect();
             self.offered.retain(|p| present.contains(p.as_str()));
-            let fresh: Vec<UsbKeyDevice> = devices
-                .into_iter()
-                .filter(|d| !self.offered.contains(&d.port) && (!pcsc_up || !d.pid.interfaces().contains(UsbInterfaces::CCID)))
-                .collect();
+            let fresh: Vec<UsbKeyDevice> =
+                devices.into_iter().filter(|d| !self.offered.contains(&d.port) && (!pcsc_up || !d.pid.interfaces().contains(UsbInterfaces::CCID))).collect();
             if fresh.iter().all(hid_nodes_ready) || Instant::now() >= settle_until {
                 break fresh;
             }
@@ -137,27 +127,14 @@ impl Arrivals {
             return;
         }
         self.offered.extend(fresh.iter().map(|d| d.port.clone()));
-        let report = scan_with(
-            &FullScanOptions::default(),
-            |_| Ok(PcscReport::default()),
-            Ok(fresh),
-            Arc::new(HidapiReader::default()),
-        );
+        let report = scan_with(&FullScanOptions::default(), |_| Ok(PcscReport::default()), Ok(fresh), Arc::new(HidapiReader::default()));
         for u in &report.unreadable {
-            let why = u
-                .attempts
-                .first()
-                .map_or_else(|| "no interface keytally can open".to_string(), |a| a.error.to_string());
+            let why = u.attempts.first().map_or_else(|| "no interface keytally can open".to_string(), |a| a.error.to_string());
             println!("Could not read the {} on USB port {}: {why}. Remove it and try again.", u.description(), u.port);
         }
         for k in report.keys {
             let Some(port) = k.port.clone() else { continue };
-            self.queued.push_back(FoundKey {
-                key: k.key,
-                reader: port,
-                atr: Vec::new(),
-                apdus: k.transfers,
-            });
+            self.queued.push_back(FoundKey { key: k.key, reader: port, atr: Vec::new(), apdus: k.transfers });
         }
     }
 }

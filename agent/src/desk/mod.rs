@@ -48,11 +48,7 @@ impl Totals {
 /// the summary and exits). Fails only when the async runtime cannot start or the outbox
 /// cannot be opened.
 pub fn run(cfg: Config, args: &EnrollArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().context("cannot start the async runtime")?;
     let outbox = Outbox::open(&cfg.outbox_path(), cfg.max_pending).context("cannot open the outbox")?;
     let totals = Arc::new(Totals::default());
     {
@@ -66,31 +62,16 @@ pub fn run(cfg: Config, args: &EnrollArgs) -> anyhow::Result<()> {
     }
     let agent_id = crate::agent_id::agent_id(&cfg.state_dir);
     let host = gethostname::gethostname().to_string_lossy().into_owned();
-    let mut desk = Desk {
-        cfg,
-        outbox,
-        args,
-        rt: &rt,
-        totals: Arc::clone(&totals),
-        stdin: io::stdin().lock(),
-        clients: Clients::default(),
-    };
+    let mut desk = Desk { cfg, outbox, args, rt: &rt, totals: Arc::clone(&totals), stdin: io::stdin().lock(), clients: Clients::default() };
     let mut arrivals = Arrivals::start(args.reader.as_deref());
 
     loop {
         if args.count.is_some_and(|n| totals.enrolled.load(Ordering::SeqCst) >= n) {
             break;
         }
-        println!(
-            "\nWaiting for a key: plug it in or tap it on a reader... ({} enrolled so far)",
-            totals.enrolled.load(Ordering::SeqCst)
-        );
+        println!("\nWaiting for a key: plug it in or tap it on a reader... ({} enrolled so far)", totals.enrolled.load(Ordering::SeqCst));
         let arrival = arrivals.next();
-        let observed = ObservationContext {
-            agent_id,
-            host: host.clone(),
-            observed_at: SystemTime::now(),
-        };
+        let observed = ObservationContext { agent_id, host: host.clone(), observed_at: SystemTime::now() };
         match desk.enroll(&arrival.key, &observed) {
             Ok(true) => {}
             Ok(false) => println!("Skipped."),
@@ -167,18 +148,10 @@ impl Desk<'_> {
         assign(&mut record, &email, &tags, &status);
         let (cfg, outbox, clients) = (&self.cfg, &mut self.outbox, &mut self.clients);
         let pushed = self.rt.block_on(async {
-            tokio::time::timeout(
-                self.args.push_timeout,
-                sync_records(cfg, outbox, clients, std::slice::from_ref(&record), &SystemClock),
-            )
-            .await
+            tokio::time::timeout(self.args.push_timeout, sync_records(cfg, outbox, clients, std::slice::from_ref(&record), &SystemClock)).await
         });
         let synced = matches!(pushed, Ok(Ok(_))) && !self.outbox.is_pending(&record.yubikey.unique_id).unwrap_or(true);
-        let state = if synced {
-            "synced"
-        } else {
-            "queued (it will be pushed when the server answers)"
-        };
+        let state = if synced { "synced" } else { "queued (it will be pushed when the server answers)" };
         println!("Enrolled {} ({}) to {email}: {state}", k.name, serial);
         self.totals.enrolled.fetch_add(1, Ordering::SeqCst);
         if synced {
@@ -208,18 +181,13 @@ impl Desk<'_> {
     fn enrolled_owner(&self, unique_id: &str) -> Option<String> {
         for p in &self.cfg.profiles {
             let Ok(client) = client_for(&self.cfg, p) else { continue };
-            let listed = self
-                .rt
-                .block_on(async { tokio::time::timeout(Duration::from_secs(3), client.list_all(500, 100_000)).await });
+            let listed = self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(3), client.list_all(500, 100_000)).await });
             let Ok(Ok(devices)) = listed else {
                 println!("  (could not ask {} whether this key is enrolled)", p.name);
                 continue;
             };
             // An owner only suggested by a workstation agent is not an enrollment.
-            let owner = devices
-                .iter()
-                .find(|d| listed_unique_id(d) == Some(unique_id))
-                .and_then(|d| ServerView::of(d).owner);
+            let owner = devices.iter().find(|d| listed_unique_id(d) == Some(unique_id)).and_then(|d| ServerView::of(d).owner);
             if owner.is_some() {
                 return owner;
             }

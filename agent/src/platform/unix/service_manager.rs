@@ -1,0 +1,17 @@
+//! Running under the service manager on Unix. systemd starts `keytally run` as it is (the
+//! unit in installer/debian), so there is nothing to hand over; journald stamps every line
+//! itself, so the log leaves the time (and colours) out under it.
+
+use std::process::ExitCode;
+
+use super::super::RunService;
+
+/// Never: systemd (or launchd, or a shell) runs `keytally run` directly.
+pub fn run_if_started_by_it(_run: RunService) -> Option<ExitCode> {
+    None
+}
+
+/// Whether stderr goes to journald, which stamps each line with the time.
+pub fn stamps_log_lines() -> bool {
+    std::env::var_os("JOURNAL_STREAM").is_some()
+}

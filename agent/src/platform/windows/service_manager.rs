@@ -1,0 +1,225 @@
+//! Running under the Windows Service Control Manager (SCM): `keytally [--config PATH] [-v]
+//! service [RUN FLAGS]`, the command line the MSI registers (installer/windows/keytally.wxs).
+//!
+//! The SCM starts `keytally.exe ... service`; this module connects to it with the
+//! `windows-service` dispatcher, reports StartPending and then Running, and runs the very same
+//! entry as `keytally run` (the [`RunService`] that `main` hands over) on a thread. The Stop
+//! (and Shutdown) control reports StopPending with a wait hint and asks the push worker to
+//! shut down through [`crate::pusher::request_stop`], the same path SIGTERM takes on Unix: the
+//! worker flushes within its push timeout, the loop returns, and the service reports Stopped
+//! with the loop's exit code. `keytally run` in a console stays the console mode (Ctrl-C).
+//!
+//! `service` is not a clap subcommand (it would show up, unusable, on Linux and macOS): main
+//! calls [`run_if_started_by_it`] first, which recognizes it and parses the rest of the command
+//! line as `run`.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use clap::Parser;
+use windows_service::service::{ServiceControl, ServiceControlAccept, ServiceExitCode, ServiceState, ServiceStatus, ServiceType};
+use windows_service::service_control_handler::{self, ServiceControlHandlerResult, ServiceStatusHandle};
+use windows_service::{define_windows_service, service_dispatcher};
+
+use crate::cli::{Cli, Command};
+use crate::platform::RunService;
+
+/// The service name the MSI installs (`ServiceInstall Name="keytally"`).
+pub const SERVICE_NAME: &str = "keytally";
+const SERVICE_TYPE: ServiceType = ServiceType::OWN_PROCESS;
+/// ERROR_FAILED_SERVICE_CONTROLLER_CONNECT: the process was not started by the SCM.
+const NOT_STARTED_BY_SCM: i32 = 1063;
+/// How long the SCM should wait for each pending step. Stopping takes the push timeout
+/// (2 s by default) plus the PC/SC wait to return; 30 s leaves room for a slow flush.
+const START_HINT: Duration = Duration::from_secs(10);
+const STOP_HINT: Duration = Duration::from_secs(30);
+
+/// The parsed command line and the `run` entry, handed from `main` to the service thread the
+/// SCM starts.
+static SERVICE: OnceLock<(Cli, RunService)> = OnceLock::new();
+
+/// When the command line's subcommand is `service`: runs `run` as the Windows service and
+/// returns its exit code. Otherwise `None`, and `main` goes on as usual.
+pub fn run_if_started_by_it(run: RunService) -> Option<ExitCode> {
+    let args = as_run_args(std::env::args_os().collect())?;
+    // `service` takes the flags of `run`; clap prints usage errors and exits.
+    let cli = Cli::parse_from(args);
+    crate::logging::init(cli.verbose);
+    if SERVICE.set((cli, run)).is_err() {
+        return Some(ExitCode::FAILURE);
+    }
+    // Blocks until the service has stopped.
+    match service_dispatcher::start(SERVICE_NAME, ffi_service_main) {
+        Ok(()) => Some(ExitCode::SUCCESS),
+        Err(windows_service::Error::Winapi(e)) if e.raw_os_error() == Some(NOT_STARTED_BY_SCM) => {
+            eprintln!(
+                "keytally: `keytally service` is run by the Windows Service Control Manager \
+                 (sc.exe start {SERVICE_NAME}); in a console, use `keytally run`"
+            );
+            Some(ExitCode::from(2))
+        }
+        Err(e) => {
+            eprintln!("keytally: cannot connect to the Service Control Manager: {e}");
+            Some(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `[global flags] service [flags]` → the same line with `run` in place of `service`; `None`
+/// when the subcommand is something else. Global flags: `-v`/`--verbose` (repeatable) and
+/// `--config PATH` / `--config=PATH`.
+fn as_run_args(mut args: Vec<OsString>) -> Option<Vec<OsString>> {
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_str()?;
+        if a == "--config" {
+            i += 2;
+        } else if a.starts_with("--config=") || a == "--verbose" || (a.starts_with('-') && !a.starts_with("--") && a[1..].chars().all(|c| c == 'v')) {
+            i += 1;
+        } else if a == "service" {
+            args[i] = OsString::from("run");
+            return Some(args);
+        } else {
+            return None;
+        }
+    }
+    None
+}
+
+define_windows_service!(ffi_service_main, service_main);
+
+/// Called by the dispatcher on its own thread once the SCM has started the service.
+fn service_main(_scm_args: Vec<OsString>) {
+    if let Err(e) = run_service() {
+        tracing::error!("Windows service: {e}");
+    }
+}
+
+fn run_service() -> windows_service::Result<()> {
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let handler = move |control| match control {
+        ServiceControl::Stop | ServiceControl::Shutdown => {
+            // The loop thread may already be gone; nothing to do then.
+            let _ = stop_tx.send(());
+            ServiceControlHandlerResult::NoError
+        }
+        ServiceControl::Interrogate => ServiceControlHandlerResult::NoError,
+        _ => ServiceControlHandlerResult::NotImplemented,
+    };
+    let status = service_control_handler::register(SERVICE_NAME, handler)?;
+    report(&status, ServiceState::StartPending, ServiceControlAccept::empty(), 0, 1, START_HINT)?;
+
+    let Some((Cli { config, command: Command::Run(args), .. }, run)) = SERVICE.get() else {
+        // run_if_started_by_it always sets a `run` command line before starting the dispatcher.
+        return report(&status, ServiceState::Stopped, ServiceControlAccept::empty(), 1, 0, Duration::ZERO);
+    };
+    let (done_tx, done_rx) = mpsc::channel::<ExitCode>();
+    let spawned = std::thread::Builder::new().name("service".into()).spawn(move || {
+        let code = run(config.as_deref(), args);
+        let _ = done_tx.send(code);
+    });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the service thread: {e}");
+        return report(&status, ServiceState::Stopped, ServiceControlAccept::empty(), 1, 0, Duration::ZERO);
+    }
+    report(&status, ServiceState::Running, ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN, 0, 0, Duration::ZERO)?;
+    tracing::info!("keytally Windows service running");
+
+    // Wait for a Stop control or for the loop to end by itself (bad config: exit 2).
+    let code = loop {
+        if stop_rx.recv_timeout(Duration::from_millis(500)).is_ok() {
+            report(&status, ServiceState::StopPending, ServiceControlAccept::empty(), 0, 1, STOP_HINT)?;
+            crate::pusher::request_stop();
+            // Every second, tell the SCM the stop is still progressing (a new checkpoint), for
+            // at most STOP_HINT: then report Stopped anyway; the process exits with main.
+            let mut checkpoint = 1;
+            let deadline = std::time::Instant::now() + STOP_HINT;
+            break loop {
+                match done_rx.recv_timeout(Duration::from_secs(1)) {
+                    Ok(code) => break code,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break ExitCode::FAILURE,
+                    Err(mpsc::RecvTimeoutError::Timeout) if std::time::Instant::now() >= deadline => {
+                        tracing::warn!("the service loop did not end within {STOP_HINT:?} of the stop request");
+                        break ExitCode::FAILURE;
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        checkpoint += 1;
+                        report(&status, ServiceState::StopPending, ServiceControlAccept::empty(), 0, checkpoint, STOP_HINT)?;
+                    }
+                }
+            };
+        }
+        match done_rx.try_recv() {
+            Ok(code) => break code,
+            Err(mpsc::TryRecvError::Disconnected) => break ExitCode::FAILURE,
+            Err(mpsc::TryRecvError::Empty) => {}
+        }
+    };
+    // ExitCode does not expose its value: 0, 2 (bad or empty configuration) or 1. A non-zero
+    // code is reported as service-specific, which the MSI's failure actions treat as a failure.
+    let exit = if code == ExitCode::SUCCESS {
+        0
+    } else if code == ExitCode::from(2) {
+        2
+    } else {
+        1
+    };
+    report(&status, ServiceState::Stopped, ServiceControlAccept::empty(), exit, 0, Duration::ZERO)
+}
+
+fn report(
+    status: &ServiceStatusHandle,
+    state: ServiceState,
+    accept: ServiceControlAccept,
+    exit: u32,
+    checkpoint: u32,
+    wait_hint: Duration,
+) -> windows_service::Result<()> {
+    let exit_code = if exit == 0 { ServiceExitCode::Win32(0) } else { ServiceExitCode::ServiceSpecific(exit) };
+    status.set_service_status(ServiceStatus {
+        service_type: SERVICE_TYPE,
+        current_state: state,
+        controls_accepted: accept,
+        exit_code,
+        checkpoint,
+        wait_hint,
+        process_id: None,
+    })
+}
+
+/// The SCM does not stamp stderr (a service's stderr goes nowhere); the Event Log comes with
+/// issue 11.
+pub fn stamps_log_lines() -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::as_run_args;
+    use std::ffi::OsString;
+
+    fn v(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn service_becomes_run_after_global_flags() {
+        assert_eq!(as_run_args(v(&["k", "--config", "C:\\p\\c.toml", "service"])), Some(v(&["k", "--config", "C:\\p\\c.toml", "run"])));
+        assert_eq!(
+            as_run_args(v(&["k", "-vv", "--config=x", "service", "--push-timeout", "3s"])),
+            Some(v(&["k", "-vv", "--config=x", "run", "--push-timeout", "3s"]))
+        );
+        assert_eq!(as_run_args(v(&["k", "service"])), Some(v(&["k", "run"])));
+    }
+
+    #[test]
+    fn other_commands_are_left_alone() {
+        assert_eq!(as_run_args(v(&["k", "run"])), None);
+        assert_eq!(as_run_args(v(&["k", "--config", "service", "run"])), None);
+        assert_eq!(as_run_args(v(&["k", "scan", "service"])), None);
+        assert_eq!(as_run_args(v(&["k"])), None);
+    }
+}

@@ -1,0 +1,64 @@
+//! The workstation's tray icon (`keytally tray`). It runs as the logged-in user and only shows
+//! what the service (which alone touches the keys and the servers) tells it over the control
+//! channel (`crate::control`): the attached keys with their owner and status, the last sync,
+//! warnings, and "Sync now" / "Quit".
+//!
+//! The icon is a freedesktop StatusNotifierItem on the D-Bus session bus (tray-icon's ksni
+//! backend, no GTK); its menu is a dbusmenu the desktop's tray host draws. tray-icon assumes a
+//! host is there, so this checks first: with no session bus, no StatusNotifierWatcher or no
+//! host registered with it, one line on stderr and exit 0, since a desktop without a tray is
+//! not an error.
+//!
+//! Threads: the main thread owns the icon and runs one loop over the service's states, the
+//! menu's clicks, a 30 s tick (relative times) and SIGTERM/SIGINT; a reader thread keeps the
+//! watch connection, reconnecting with a 1 s → 30 s backoff (60 s after a refusal); "Sync now"
+//! is a short request on its own connection in its own thread.
+
+//! Files: `menu` (what the menu shows, as data; every OS), `service_link` (the connection
+//! to the service), `host` (is there a StatusNotifier host?), `app` (the icon and its loop),
+//! `icon` (the icon's pixels).
+
+pub mod menu;
+
+#[cfg(all(unix, not(target_os = "macos")))]
+mod app;
+#[cfg(all(unix, not(target_os = "macos")))]
+mod host;
+#[cfg(all(unix, not(target_os = "macos")))]
+mod icon;
+#[cfg(all(unix, not(target_os = "macos")))]
+mod service_link;
+
+#[cfg(all(unix, not(target_os = "macos")))]
+pub use linux::*;
+
+#[cfg(all(unix, not(target_os = "macos")))]
+mod linux {
+    use std::time::SystemTime;
+
+    use super::menu::{self, View};
+    use super::{app, host, service_link};
+    use crate::control::ClientError;
+
+    /// How the tray ended.
+    pub enum Ended {
+        /// "Quit", SIGTERM/SIGINT, or the service watcher stopped.
+        Quit,
+        /// No StatusNotifier host on this desktop (why): nothing was shown.
+        NoHost(String),
+    }
+
+    /// Shows the icon until "Quit" or a signal. A desktop without a tray host is not an error.
+    pub fn run() -> Result<Ended, String> {
+        if let Err(why) = host::check_host() {
+            return Ok(Ended::NoHost(why));
+        }
+        app::run_tray().map(|()| Ended::Quit)
+    }
+
+    /// The menu as text, from one state of the service (`keytally tray --once`).
+    pub fn menu_text() -> Result<String, ClientError> {
+        let state = service_link::first_state()?;
+        Ok(menu::build(&View::Connected(state), SystemTime::now()).to_text())
+    }
+}
