@@ -68,12 +68,18 @@ def sh(cmd, timeout=60, env=None, user=None):
 
 
 class Key:
-    def __init__(self, label, model, pid, udc, serial=None, unplug_after=None, hid_fault=None):
+    def __init__(self, label, model, pid, udc, serial=None, unplug_after=None, hid_fault=None,
+                 posture=None, ykman_shows=()):
         self.label, self.model, self.pid, self.udc = label, model, pid, udc
         self.serial_arg, self.unplug_after, self.hid_fault = serial, unplug_after, hid_fault
+        # posture: keytally-gadget --posture SPEC; ykman_shows: (command, label, value) that
+        # `ykman --device SERIAL COMMAND info` must print for it.
+        self.ykman_shows = ykman_shows
         args = ["--model", model, "--pid", f"0x{pid:04x}"]
         if serial is not None:
             args += ["--serial", serial]
+        if posture is not None:
+            args += ["--posture", posture]
         self.args = args
         rc, out, err, _ = sh([GADGET, "--describe"] + args)
         if rc != 0:
@@ -548,6 +554,25 @@ def hid_fault_body(name, keys):
                f"records for it: {len(leaked)}; stderr: {err.strip()[:600]!r}")
 
 
+def posture_body(name, keys):
+    """Posture over USB HID, ykman as the referee: the OTP slots come from the OTP status
+    report (feature reports), the FIDO2 PIN, minimum length, credential count and Bio
+    fingerprints from CTAP2 getInfo / clientPIN over FIDO HID (CTAPHID_CBOR)."""
+    for k in keys:
+        outputs = {}
+        for cmd, label, want in k.ykman_shows:
+            if cmd not in outputs:
+                t = time.monotonic()
+                outputs[cmd] = ykman(["--device", str(k.expect["serial"]), cmd, "info"])
+                rc, out, err = outputs[cmd]
+                log(f"{name}: ykman --device {k.expect['serial']} {cmd} info on {k.label}: exit {rc} in "
+                    f"{time.monotonic() - t:.1f}s\n" + "\n".join("#   " + l for l in (out + err).strip().splitlines()))
+            rc, out, err = outputs[cmd]
+            got = next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith(label)), None)
+            report(rc == 0 and got == want, f"{name}: ykman {cmd} info on {k.label} shows {label} {want}",
+                   f"exit {rc}, got {got!r}; {err.strip()[:300]}")
+
+
 def ensure_user(name, groups=()):
     subprocess.run(["groupadd", "-f", "keytally"], check=False)
     if subprocess.run(["id", name], capture_output=True).returncode != 0:
@@ -764,6 +789,19 @@ def main():
     # The enrollment desk with keys only USB HID can read, plugged in while it waits.
     phase("enroll-usb", [Key("sky", "skynfc", 0x0120, 0), Key("bio", "bio", 0x0402, 1),
                          Key("otp", "yk4", 0x0401, 2)], enroll_body)
+
+    # Posture over USB HID (ykman reads the OTP slots over OTP HID and FIDO2 over FIDO HID).
+    phase("posture-usb", [
+        Key("hardened", "yk5cnfc", 0x0403, 0, posture="hardened", ykman_shows=[
+            ("otp", "Slot 1", "programmed"), ("otp", "Slot 2", "programmed"),
+            ("fido", "PIN", "5 attempt(s) remaining"), ("fido", "Minimum PIN length", "6"),
+            ("fido", "Credential storage remaining", "17")]),
+        Key("bio-enrolled", "bio", 0x0402, 1, posture="fido2-pin-set=true,fido2-uv-enrolled=true", ykman_shows=[
+            ("fido", "Fingerprints", "Registered, 3 attempt(s) remaining"),
+            ("fido", "PIN", "8 attempt(s) remaining")]),
+        Key("otp-slot2", "yk4", 0x0401, 2, posture="otp-slots=false/true", ykman_shows=[
+            ("otp", "Slot 1", "empty"), ("otp", "Slot 2", "programmed")]),
+    ], posture_body)
 
     passed = sum(1 for ok, _, _ in results if ok)
     failed = len(results) - passed
