@@ -85,6 +85,15 @@ impl Serialized {
         Ok(Self::from_json(serde_json::to_value(record)?))
     }
 
+    /// Serializes records the agent made, skipping any without a uniqueId.
+    pub fn all(records: &[DeviceRecord]) -> Result<Vec<Self>, serde_json::Error> {
+        let mut serialized = Vec::with_capacity(records.len());
+        for r in records {
+            serialized.extend(Self::of(r)?);
+        }
+        Ok(serialized)
+    }
+
     /// A record given as JSON (a records file: `keytally sync --records`), taken as it is;
     /// `None` when it has no `yubikey.uniqueId`.
     pub fn from_json(record: Value) -> Option<Self> {

@@ -20,13 +20,7 @@ pub fn run(config_path: Option<&Path>, reader: Option<&str>, records_file: Optio
     };
     let scanned = match records_file {
         Some(f) => read_records(f),
-        None => crate::inventory::collect_records(reader, &cfg.state_dir).and_then(|rs| {
-            let mut serialized = Vec::with_capacity(rs.len());
-            for r in &rs {
-                serialized.extend(Serialized::of(r)?);
-            }
-            Ok((rs.len(), serialized))
-        }),
+        None => crate::inventory::collect_records(reader, &cfg.state_dir).and_then(|rs| Ok((rs.len(), Serialized::all(&rs)?))),
     };
     let (count, records) = match scanned {
         Ok(rs) => rs,

@@ -42,11 +42,7 @@ pub async fn sync_once_at(cfg: &Config, records: &[Serialized], clock: &dyn Cloc
 /// The long-running modes' sync: the process's outbox and clients, typed records
 /// (serialized here, once, on their way into the outbox).
 pub async fn sync_records(cfg: &Config, outbox: &mut Outbox, clients: &mut Clients, records: &[DeviceRecord], clock: &dyn Clock) -> anyhow::Result<Summary> {
-    let mut serialized = Vec::with_capacity(records.len());
-    for r in records {
-        serialized.extend(Serialized::of(r)?);
-    }
-    sync_serialized(cfg, outbox, clients, &serialized, clock).await
+    sync_serialized(cfg, outbox, clients, &Serialized::all(records)?, clock).await
 }
 
 /// Enqueues serialized records for every profile they match, then drains each profile once.
