@@ -109,19 +109,9 @@ fn worker(
     let mut clients = Clients::default();
     rt.block_on(async move {
         let shutdown = async {
-            #[cfg(unix)]
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            let sigterm = async {
-                #[cfg(unix)]
-                if let Some(t) = term.as_mut() {
-                    t.recv().await;
-                    return;
-                }
-                std::future::pending::<()>().await
-            };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
-                () = sigterm => {}
+                () = crate::platform::service_manager::asked_to_stop() => {}
                 () = STOP_REQUEST.notified() => {}
             }
         };

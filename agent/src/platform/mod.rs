@@ -6,7 +6,7 @@
 //! |---|---|---|---|---|
 //! | [`user`] | who is logged in at this machine: `logged_in_user() -> Option<LocalUser>`, a `LocalUser` having `name` and `sid()` (the id the owner record's `sid` carries) | systemd-logind's sessions, NSS names | as Unix (no logind: the agent's own user) | not yet: the console session's user and SID (issue 11) |
 //! | [`channel`] | the tray↔service channel: where it lives (`server_endpoint`, `client_endpoints`), the client's blocking `Stream` (`connect`), the service's `Listener` (`bind`, `accept`) and who connected (`peer`, `Peer::admit`) | a stream socket in the runtime directory, `SO_PEERCRED` | as Unix | not yet: a named pipe and its client's token (issue 11) |
-//! | [`service_manager`] | running under the OS's service manager: `run_if_started_by_it(run)`, and whether it stamps log lines itself (`stamps_log_lines`) | systemd runs `keytally run` as is; journald | as Unix | the Service Control Manager (`keytally service`) |
+//! | [`service_manager`] | running under the OS's service manager: `run_if_started_by_it(run)`, its stop request (`asked_to_stop`), and whether it stamps log lines itself (`stamps_log_lines`) | systemd runs `keytally run` as is, SIGTERM; journald | as Unix | the Service Control Manager (`keytally service`; Stop through `pusher::request_stop`) |
 //! | [`secrets`] | the OS keyring: `read`/`write` of an entry's bytes, [`SecretStoreError`], `STORE` (its name in messages) | the freedesktop Secret Service (D-Bus) | the login Keychain | Credential Manager |
 //!
 //! The cross-platform parts stay outside: the control channel's messages and its client and

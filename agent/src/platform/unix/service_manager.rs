@@ -1,6 +1,7 @@
 //! Running under the service manager on Unix. systemd starts `keytally run` as it is (the
-//! unit in installer/debian), so there is nothing to hand over; journald stamps every line
-//! itself, so the log leaves the time (and colours) out under it.
+//! unit in installer/debian), so there is nothing to hand over; it stops the service with
+//! SIGTERM; journald stamps every line itself, so the log leaves the time (and colours) out
+//! under it.
 
 use std::process::ExitCode;
 
@@ -14,4 +15,18 @@ pub fn run_if_started_by_it(_run: RunService) -> Option<ExitCode> {
 /// Whether stderr goes to journald, which stamps each line with the time.
 pub fn stamps_log_lines() -> bool {
     std::env::var_os("JOURNAL_STREAM").is_some()
+}
+
+/// Resolves when the service manager asks the process to stop: SIGTERM. Never, when the
+/// handler cannot be installed. Call it inside a tokio runtime.
+pub async fn asked_to_stop() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            term.recv().await;
+        }
+        Err(e) => {
+            tracing::warn!("cannot handle SIGTERM: {e}");
+            std::future::pending::<()>().await
+        }
+    }
 }

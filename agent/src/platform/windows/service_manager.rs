@@ -190,6 +190,12 @@ fn report(
     })
 }
 
+/// Never: the SCM's Stop reaches the push worker through [`crate::pusher::request_stop`]
+/// (and Ctrl-C in a console through tokio's `ctrl_c`).
+pub async fn asked_to_stop() {
+    std::future::pending::<()>().await
+}
+
 /// The SCM does not stamp stderr (a service's stderr goes nowhere); the Event Log comes with
 /// issue 11.
 pub fn stamps_log_lines() -> bool {
