@@ -11,16 +11,21 @@ use serde_json::{Map, Value};
 /// One device as the devices API lists it, plus keytally's `observation`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceRecord {
+    /// The key itself.
     pub yubikey: YubiKey,
+    /// Who the server has assigned the key to (or the agent suggests).
     #[serde(default)]
     pub owners: Owners,
+    /// The server's tags on the key.
     #[serde(default)]
     pub tags: Vec<Label>,
+    /// The key's status in the server's inventory.
     #[serde(default)]
     pub status: Option<Status>,
     /// What the agent saw and the model has no field for. Absent in server listings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observation: Option<Observation>,
+    /// Fields keytally does not model, kept as they came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -29,27 +34,37 @@ pub struct DeviceRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct YubiKey {
+    /// Server-only: the device's code (`null` from the agent).
     pub code: Option<i64>,
+    /// Server-only: the organization's code (`null` from the agent).
     pub org_code: Option<i64>,
+    /// The product name, as ykman derives it (e.g. `YubiKey 5 NFC`).
     pub name: String,
+    /// Free text the server keeps.
     pub description: Option<String>,
     /// Stable, never empty: the key's identity in `PUT /devices/{uniqueId}`.
     pub unique_id: String,
     /// The serial as a decimal string; `null` when the key exposes none.
     pub serial_number: Option<String>,
+    /// A second serial the server may keep.
     pub alternative_serial_number: Option<String>,
     /// `major.minor.patch`.
     pub firmware_version: String,
+    /// The model: product line, form factor, interfaces and capabilities.
     pub model: Model,
+    /// Enabled USB applications, as capability bits, ascending.
     #[serde(rename = "enabledUSBCapabilities")]
     pub enabled_usb_capabilities: Vec<u32>,
+    /// Enabled NFC applications, as capability bits, ascending.
     #[serde(rename = "enabledNFCCapabilities")]
     pub enabled_nfc_capabilities: Vec<u32>,
     /// RFC 3339, UTC.
     pub last_update: Option<String>,
     /// RFC 3339, UTC.
     pub last_used: Option<String>,
+    /// The server's status code for the key.
     pub status: Option<i64>,
+    /// Fields keytally does not model, kept as they came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -58,16 +73,23 @@ pub struct YubiKey {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Model {
+    /// Server-only: the model's code.
     pub code: Option<i64>,
+    /// The product name.
     pub name: String,
+    /// Server-only: the model's identity.
     pub unique_id: Option<String>,
+    /// Server-only: the product line's code.
     pub prod_line_code: Option<i64>,
     /// 0–7, without the FIPS and Security Key flags.
     pub form_factor: u8,
     /// `[mask]` with USB = 1 and NFC = 2.
     pub interfaces: Vec<u32>,
+    /// Supported USB applications, as capability bits, ascending; `[]` without USB.
     pub usb_capabilities: Vec<u32>,
+    /// Supported NFC applications, as capability bits, ascending; `[]` without NFC.
     pub nfc_capabilities: Vec<u32>,
+    /// Fields keytally does not model, kept as they came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -75,7 +97,9 @@ pub struct Model {
 /// `{count, items}`, the API's list wrapper.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Counted<T> {
+    /// The number of items on the server (may exceed `items.len()`).
     pub count: u64,
+    /// The items.
     pub items: Vec<T>,
 }
 
@@ -85,21 +109,31 @@ impl<T> Default for Counted<T> {
     }
 }
 
+/// The `owners` list of a record.
 pub type Owners = Counted<Owner>;
 
 /// A person the server has assigned to the key, or (with `suggested`) one the agent proposes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Owner {
+    /// The server's code for the person.
     pub code: Option<i64>,
+    /// The person's display name.
     pub name: Option<String>,
+    /// The person's email address.
     pub email: Option<String>,
+    /// Whether the person is an administrator.
     pub is_admin: Option<bool>,
+    /// The account's security identifier (the uid where there is no SID).
     pub sid: Option<String>,
+    /// The person's Microsoft Entra ID object id.
     pub entra_id: Option<String>,
+    /// RFC 3339, UTC: the person's last login.
     pub last_login: Option<String>,
+    /// The groups the person is in.
     #[serde(default)]
     pub groups: Counted<Label>,
+    /// The person's tags.
     #[serde(default)]
     pub tags: Counted<Label>,
     /// keytally's own mark (not the API's): `true` on an owner the agent only suggests (the
@@ -107,6 +141,7 @@ pub struct Owner {
     /// assignment. Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suggested: Option<bool>,
+    /// Fields keytally does not model, kept as they came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -139,12 +174,18 @@ impl Owners {
 /// A group or tag reference: `{type, source, description, code, name}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Label {
+    /// The label's type code (`type` on the wire).
     #[serde(rename = "type")]
     pub kind: Option<i64>,
+    /// Where the label comes from (the server's source code).
     pub source: Option<i64>,
+    /// Free text.
     pub description: Option<String>,
+    /// The server's code for the label.
     pub code: Option<i64>,
+    /// The label's name.
     pub name: Option<String>,
+    /// Fields keytally does not model, kept as they came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -159,8 +200,11 @@ impl Label {
 /// The top-level `status` object (e.g. `{"code": 12345, "name": "Shared"}`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// The server's code for the status.
     pub code: Option<i64>,
+    /// The status name (e.g. `Active`, `Shared`).
     pub name: Option<String>,
+    /// Fields keytally does not model, kept as they came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -180,6 +224,7 @@ pub struct Observation {
     pub transport: String,
     /// The PC/SC reader (or USB port) the key was read through.
     pub reader: Option<String>,
+    /// The host name of the machine that read the key.
     pub host: String,
     /// A UUID made once per installation.
     pub agent_id: String,
@@ -187,15 +232,19 @@ pub struct Observation {
     pub observed_at: String,
     /// Applications that can run in FIPS mode, as capability bits.
     pub fips_capable: Vec<u32>,
+    /// Applications running in FIPS-approved mode, as capability bits.
     pub fips_approved: Vec<u32>,
     /// The FIPS-series flag (form factor 0x80, or a YubiKey 4 FIPS).
     pub fips_series: bool,
     /// The Security Key flag (form factor 0x40, or the SKY PID).
     pub security_key: bool,
+    /// The PIN complexity policy is on.
     pub pin_complexity: bool,
+    /// Restricted NFC mode is on (NFC serves only NDEF until USB power).
     pub nfc_restricted: bool,
     /// A lock code protects the configuration.
     pub config_locked: bool,
+    /// The part number the key reports, when it reports one.
     pub part_number: Option<String>,
     /// ykman's version name: `5.4.3`, or `5.7.8.beta.233` for a pre-release build.
     pub version_name: String,
@@ -205,6 +254,7 @@ pub struct Observation {
     pub reset_blocked: Vec<u32>,
     /// Fingerprint-sensor and MCU firmware of a Bio key.
     pub fps_version: Option<String>,
+    /// The MCU firmware of a Bio key.
     pub stm_version: Option<String>,
     /// The USB product ID when known (USB CCID reader name, or the USB device).
     pub usb_pid: Option<String>,
@@ -212,6 +262,7 @@ pub struct Observation {
     /// time makes an otherwise unchanged record a new version to push. Absent outside the kiosk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tapped_at: Option<String>,
+    /// Fields keytally does not model, kept as they came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
