@@ -245,8 +245,8 @@ async fn put_device(
     }
     let idem = match headers.get("idempotency-key") {
         None => None,
-        Some(v) => match v.to_str().ok().and_then(|t| uuid::Uuid::parse_str(t.trim()).ok()) {
-            Some(u) => Some(u.hyphenated().to_string()),
+        Some(v) => match v.to_str().ok().and_then(parse_hyphenated_uuid) {
+            Some(u) => Some(u),
             None => return error(StatusCode::BAD_REQUEST, "Idempotency-Key must be a UUID"),
         },
     };
@@ -290,6 +290,9 @@ async fn list_devices(
         return error(StatusCode::BAD_REQUEST, "limit must be between 1 and 1000");
     }
     let offset = p.offset.unwrap_or(0);
+    if offset > i64::MAX as u64 {
+        return error(StatusCode::BAD_REQUEST, "offset must be at most 9223372036854775807");
+    }
     let (items, total) = shared.store().list(limit, offset);
     if shared.cfg.bare_list {
         Json(Value::Array(items)).into_response()
@@ -364,7 +367,7 @@ async fn create_key(State(shared): State<Arc<Shared>>, Path(account): Path<Strin
     let Ok(req) = serde_json::from_slice::<NewKey>(&body) else {
         return error(StatusCode::BAD_REQUEST, "expected {\"name\": \"...\"}");
     };
-    if req.name.trim().is_empty() || req.name.len() > 200 {
+    if !(1..=200).contains(&req.name.chars().count()) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, "name must be 1..200 characters");
     }
     let (id, key) = shared.store().create_api_key(&req.name);
@@ -411,6 +414,15 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Response {
     .into_response()
 }
 
+/// A UUID in the hyphenated form of RFC 9562 (what OpenAPI's `format: uuid` means), lowercased;
+/// the other spellings `uuid` would parse (braced, URN, 32 bare digits) are refused.
+fn parse_hyphenated_uuid(text: &str) -> Option<String> {
+    let hyphens_at = |i: usize| matches!(i, 8 | 13 | 18 | 23);
+    let well_formed = text.len() == 36
+        && text.bytes().enumerate().all(|(i, b)| if hyphens_at(i) { b == b'-' } else { b.is_ascii_hexdigit() });
+    well_formed.then(|| text.to_ascii_lowercase())
+}
+
 fn url_decode(body: &[u8]) -> Vec<(String, String)> {
     String::from_utf8_lossy(body)
         .split('&')
@@ -443,4 +455,18 @@ fn pct_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_hyphenated_uuids_only() {
+        let id = "67E55044-10b1-426f-9247-bb680e5fe0c8";
+        assert_eq!(parse_hyphenated_uuid(id).as_deref(), Some("67e55044-10b1-426f-9247-bb680e5fe0c8"));
+        for bad in ["67e5504410b1426f9247bb680e5fe0c8", "{67e55044-10b1-426f-9247-bb680e5fe0c8}", "urn:uuid:67e55044-10b1-426f-9247-bb680e5fe0c8", "67e55044-10b1-426f-9247-bb680e5fe0cg", ""] {
+            assert_eq!(parse_hyphenated_uuid(bad), None, "{bad}");
+        }
+    }
 }
