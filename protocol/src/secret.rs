@@ -17,6 +17,7 @@ use zeroize::Zeroize;
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps `value`.
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
@@ -26,6 +27,7 @@ impl Secret {
         &self.0
     }
 
+    /// Whether the value is the empty string.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -76,14 +78,17 @@ pub struct SecretReader {
 }
 
 impl SecretReader {
+    /// A reader named `what` that calls `read` each time the secret is wanted.
     pub fn new(what: impl Into<String>, read: impl Fn() -> Result<Secret, String> + Send + Sync + 'static) -> Self {
         SecretReader { what: what.into(), read: Arc::new(read) }
     }
 
+    /// What it reads, for messages.
     pub fn what(&self) -> &str {
         &self.what
     }
 
+    /// Reads the secret now.
     pub fn read(&self) -> Result<Secret, String> {
         (self.read)()
     }
@@ -160,17 +165,37 @@ impl fmt::Display for Secret {
 /// Why a secret could not be loaded. Never contains the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
+    /// Group or others may read or write the file.
     #[error(
         "secret file {path} can be read by other users (mode {mode:04o}); \
          refusing to use it: run `chmod 600 {path}`"
     )]
-    TooOpen { path: PathBuf, mode: u32 },
+    TooOpen {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file cannot be read (missing, a directory, no permission...).
     #[error("cannot read secret file {path}: {error}")]
-    Io { path: PathBuf, error: String },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error, in words.
+        error: String,
+    },
+    /// The file holds nothing but whitespace.
     #[error("secret file {path} is empty")]
-    Empty { path: PathBuf },
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The environment variable or file is not UTF-8.
     #[error("the secret in {source_name} is not valid UTF-8")]
-    NotUnicode { source_name: String },
+    NotUnicode {
+        /// The variable or file.
+        source_name: String,
+    },
 }
 
 /// Refuses a file that group or others may read or write.

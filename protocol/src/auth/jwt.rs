@@ -34,10 +34,12 @@ pub enum ExpiryWarning {
     Day,
     /// It expires today (UTC).
     Today,
+    /// It has expired.
     Expired,
 }
 
 impl ExpiryWarning {
+    /// The level for a credential expiring at `expires`, seen at `now`.
     pub fn at(expires: SystemTime, now: SystemTime) -> ExpiryWarning {
         let Ok(left) = expires.duration_since(now) else {
             return ExpiryWarning::Expired;

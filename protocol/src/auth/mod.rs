@@ -25,7 +25,12 @@ pub enum AuthError {
     Rejected(String),
     /// The token endpoint could not be reached or answered with a transient error.
     #[error("{reason}")]
-    Transient { reason: String, retry_after: Option<Duration> },
+    Transient {
+        /// What went wrong.
+        reason: String,
+        /// How long the token endpoint asked to wait.
+        retry_after: Option<Duration>,
+    },
     /// The credential is misconfigured (missing file, bad permissions...).
     #[error("{0}")]
     Config(String),
@@ -43,6 +48,7 @@ pub struct StaticToken {
 }
 
 impl StaticToken {
+    /// Reads the token from `source` now; an unreadable source is an error here, not later.
     pub fn new(source: StaticSource) -> Result<Self, AuthError> {
         let current = match &source {
             // A file's own error (too open, missing...) says more than a string would.
@@ -81,8 +87,11 @@ impl StaticToken {
 /// The credential style.
 #[derive(Debug)]
 pub enum Credential {
+    /// An API key or long-lived API token JWT.
     Static(StaticToken),
+    /// OAuth2 client credentials exchanged for short-lived access tokens.
     OAuth(ClientCredentials),
+    /// A YubiEnterprise-style machine token in a file, rotated by the server.
     Machine(MachineToken),
 }
 
@@ -93,9 +102,12 @@ pub struct CredentialInfo {
     pub kind: &'static str,
     /// Where it comes from: a file path, a client id and token URL... never the secret.
     pub source: String,
+    /// When the token expires, if that is known (a JWT's `exp`, an OAuth2 token's lifetime).
     #[serde(with = "opt_rfc3339")]
     pub expires_at: Option<SystemTime>,
+    /// The expiry warning for a long-lived token, when it is due.
     pub expiry_warning: Option<String>,
+    /// A machine-token rotation was started and its outcome never recorded.
     pub rotation_interrupted: bool,
 }
 
@@ -117,10 +129,12 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    /// An authenticator for `credential`.
     pub fn new(credential: Credential) -> Self {
         Authenticator { credential, warned: Mutex::new(ExpiryWarning::None) }
     }
 
+    /// The credential it hands out tokens for.
     pub fn credential(&self) -> &Credential {
         &self.credential
     }

@@ -57,6 +57,7 @@ pub struct ClientCredentials {
 }
 
 impl ClientCredentials {
+    /// A token source for `client_id` at `token_url`; no request is sent until a token is needed.
     pub fn new(
         http: reqwest::Client,
         token_url: Url,
@@ -103,14 +104,17 @@ impl ClientCredentials {
         Ok(true)
     }
 
+    /// A one-way fingerprint of the client secret in use (never the secret).
     pub fn secret_fingerprint(&self) -> String {
         crate::secret::fingerprint(&self.secret())
     }
 
+    /// The OAuth2 client id.
     pub fn client_id(&self) -> &str {
         &self.client_id
     }
 
+    /// The token URL, redacted for logs.
     pub fn token_url(&self) -> String {
         redact_url(&self.token_url)
     }

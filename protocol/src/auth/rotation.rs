@@ -65,10 +65,12 @@ impl MachineToken {
         Ok(MachineToken { http, path, rotate_url, current: Mutex::new(current) })
     }
 
+    /// The token file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The rotation's intent marker beside the token file (`<token file>.rotating`).
     pub fn marker_path(&self) -> PathBuf {
         let mut p = self.path.clone().into_os_string();
         p.push(".rotating");
@@ -80,6 +82,7 @@ impl MachineToken {
         self.marker_path().exists()
     }
 
+    /// The token in use.
     pub fn token(&self) -> Secret {
         self.current.lock().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
@@ -177,6 +180,7 @@ impl MachineToken {
         Ok(())
     }
 
+    /// Rotates the token once. See the module documentation for the crash protocol.
     pub async fn rotate(&self) -> Result<(), AuthError> {
         self.rotate_with_hook(|| {}).await
     }

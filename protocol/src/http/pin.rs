@@ -69,6 +69,7 @@ pub struct PinnedVerifier {
 }
 
 impl PinnedVerifier {
+    /// Verifies chains against `roots`, then requires one of `pins` (base64 `pin-sha256`).
     pub fn new(roots: RootCertStore, pins: Vec<String>) -> Result<Self, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)

@@ -21,19 +21,38 @@ pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(6 * 3600);
 pub enum Failure {
     /// A 403, or a 401 that one credential refresh did not cure, or a token endpoint
     /// that refused the client. Pushing with this credential stops until the backoff cap.
-    CredentialRejected { status: Option<u16>, reason: String },
+    CredentialRejected {
+        /// The HTTP status, when the server answered (none when the token source refused).
+        status: Option<u16>,
+        /// Why, in the server's words where it gave any.
+        reason: String,
+    },
     /// Worth retrying later: network errors, timeouts, 408/409/425/429/5xx, redirects,
     /// unreadable answers. `retry_after` is the server's `Retry-After`, if it sent one.
-    Retryable { status: Option<u16>, retry_after: Option<Duration>, reason: String },
+    Retryable {
+        /// The HTTP status, when the server answered.
+        status: Option<u16>,
+        /// How long the server asked to wait.
+        retry_after: Option<Duration>,
+        /// What went wrong.
+        reason: String,
+    },
     /// The server refused this request for good (another 4xx): quarantine the record.
-    Rejected { status: u16, reason: String },
+    Rejected {
+        /// The HTTP status (0 when keytally refused the request before sending it).
+        status: u16,
+        /// The server's reason.
+        reason: String,
+    },
 }
 
 impl Failure {
+    /// A retryable failure without a status or `Retry-After`.
     pub fn retryable(reason: impl Into<String>) -> Self {
         Failure::Retryable { status: None, retry_after: None, reason: reason.into() }
     }
 
+    /// The HTTP status, if the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {
             Failure::CredentialRejected { status, .. } | Failure::Retryable { status, .. } => *status,
@@ -41,6 +60,7 @@ impl Failure {
         }
     }
 
+    /// The server's `Retry-After`, for a retryable failure that carried one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Failure::Retryable { retry_after, .. } => *retry_after,
@@ -48,6 +68,7 @@ impl Failure {
         }
     }
 
+    /// The reason, without the status.
     pub fn reason(&self) -> &str {
         match self {
             Failure::CredentialRejected { reason, .. }
@@ -81,17 +102,21 @@ impl std::error::Error for Failure {}
 /// The class of a status code, before any body is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusClass {
+    /// 2xx.
     Accepted,
     /// 401: refresh the credential once and try again.
     Unauthorized,
     /// 403.
     Forbidden,
+    /// 408, 409, 425, 429, 5xx and anything outside the defined ranges: try again later.
     Retryable,
     /// 3xx: keytally never follows redirects.
     Redirect,
+    /// Any other 4xx: the request itself is refused for good.
     Permanent,
 }
 
+/// The class of `status`.
 pub fn classify(status: StatusCode) -> StatusClass {
     let code = status.as_u16();
     match code {
@@ -121,7 +146,12 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 /// A body read stopped because it was larger than the cap, or failed.
 #[derive(Debug)]
 pub enum BodyError {
-    TooLarge { cap: usize },
+    /// The body is longer than the cap.
+    TooLarge {
+        /// The cap, in bytes.
+        cap: usize,
+    },
+    /// The connection failed while reading.
     Read(reqwest::Error),
 }
 
@@ -175,6 +205,8 @@ pub async fn read_reason(resp: &mut reqwest::Response) -> String {
     }
 }
 
+/// The human reason in a body: the `message`/`error_description`/`error`/`detail`/`title`/
+/// `reason` of a JSON body (or `error.message`), else the text; cleaned and cut short.
 pub fn reason_from_body(body: &[u8]) -> String {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
         for key in ["message", "error_description", "error", "detail", "title", "reason"] {
