@@ -3,6 +3,7 @@
 //! `main` only parses the command line and hands over to a command module.
 
 mod agent_id;
+mod checks;
 mod cli;
 mod clients;
 mod commands;
