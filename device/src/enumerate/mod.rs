@@ -8,7 +8,7 @@
 //!
 //! | file | job |
 //! |---|---|
-//! | `pcsc_readers.rs` | read the card in every PC/SC reader (YubiKey CCID, NFC and contact readers) |
+//! | `pcsc_readers.rs` | read the card in every PC/SC reader (YubiKey CCID, NFC and contact readers), each on its own thread and context, against a deadline |
 //! | `usb_devices.rs` | HID discovery: Yubico's USB devices and their OTP/FIDO HID nodes, nothing opened |
 //! | `hid_reads.rs` | read USB devices over their HID nodes, in parallel, each against a deadline |
 //! | `interfaces.rs` | the interfaces a key can be read through and the order to try them in |
@@ -23,5 +23,5 @@ mod usb_devices;
 pub use hid_reads::{Attempt, HidReader, HidapiReader};
 pub use interfaces::{Interface, InterfaceOrder};
 pub use merge::{scan_all, scan_with, FullScanOptions, Report, ScannedKey, UnreadableKey};
-pub use pcsc_readers::{read_reader, scan_pcsc, FoundKey, PcscReport, ReaderProblem, ScanOptions};
+pub use pcsc_readers::{read_reader, read_readers, scan_pcsc, FoundKey, PcscReport, ReaderOutcome, ReaderProblem, ReaderReads, ScanOptions};
 pub use usb_devices::{discover, UsbKeyDevice};

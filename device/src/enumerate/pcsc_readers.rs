@@ -1,11 +1,12 @@
 //! PC/SC readers: look at every reader and read the key in each, one result per reader.
 //!
 //! Every reader is scanned by default (kiosks use plain NFC readers); an empty reader is
-//! normal. Readers are read in parallel, each against a deadline, so one stuck reader or
-//! hostile card cannot hang the scan.
+//! normal. Readers are read in parallel and independently ([`read_readers`]: a thread and a
+//! PC/SC context per reader), each against a deadline, so one stuck reader or hostile card
+//! cannot hang the scan or hold up the key on another reader.
 
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{mpsc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -88,7 +89,7 @@ pub struct PcscReport {
 /// Scans the PC/SC readers. Fails only when PC/SC itself is unusable (pcscd not running);
 /// a bad card is a [`ReaderProblem`] and the other readers are still read.
 pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, LinkError> {
-    let ctx = Arc::new(PcscContext::establish()?);
+    let ctx = PcscContext::establish()?;
     let filter = opts.reader_filter.as_ref().map(|f| f.to_lowercase());
     let readers: Vec<String> = ctx
         .readers()?
@@ -96,38 +97,143 @@ pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, LinkError> {
         .filter(|r| opts.wants(r, filter.as_deref()))
         .collect();
 
-    let (tx, rx) = mpsc::channel();
-    for reader in &readers {
-        let (ctx, tx, reader) = (Arc::clone(&ctx), tx.clone(), reader.clone());
-        thread::Builder::new()
-            .name(format!("pcsc:{reader}"))
-            .spawn(move || {
-                let outcome = read_reader(&ctx, &reader);
-                let _ = tx.send((reader, outcome));
-            })
-            .map_err(|e| LinkError::Other(format!("cannot start a reader thread: {e}")))?;
-    }
-    drop(tx);
-
     let mut report = PcscReport { readers: readers.clone(), ..Default::default() };
-    let deadline = Instant::now() + opts.reader_timeout;
-    let mut pending: Vec<String> = readers;
-    while !pending.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok((reader, outcome)) = rx.recv_timeout(left) else { break };
-        pending.retain(|r| *r != reader);
+    // The listing context goes on to read the first reader, in that reader's thread.
+    for (reader, outcome) in start_reads(&readers, Some(ctx), opts.reader_timeout) {
         match outcome {
             Ok(Some(found)) => report.keys.push(found),
             Ok(None) => tracing::debug!(reader, "empty reader"),
             Err(error) => report.problems.push(ReaderProblem { reader, error }),
         }
     }
-    for reader in pending {
-        report.problems.push(ReaderProblem { reader, error: LinkError::Timeout.into() });
-    }
     report.keys.sort_by(|a, b| a.reader.cmp(&b.reader));
     report.problems.sort_by(|a, b| a.reader.cmp(&b.reader));
     Ok(report)
+}
+
+/// Readers whose last read was given up at its deadline and has not ended yet (the card has
+/// neither answered nor left). Reading such a reader again fails at once with
+/// [`LinkError::Timeout`] rather than queueing a second thread behind the first.
+static STALLED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+fn stalled() -> MutexGuard<'static, BTreeSet<String>> {
+    STALLED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The outcome of reading one reader: its key, `None` for an empty reader, or why not.
+pub type ReaderOutcome = Result<Option<FoundKey>, Error>;
+
+/// Reads every reader in `readers` at once and independently, each against `timeout`.
+///
+/// Each read runs on a thread of its own with a PC/SC context of its own: pcsc-lite's client
+/// library holds a context's lock for the whole of each call (`SCardTransmit` included), so
+/// readers read over one shared context wait for each other, and a card that stalls one
+/// reader would stall them all. A read still running at the deadline is given up (its
+/// thread ends when the card answers or leaves) and its reader is named once in the log.
+///
+/// Outcomes come in the order the reads finish; readers past the deadline come last, as
+/// [`LinkError::Timeout`].
+pub fn read_readers(readers: &[String], timeout: Duration) -> ReaderReads {
+    start_reads(readers, None, timeout)
+}
+
+/// [`read_readers`], the first reader read over `ctx` (moved into its thread: a context is
+/// never used by two threads).
+fn start_reads(readers: &[String], mut ctx: Option<PcscContext>, timeout: Duration) -> ReaderReads {
+    let deadline = Instant::now() + timeout;
+    let (tx, rx) = mpsc::channel();
+    let mut reads = ReaderReads { rx, pending: Vec::new(), ready: VecDeque::new(), deadline };
+    for (index, reader) in readers.iter().enumerate() {
+        if stalled().contains(reader) {
+            tracing::debug!(reader, "the reader's last read has not ended yet");
+            reads.ready.push_back((reader.clone(), Err(LinkError::Timeout.into())));
+            continue;
+        }
+        let (tx, name, ctx) = (tx.clone(), reader.clone(), ctx.take());
+        let spawned = thread::Builder::new().name(format!("pcsc:{reader}")).spawn(move || {
+            let outcome = ctx.map_or_else(PcscContext::establish, Ok).map_err(Error::from).and_then(|ctx| read_reader(&ctx, &name));
+            // Under the lock, so that the reader cannot be marked stalled after it ended.
+            let mut stalled = stalled();
+            if stalled.remove(&name) {
+                tracing::info!(reader = name, "the reader's stalled read has ended");
+            }
+            let _ = tx.send((index, outcome));
+        });
+        match spawned {
+            Ok(_) => reads.pending.push((index, reader.clone())),
+            Err(e) => {
+                let error = LinkError::Other(format!("cannot start a reader thread: {e}"));
+                reads.ready.push_back((reader.clone(), Err(error.into())));
+            }
+        }
+    }
+    reads
+}
+
+/// Reads in flight ([`read_readers`]): an iterator of `(reader, outcome)`, each as soon as it
+/// is there.
+pub struct ReaderReads {
+    rx: mpsc::Receiver<(usize, ReaderOutcome)>,
+    /// Reads not finished yet: index in the reader list, reader name.
+    pending: Vec<(usize, String)>,
+    /// Outcomes known without waiting.
+    ready: VecDeque<(String, ReaderOutcome)>,
+    deadline: Instant,
+}
+
+impl ReaderReads {
+    fn finished(&mut self, index: usize, outcome: ReaderOutcome) -> Option<(String, ReaderOutcome)> {
+        let at = self.pending.iter().position(|(i, _)| *i == index)?;
+        let (_, reader) = self.pending.swap_remove(at);
+        Some((reader, outcome))
+    }
+
+    /// The deadline has passed: the reads still running are given up.
+    fn give_up(&mut self) {
+        let mut stalled = stalled();
+        // Reads that ended just now are not stalled (their thread sent under this lock).
+        while let Ok((index, outcome)) = self.rx.try_recv() {
+            if let Some(done) = self.finished(index, outcome) {
+                self.ready.push_back(done);
+            }
+        }
+        for (_, reader) in self.pending.drain(..) {
+            tracing::warn!(reader, "the reader did not answer in time; its read is given up");
+            stalled.insert(reader.clone());
+            self.ready.push_back((reader, Err(LinkError::Timeout.into())));
+        }
+    }
+}
+
+impl Iterator for ReaderReads {
+    type Item = (String, ReaderOutcome);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(done) = self.ready.pop_front() {
+                return Some(done);
+            }
+            if self.pending.is_empty() {
+                return None;
+            }
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok((index, outcome)) => {
+                    if let Some(done) = self.finished(index, outcome) {
+                        return Some(done);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => self.give_up(),
+                // Every thread has ended, some without an answer (a panic): not a stall.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    for (_, reader) in self.pending.drain(..) {
+                        let error = LinkError::Other("the reader thread ended without an answer".into());
+                        self.ready.push_back((reader, Err(error.into())));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Reads the card in one reader; `Ok(None)` when the reader is empty.
