@@ -2,9 +2,6 @@
 //! the server's owner and status for them and the sync state (from the push worker),
 //! composed into one [`State`] that the control channel's watchers receive at every change.
 
-// The control channel exists on Unix only for now: elsewhere parts of this are unused.
-#![cfg_attr(not(unix), allow(dead_code))]
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -176,6 +176,8 @@ impl Watch {
             }
             Err(e) => {
                 self.pcsc_up = false;
+                // The old context is gone: nothing to cancel until the next one.
+                self.wake.set(None);
                 if !self.told_down {
                     let usb = if self.usb.is_some() { "; USB keys are still read over HID" } else { "" };
                     eprintln!("keytally: PC/SC is not available ({e}); waiting for pcscd{usb}");

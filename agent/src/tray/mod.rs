@@ -13,13 +13,16 @@
 //! menu's clicks, a 30 s tick (relative times) and SIGTERM/SIGINT; a reader thread keeps the
 //! watch connection, reconnecting with a 1 s → 30 s backoff (60 s after a refusal); "Sync now"
 //! is a short request on its own connection in its own thread.
-
+//!
 //! Files: `menu` (what the menu shows, as data; every OS), `service_link` (the connection
 //! to the service), `host` (is there a StatusNotifier host?), `app` (the icon and its loop),
 //! `icon` (the icon's pixels).
 
 pub mod menu;
 
+// The icon is built for Linux and the BSDs (tray-icon's ksni backend, a D-Bus host check,
+// Unix signals); Windows's notification area comes with issue 11. `menu` is used everywhere
+// (`status` prints its key labels).
 #[cfg(all(unix, not(target_os = "macos")))]
 mod app;
 #[cfg(all(unix, not(target_os = "macos")))]
@@ -29,36 +32,27 @@ mod icon;
 #[cfg(all(unix, not(target_os = "macos")))]
 mod service_link;
 
+/// How the tray ended.
 #[cfg(all(unix, not(target_os = "macos")))]
-pub use linux::*;
+pub enum Ended {
+    /// "Quit", SIGTERM/SIGINT, or the service watcher stopped.
+    Quit,
+    /// No StatusNotifier host on this desktop (why): nothing was shown.
+    NoHost(String),
+}
 
+/// Shows the icon until "Quit" or a signal. A desktop without a tray host is not an error.
 #[cfg(all(unix, not(target_os = "macos")))]
-mod linux {
-    use std::time::SystemTime;
-
-    use super::menu::{self, View};
-    use super::{app, host, service_link};
-    use crate::control::ClientError;
-
-    /// How the tray ended.
-    pub enum Ended {
-        /// "Quit", SIGTERM/SIGINT, or the service watcher stopped.
-        Quit,
-        /// No StatusNotifier host on this desktop (why): nothing was shown.
-        NoHost(String),
+pub fn run() -> Result<Ended, String> {
+    if let Err(why) = host::check_host() {
+        return Ok(Ended::NoHost(why));
     }
+    app::run_tray().map(|()| Ended::Quit)
+}
 
-    /// Shows the icon until "Quit" or a signal. A desktop without a tray host is not an error.
-    pub fn run() -> Result<Ended, String> {
-        if let Err(why) = host::check_host() {
-            return Ok(Ended::NoHost(why));
-        }
-        app::run_tray().map(|()| Ended::Quit)
-    }
-
-    /// The menu as text, from one state of the service (`keytally tray --once`).
-    pub fn menu_text() -> Result<String, ClientError> {
-        let state = service_link::first_state()?;
-        Ok(menu::build(&View::Connected(state), SystemTime::now()).to_text())
-    }
+/// The menu as text, from one state of the service (`keytally tray --once`).
+#[cfg(all(unix, not(target_os = "macos")))]
+pub fn menu_text() -> Result<String, crate::control::ClientError> {
+    let state = service_link::first_state()?;
+    Ok(menu::build(&menu::View::Connected(state), std::time::SystemTime::now()).to_text())
 }
