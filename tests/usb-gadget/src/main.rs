@@ -28,6 +28,7 @@ const USAGE: &str =
     "usage: keytally-gadget --model NAME --pid 0xPPPP [--udc dummy_udc.0] [--serial N|none]
                        [--unplugged] [--unplug-after apdu:N|otp:N|ctap:N] [--state-file PATH]
                        [--hid-fault otp-bad-crc|ctap-wrong-cid] [--posture SPEC] [--nfc-restricted]
+                       [--posture-fault NAME]
        keytally-gadget --describe --model NAME [--serial N|none] [--pid 0xPPPP]
        keytally-gadget --list
 Presents the model as a YubiKey with the PID's interfaces (OTP HID on ep0 feature reports, FIDO
@@ -96,6 +97,7 @@ fn parse_args() -> Result<Option<Args>, String> {
     let mut hid_fault = None;
     let mut posture_specs = Vec::new();
     let mut nfc_restricted = false;
+    let mut m_posture_fault = None;
     while let Some(a) = it.next() {
         let mut value = |n: &str| it.next().ok_or_else(|| format!("{n} needs a value"));
         match a.as_str() {
@@ -132,6 +134,12 @@ fn parse_args() -> Result<Option<Args>, String> {
             }
             "--posture" => posture_specs.push(value("--posture")?),
             "--nfc-restricted" => nfc_restricted = true,
+            "--posture-fault" => {
+                m_posture_fault = Some(
+                    value("--posture-fault")?
+                        .parse::<keytally_virtual_key::posture::PostureFault>()?,
+                )
+            }
             "--hid-fault" => {
                 hid_fault = Some(match value("--hid-fault")?.as_str() {
                     "otp-bad-crc" => HidFault::OtpBadCrc,
@@ -158,6 +166,7 @@ fn parse_args() -> Result<Option<Args>, String> {
     if nfc_restricted {
         m = m.with_nfc_restricted(true);
     }
+    m.posture_fault = m_posture_fault;
     let product = match pid {
         Some(p) => Some(desc::product(p).ok_or_else(|| format!("unknown PID 0x{p:04x}"))?),
         None if describe => None,

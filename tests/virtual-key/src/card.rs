@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::apdu::{self, ParseError};
 use crate::model::{Fault, KeyModel, Management};
+use crate::posture::PostureFault;
 use crate::{ctap2, device_info, openpgp};
 
 /// Application identifiers (full AIDs; SELECT may use a prefix of at least 5 bytes).
@@ -400,6 +401,9 @@ impl Card {
     /// SELECT OATH: version, salt (name), and with a password set a challenge and algorithm.
     fn oath_select(&self) -> Vec<u8> {
         let v = self.model.version;
+        if self.model.posture_fault == Some(PostureFault::OathSelectMalformed) {
+            return vec![0x79, 0x03, v.major, v.minor, v.patch, 0x71, 0x40, 0x01, 0x02];
+        }
         let salt = u64::from(self.model.serial.unwrap_or(0)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut r = vec![0x79, 0x03, v.major, v.minor, v.patch, 0x71, 0x08];
         r.extend_from_slice(&salt.to_be_bytes());
@@ -414,6 +418,11 @@ impl Card {
     fn openpgp(&mut self, cmd: &apdu::Command<'_>) -> (Vec<u8>, u16) {
         match cmd.ins {
             INS_OPENPGP_GET_VERSION => (openpgp::version_bcd(&self.model), sw::OK),
+            INS_GET_DATA_OPENPGP
+                if self.model.posture_fault == Some(PostureFault::OpenPgpUnknownSw) =>
+            {
+                (Vec::new(), sw::NO_PRECISE_DIAGNOSIS)
+            }
             INS_GET_DATA_OPENPGP => {
                 match openpgp::get_data(&self.model, u16::from_be_bytes([cmd.p1, cmd.p2])) {
                     Some(d) => (d, sw::OK),
@@ -428,6 +437,15 @@ impl Card {
     /// key slot is empty (`6A88`).
     fn piv_metadata(&self, slot: u8) -> (Vec<u8>, u16) {
         let p = &self.model.posture;
+        match (self.model.posture_fault, slot) {
+            (Some(PostureFault::PivUnknownSw), 0x80 | 0x81 | 0x9B) => {
+                return (Vec::new(), sw::NO_PRECISE_DIAGNOSIS)
+            }
+            (Some(PostureFault::PivMetadataMalformed), 0x80 | 0x81 | 0x9B) => {
+                return (vec![0x01, 0x01, 0xFF, 0x05, 0x01, 0x01, 0x06, 0x09, 0x03], sw::OK)
+            }
+            _ => {}
+        }
         let counter = |default: bool, total: u8, remaining: u8| {
             vec![0x01, 0x01, 0xFF, 0x05, 0x01, u8::from(default), 0x06, 0x02, total, remaining]
         };
@@ -804,6 +822,58 @@ mod tests {
         assert_eq!(sw_of(&c.process(&hex("001D000000"))), 0x9000);
         assert_eq!(c.take_stall(), Some(crate::model::DEFAULT_STALL));
         assert_eq!(c.take_stall(), None);
+    }
+
+    #[test]
+    fn posture_faults_spoil_only_their_applet() {
+        use crate::posture::PostureFault as P;
+        let answers = |f: Option<P>| {
+            let mut m = KeyModel::preset("yk5cnfc").unwrap();
+            m.posture_fault = f;
+            let mut c = Card::new(m);
+            let mut out = Vec::new();
+            c.process(&hex("00A4040005A000000308"));
+            out.push(c.process(&hex("00F70080")));
+            c.process(&hex("00A4040006D27600012401"));
+            out.push(c.process(&hex("00CA00C4")));
+            out.push(c.process(&hex("00A4040007A0000005272101")));
+            c.process(&hex("00A4040008A0000006472F0001"));
+            let mut r = c.process(&hex("80108000010400"));
+            let mut getinfo = Vec::new();
+            while sw_of(&r) >> 8 == 0x61 {
+                getinfo.extend_from_slice(&r[..r.len() - 2]);
+                r = c.process(&hex("00C0000000"));
+            }
+            getinfo.extend_from_slice(&r);
+            out.push(getinfo);
+            out
+        };
+        let good = answers(None);
+        let spoiled = [
+            (P::PivMetadataMalformed, 0),
+            (P::PivUnknownSw, 0),
+            (P::OpenPgpUnknownSw, 1),
+            (P::OpenPgpPwStatusShort, 1),
+            (P::OathSelectMalformed, 2),
+            (P::GetInfoTruncated, 3),
+            (P::GetInfoTooDeep, 3),
+        ];
+        for (f, which) in spoiled {
+            let bad = answers(Some(f));
+            for i in 0..4 {
+                assert_eq!(bad[i] == good[i], i != which, "{} answer {i}", f.name());
+            }
+        }
+        let deep = &answers(Some(P::GetInfoTooDeep))[3];
+        assert_eq!(
+            crate::cbor::decode(&deep[1..deep.len() - 2]),
+            Err(crate::cbor::DecodeError::TooDeep)
+        );
+        let cut = &answers(Some(P::GetInfoTruncated))[3];
+        assert_eq!(
+            crate::cbor::decode(&cut[1..cut.len() - 2]),
+            Err(crate::cbor::DecodeError::Truncated)
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use crate::cbor::{self, Value};
 use crate::model::{KeyModel, Version};
+use crate::posture::PostureFault;
 
 pub const CMD_GET_INFO: u8 = 0x04;
 pub const CMD_CLIENT_PIN: u8 = 0x06;
@@ -143,7 +144,20 @@ pub fn process(m: &KeyModel, request: &[u8]) -> Vec<u8> {
     match cmd {
         CMD_GET_INFO => {
             let mut out = vec![OK];
-            out.extend_from_slice(&get_info(m).encode());
+            match m.posture_fault {
+                Some(PostureFault::GetInfoTruncated) => {
+                    let full = get_info(m).encode();
+                    out.extend_from_slice(&full[..full.len() / 2]);
+                }
+                Some(PostureFault::GetInfoTooDeep) => {
+                    // {1: [[[…]]]} 200 levels deep: well-formed, but deeper than any reader
+                    // should follow.
+                    out.extend_from_slice(&[0xA1, 0x01]);
+                    out.extend(std::iter::repeat_n(0x81, 199));
+                    out.push(0x80);
+                }
+                _ => out.extend_from_slice(&get_info(m).encode()),
+            }
             out
         }
         CMD_CLIENT_PIN => client_pin(m, params),

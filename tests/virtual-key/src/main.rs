@@ -13,7 +13,8 @@ use keytally_virtual_key::vpcd::{self, End, Session};
 use keytally_virtual_key::Card;
 
 const USAGE: &str = "usage: keytally-vkey --model NAME [--serial N|none] [--fault MODE] [--stall SECS]
-                     [--posture SPEC] [--nfc-restricted] [--port PORT] [--count-file PATH]
+                     [--posture SPEC] [--posture-fault NAME] [--nfc-restricted] [--port PORT]
+                     [--count-file PATH]
        keytally-vkey --model NAME [...] --lab -- COMMAND [ARGS...]
        keytally-vkey --list-models
 With --lab, starts an isolated pcscd (its own /run/pcscd and vpcd port), inserts the key,
@@ -23,7 +24,8 @@ Serves the model on vpcd (127.0.0.1:PORT, default 35963) until SIGINT/SIGTERM; r
 the reader goes away. --count-file is rewritten with the running APDU count after each APDU.
 --posture KEY=VALUE,... sets what the applets report (repeatable; `hardened` = every field
 away from the factory state; keys: see --list-models). --nfc-restricted puts the key in NFC
-restricted mode (only the NDEF applet answers). --stall sets how long --fault stall holds
+restricted mode (only the NDEF applet answers). --posture-fault makes one posture answer wrong
+(names: see --list-models). --stall sets how long --fault stall holds
 READ CONFIG (default 40).";
 
 struct Args {
@@ -41,6 +43,7 @@ fn parse_args() -> Result<Option<Args>, String> {
     let mut lab = false;
     let mut posture_specs: Vec<String> = Vec::new();
     let mut nfc_restricted = false;
+    let mut posture_fault = None;
     let mut stall = None;
     let mut lab_command = None;
     while let Some(a) = it.next() {
@@ -59,6 +62,10 @@ fn parse_args() -> Result<Option<Args>, String> {
                 println!("faults: {}", Fault::EVERY.map(Fault::name).join(", "));
                 println!("posture keys: hardened, factory, {}", posture::KEYS.join(", "));
                 println!("factory posture: {}", posture::Posture::default());
+                println!(
+                    "posture faults: {}",
+                    posture::PostureFault::ALL.map(posture::PostureFault::name).join(", ")
+                );
                 return Ok(None);
             }
             "-h" | "--help" => {
@@ -70,6 +77,9 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--fault" => fault = Some(value("--fault")?.parse::<Fault>()?),
             "--posture" => posture_specs.push(value("--posture")?),
             "--nfc-restricted" => nfc_restricted = true,
+            "--posture-fault" => {
+                posture_fault = Some(value("--posture-fault")?.parse::<posture::PostureFault>()?)
+            }
             "--stall" => {
                 let secs: f64 = value("--stall")?
                     .parse()
@@ -109,6 +119,7 @@ fn parse_args() -> Result<Option<Args>, String> {
     if nfc_restricted {
         model = model.with_nfc_restricted(true);
     }
+    model.posture_fault = posture_fault;
     if let Some(d) = stall {
         model.stall = d;
     }

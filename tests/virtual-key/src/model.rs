@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::posture::Posture;
+use crate::posture::{Posture, PostureFault};
 
 /// Capability bits (ykman `CAPABILITY`, normal numbering).
 pub mod cap {
@@ -292,6 +292,8 @@ pub struct KeyModel {
     pub stall: Duration,
     /// What the applets report about PINs, credentials and slots.
     pub posture: Posture,
+    /// One posture answer made wrong on purpose.
+    pub posture_fault: Option<PostureFault>,
 }
 
 /// How long [`Fault::Stall`] holds READ CONFIG by default (issue 12's stalled reader).
@@ -365,6 +367,7 @@ impl KeyModel {
             fault: None,
             stall: DEFAULT_STALL,
             posture: Posture::default(),
+            posture_fault: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! from the model's [`crate::posture::Posture`], the version (`INS F1`), KDF (`F9`) and UIF.
 
 use crate::model::{KeyModel, Version};
+use crate::posture::PostureFault;
 
 /// A BER-TLV with a one- or two-byte tag and a definite length.
 fn tlv(tag: u16, value: &[u8]) -> Vec<u8> {
@@ -54,6 +55,9 @@ pub fn aid(m: &KeyModel) -> Vec<u8> {
 /// tries of PW1, the reset code and PW3.
 pub fn pw_status(m: &KeyModel) -> Vec<u8> {
     let [pw1, rc, pw3] = m.posture.openpgp_pin_retries;
+    if m.posture_fault == Some(PostureFault::OpenPgpPwStatusShort) {
+        return vec![0x01, 0x7F];
+    }
     vec![0x01, 0x7F, 0x7F, 0x7F, pw1, rc, pw3]
 }
 

@@ -61,6 +61,65 @@ impl Default for Posture {
     }
 }
 
+/// A posture answer that is wrong in one applet (issue 13 "Bad input"): the reader must null
+/// that one field, warn, and keep the rest of the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostureFault {
+    /// PIV GET METADATA (80, 81, 9B): the retries TLV declares more bytes than follow.
+    PivMetadataMalformed,
+    /// PIV GET METADATA answers the undefined status word `6F00`.
+    PivUnknownSw,
+    /// CTAP2 getInfo: status OK, then the CBOR map cut in the middle.
+    GetInfoTruncated,
+    /// CTAP2 getInfo: a well-formed map whose key 1 holds arrays nested 200 deep.
+    GetInfoTooDeep,
+    /// OpenPGP GET DATA (6E, C4) answers `6F00`.
+    OpenPgpUnknownSw,
+    /// OpenPGP: the PW status bytes (C4, inside 6E too) are 2 bytes instead of 7.
+    OpenPgpPwStatusShort,
+    /// SELECT OATH: the name TLV declares more bytes than follow.
+    OathSelectMalformed,
+}
+
+impl PostureFault {
+    pub const ALL: [PostureFault; 7] = [
+        PostureFault::PivMetadataMalformed,
+        PostureFault::PivUnknownSw,
+        PostureFault::GetInfoTruncated,
+        PostureFault::GetInfoTooDeep,
+        PostureFault::OpenPgpUnknownSw,
+        PostureFault::OpenPgpPwStatusShort,
+        PostureFault::OathSelectMalformed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PostureFault::PivMetadataMalformed => "piv-metadata-malformed",
+            PostureFault::PivUnknownSw => "piv-unknown-sw",
+            PostureFault::GetInfoTruncated => "getinfo-truncated",
+            PostureFault::GetInfoTooDeep => "getinfo-too-deep",
+            PostureFault::OpenPgpUnknownSw => "openpgp-unknown-sw",
+            PostureFault::OpenPgpPwStatusShort => "openpgp-pw-status-short",
+            PostureFault::OathSelectMalformed => "oath-select-malformed",
+        }
+    }
+}
+
+impl std::str::FromStr for PostureFault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        PostureFault::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown posture fault {s:?}; known: {}",
+                    PostureFault::ALL.map(PostureFault::name).join(", ")
+                )
+            })
+    }
+}
+
 /// The keys [`Posture::apply`] understands, in the order [`Posture`] declares them.
 pub const KEYS: [&str; 16] = [
     "piv-pin-default",

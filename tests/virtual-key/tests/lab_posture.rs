@@ -17,7 +17,12 @@ type Expect = [(&'static str, &'static str, Option<&'static str>)];
 fn check(preset: &str, posture: Posture, expect: &Expect) {
     let Some(ykman) = require_tools() else { return };
     let Some(lab) = start_lab() else { return };
-    let card = tap(&lab, KeyModel::preset(preset).unwrap().with_posture(posture.clone()));
+    let card = tap(
+        &lab,
+        KeyModel::preset(preset)
+            .unwrap()
+            .with_posture(posture.clone()),
+    );
     let mut outputs = std::collections::BTreeMap::new();
     let mut failures = Vec::new();
     for (cmd, label, want) in expect {
@@ -30,10 +35,14 @@ fn check(preset: &str, posture: Posture, expect: &Expect) {
         let got = if label.ends_with(':') {
             field(text, label).map(str::to_string)
         } else {
-            text.lines().any(|l| l.trim() == *label).then(|| "present".to_string())
+            text.lines()
+                .any(|l| l.trim() == *label)
+                .then(|| "present".to_string())
         };
         if got.as_deref() != *want {
-            failures.push(format!("{preset} {cmd} {label:?}: got {got:?}, want {want:?}"));
+            failures.push(format!(
+                "{preset} {cmd} {label:?}: got {got:?}, want {want:?}"
+            ));
         }
     }
     assert!(card.apdu_count() > 0);
@@ -57,7 +66,11 @@ fn factory_posture_as_ykman_reads_it() {
             ("fido", "PIN:", Some("Not set")),
             ("fido", "Minimum PIN length:", Some("4")),
             ("fido", "Credential storage remaining:", Some("100")),
-            ("fido", "NOTE: The FIDO PIN is disabled and must be changed before it can be used!", None),
+            (
+                "fido",
+                "NOTE: The FIDO PIN is disabled and must be changed before it can be used!",
+                None,
+            ),
             ("fido", "Fingerprints:", None),
             ("openpgp", "PIN tries remaining:", Some("3")),
             ("openpgp", "Reset code tries remaining:", Some("0")),
@@ -85,7 +98,11 @@ fn hardened_posture_as_ykman_reads_it() {
             ("fido", "PIN:", Some("5 attempt(s) remaining")),
             ("fido", "Minimum PIN length:", Some("6")),
             ("fido", "Credential storage remaining:", Some("17")),
-            ("fido", "NOTE: The FIDO PIN is disabled and must be changed before it can be used!", YES),
+            (
+                "fido",
+                "NOTE: The FIDO PIN is disabled and must be changed before it can be used!",
+                YES,
+            ),
             ("openpgp", "PIN tries remaining:", Some("2")),
             ("openpgp", "Reset code tries remaining:", Some("1")),
             ("openpgp", "Admin PIN tries remaining:", Some("3")),
@@ -155,7 +172,12 @@ const RESTRICTED_MESSAGE: &str =
 fn nfc_restricted_key_as_ykman_reads_it() {
     let Some(ykman) = require_tools() else { return };
     let Some(lab) = start_lab() else { return };
-    let card = tap(&lab, KeyModel::preset("yk5cnfc").unwrap().with_nfc_restricted(true));
+    let card = tap(
+        &lab,
+        KeyModel::preset("yk5cnfc")
+            .unwrap()
+            .with_nfc_restricted(true),
+    );
     let (ok, info) = ykman_at(&ykman, &lab, lab.reader_name(), &["info"]);
     println!("=== restricted: ykman info\n{info}");
     assert!(!ok);
@@ -166,17 +188,32 @@ fn nfc_restricted_key_as_ykman_reads_it() {
     }
     // `ykman list` never lists external readers; `--readers` shows the reader with the key.
     let list = |args: &[&str]| {
-        let out = Command::new(&ykman).args(args).envs(lab.env()).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+        let out = Command::new(&ykman)
+            .args(args)
+            .envs(lab.env())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     assert_eq!(list(&["list"]), (true, String::new()));
     let (ok, readers) = list(&["list", "--readers"]);
-    assert!(ok && readers.lines().any(|l| l == lab.reader_name()), "{readers}");
+    assert!(
+        ok && readers.lines().any(|l| l == lab.reader_name()),
+        "{readers}"
+    );
     // ykman's check costs SELECT Management/OTP/… (refused), then SELECT NDEF, SELECT FILE,
     // READ BINARY: the same key not restricted reads normally.
     drop(card);
     std::thread::sleep(Duration::from_millis(600));
-    let _card = tap(&lab, KeyModel::preset("yk5cnfc").unwrap().with_nfc_restricted(false));
+    let _card = tap(
+        &lab,
+        KeyModel::preset("yk5cnfc")
+            .unwrap()
+            .with_nfc_restricted(false),
+    );
     let (ok, info) = ykman_at(&ykman, &lab, lab.reader_name(), &["info"]);
     assert!(ok, "{info}");
     assert_eq!(field(&info, "Serial number:"), Some("23456789"));
@@ -208,8 +245,73 @@ fn keytally_vkey_flags_set_restricted_mode_and_posture() {
     assert_eq!((code, text.trim()), (Some(1), RESTRICTED_MESSAGE));
     let (code, text) = run(&["--posture", "oath-password=true"], &["oath", "info"]);
     assert_eq!(code, Some(0), "{text}");
-    assert_eq!(field(&text, "Password protection:"), Some("enabled"), "{text}");
+    assert_eq!(
+        field(&text, "Password protection:"),
+        Some("enabled"),
+        "{text}"
+    );
     let (code, text) = run(&["--posture", "no-such-key=1"], &["info"]);
     assert_eq!(code, Some(2));
-    assert!(text.contains("unknown posture key \"no-such-key\""), "{text}");
+    assert!(
+        text.contains("unknown posture key \"no-such-key\""),
+        "{text}"
+    );
+}
+
+/// Each posture fault spoils one applet's answer: ykman fails on that applet's `info`
+/// (printing the error below) and still reads another applet of the same key.
+#[test]
+fn posture_faults_spoil_one_applet_as_ykman_sees_it() {
+    use keytally_virtual_key::posture::PostureFault as P;
+    let Some(ykman) = require_tools() else { return };
+    let Some(lab) = start_lab() else { return };
+    let cases = [
+        (
+            P::PivMetadataMalformed,
+            "piv",
+            "ERROR: Incorrect TLV length",
+            "oath",
+        ),
+        (P::PivUnknownSw, "piv", "SW=0x6f00", "oath"),
+        (
+            P::GetInfoTruncated,
+            "fido",
+            "ERROR: An unexpected error has occurred",
+            "piv",
+        ),
+        (
+            P::GetInfoTooDeep,
+            "fido",
+            "ERROR: No compatible PIN/UV protocols supported!",
+            "piv",
+        ),
+        (P::OpenPgpUnknownSw, "openpgp", "SW=0x6f00", "fido"),
+        (P::OpenPgpPwStatusShort, "openpgp", "IndexError", "fido"),
+        (
+            P::OathSelectMalformed,
+            "oath",
+            "ERROR: Incorrect TLV length",
+            "openpgp",
+        ),
+    ];
+    for (fault, spoiled, says, other) in cases {
+        let mut model = KeyModel::preset("yk5cnfc").unwrap();
+        model.posture_fault = Some(fault);
+        let card = tap(&lab, model);
+        let (ok, text) = ykman_at(&ykman, &lab, lab.reader_name(), &[spoiled, "info"]);
+        println!(
+            "=== {}: ykman {spoiled} info: {}",
+            fault.name(),
+            text.lines().last().unwrap_or("")
+        );
+        assert!(!ok && text.contains(says), "{}: {text}", fault.name());
+        let (ok, text) = ykman_at(&ykman, &lab, lab.reader_name(), &[other, "info"]);
+        assert!(
+            ok,
+            "{}: ykman {other} info still reads: {text}",
+            fault.name()
+        );
+        drop(card);
+        std::thread::sleep(Duration::from_millis(600));
+    }
 }

@@ -36,19 +36,37 @@ fn four_readers_each_with_its_own_card() {
     let names: Vec<String> = lab.readers().into_iter().map(|r| r.name).collect();
     assert_eq!(
         names,
-        ["Virtual PCD 00 00", "Virtual PCD 00 01", "Virtual PCD B 00 00", "Virtual PCD B 00 01"]
+        [
+            "Virtual PCD 00 00",
+            "Virtual PCD 00 01",
+            "Virtual PCD B 00 00",
+            "Virtual PCD B 00 01"
+        ]
     );
-    let out = Command::new(&ykman).args(["list", "--readers"]).envs(lab.env()).output().unwrap();
-    let listed: Vec<String> =
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    let out = Command::new(&ykman)
+        .args(["list", "--readers"])
+        .envs(lab.env())
+        .output()
+        .unwrap();
+    let listed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
     assert_eq!(listed, names, "pcscd publishes exactly the lab's readers");
 
     let presets = ["yk5nfc", "yk5cnfc", "yk5nano", "yk4"];
     let cards: Vec<_> = (0..4)
-        .map(|i| lab.tap(i, key(presets[i], 1000 + i as u32), PRESENT).unwrap())
+        .map(|i| {
+            lab.tap(i, key(presets[i], 1000 + i as u32), PRESENT)
+                .unwrap()
+        })
         .collect();
     for (i, name) in names.iter().enumerate() {
-        assert_eq!(serial_on(&ykman, &lab, name), Some(format!("{}", 1000 + i)), "{name}");
+        assert_eq!(
+            serial_on(&ykman, &lab, name),
+            Some(format!("{}", 1000 + i)),
+            "{name}"
+        );
     }
     // Take the card off reader 1 only: reader 1 is empty, the others still read.
     let mut cards: Vec<Option<_>> = cards.into_iter().map(Some).collect();
@@ -76,7 +94,9 @@ fn a_stall_on_any_reader_holds_only_that_reader() {
     let stall = Duration::from_secs(6);
     for bad in [0usize, 3] {
         let good = (bad + 1) % 4;
-        let mut model = KeyModel::preset("yk5nfc").unwrap().with_fault(Some(Fault::Stall));
+        let mut model = KeyModel::preset("yk5nfc")
+            .unwrap()
+            .with_fault(Some(Fault::Stall));
         model.stall = stall;
         let stalled = lab.tap(bad, Card::new(model), PRESENT).unwrap();
         let fine = lab.tap(good, key("yk5nfc", 777), PRESENT).unwrap();
@@ -90,22 +110,40 @@ fn a_stall_on_any_reader_holds_only_that_reader() {
                     .envs(env)
                     .output()
                     .unwrap();
-                (t.elapsed(), String::from_utf8_lossy(&out.stdout).into_owned())
+                (
+                    t.elapsed(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                )
             }
         });
         std::thread::sleep(Duration::from_millis(500)); // ykman is waiting for READ CONFIG
         let t = Instant::now();
-        assert_eq!(serial_on(&ykman, &lab, &lab.reader(good).name), Some("777".into()));
+        assert_eq!(
+            serial_on(&ykman, &lab, &lab.reader(good).name),
+            Some("777".into())
+        );
         let good_took = t.elapsed();
         let (held_took, held_text) = held.join().unwrap();
         println!("reader {bad} stalled: ykman there {held_took:?}; on reader {good} {good_took:?}");
-        assert!(good_took < stall, "reader {good} waited for reader {bad}: {good_took:?}");
-        assert!(held_took >= stall, "the stall held READ CONFIG: {held_took:?}");
-        assert_eq!(field(&held_text, "Serial number:"), Some("12345678"), "{held_text}");
+        assert!(
+            good_took < stall,
+            "reader {good} waited for reader {bad}: {good_took:?}"
+        );
+        assert!(
+            held_took >= stall,
+            "the stall held READ CONFIG: {held_took:?}"
+        );
+        assert_eq!(
+            field(&held_text, "Serial number:"),
+            Some("12345678"),
+            "{held_text}"
+        );
         drop(fine);
 
         // Removal in the middle of a stall ends it promptly.
-        let mut model = KeyModel::preset("yk5cnfc").unwrap().with_fault(Some(Fault::Stall));
+        let mut model = KeyModel::preset("yk5cnfc")
+            .unwrap()
+            .with_fault(Some(Fault::Stall));
         model.stall = Duration::from_secs(60);
         let stalled_long = {
             drop(stalled);
@@ -122,7 +160,11 @@ fn a_stall_on_any_reader_holds_only_that_reader() {
         std::thread::sleep(Duration::from_millis(1500));
         let t = Instant::now();
         stalled_long.remove().unwrap();
-        assert!(t.elapsed() < Duration::from_secs(1), "removal took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "removal took {:?}",
+            t.elapsed()
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
@@ -130,7 +172,10 @@ fn a_stall_on_any_reader_holds_only_that_reader() {
         let status = child.try_wait().unwrap();
         let _ = child.kill();
         let _ = child.wait();
-        assert!(status.is_some_and(|s| !s.success()), "ykman ends with an error once the card is gone: {status:?}");
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "ykman ends with an error once the card is gone: {status:?}"
+        );
         std::thread::sleep(SETTLE);
     }
 }
@@ -158,8 +203,12 @@ fn endless_chaining_and_answer_faults_on_any_reader() {
     let python = ykman_python(&ykman);
     for bad in 0..4 {
         let good = 3 - bad;
-        let _fine = lab.tap(good, key("yk5nfc", 900 + bad as u32), PRESENT).unwrap();
-        let flood = KeyModel::preset("yk5cnfc").unwrap().with_fault(Some(Fault::EndlessChaining));
+        let _fine = lab
+            .tap(good, key("yk5nfc", 900 + bad as u32), PRESENT)
+            .unwrap();
+        let flood = KeyModel::preset("yk5cnfc")
+            .unwrap()
+            .with_fault(Some(Fault::EndlessChaining));
         let card = lab.tap(bad, Card::new(flood), PRESENT).unwrap();
         let out = Command::new(&python)
             .args(["-c", RAW_READ, &lab.reader(bad).name])
@@ -167,11 +216,18 @@ fn endless_chaining_and_answer_faults_on_any_reader() {
             .output()
             .unwrap();
         let sws = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let words: Vec<&str> = sws.split(' ').collect();
         assert_eq!(words.len(), 52, "{sws}");
         assert_eq!(words[0], "9000");
-        assert!(words[1..].iter().all(|w| *w == "61FF"), "reader {bad}: {sws}");
+        assert!(
+            words[1..].iter().all(|w| *w == "61FF"),
+            "reader {bad}: {sws}"
+        );
         assert_eq!(card.apdu_count(), 52);
         assert_eq!(
             serial_on(&ykman, &lab, &lab.reader(good).name),
@@ -185,10 +241,18 @@ fn endless_chaining_and_answer_faults_on_any_reader() {
     let last = lab.readers().len() - 1;
     for fault in Fault::ALL {
         let card = lab
-            .tap(last, Card::new(KeyModel::preset("yk5nfc").unwrap().with_fault(Some(fault))), PRESENT)
+            .tap(
+                last,
+                Card::new(KeyModel::preset("yk5nfc").unwrap().with_fault(Some(fault))),
+                PRESENT,
+            )
             .unwrap();
         let (_, text) = ykman_at(&ykman, &lab, &lab.reader(last).name, &["info"]);
-        assert!(field(&text, "Serial number:").is_none(), "{}: {text}", fault.name());
+        assert!(
+            field(&text, "Serial number:").is_none(),
+            "{}: {text}",
+            fault.name()
+        );
         assert!(card.apdu_count() > 0);
         drop(card);
         std::thread::sleep(SETTLE);

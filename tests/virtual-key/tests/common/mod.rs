@@ -27,7 +27,9 @@ pub fn ykman() -> Option<PathBuf> {
 pub fn require_tools() -> Option<PathBuf> {
     let Some(ykman) = ykman() else {
         assert!(!ci(), "CI=true but ykman is missing (set KEYTALLY_YKMAN)");
-        eprintln!("SKIP: ykman not found at $KEYTALLY_YKMAN, .venv/bin/ykman or /tmp/ykvenv/bin/ykman");
+        eprintln!(
+            "SKIP: ykman not found at $KEYTALLY_YKMAN, .venv/bin/ykman or /tmp/ykvenv/bin/ykman"
+        );
         return None;
     };
     Some(ykman)
@@ -74,10 +76,12 @@ pub fn ykman_info(ykman: &PathBuf, lab: &PcscLab) -> (bool, String) {
 
 /// The value after `name` on the first line that starts with it.
 pub fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| l.strip_prefix(name).map(str::trim))
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).map(str::trim))
 }
 
 /// Taps `model` on the lab's first reader and waits until pcscd has powered it.
 pub fn tap(lab: &PcscLab, model: KeyModel) -> InsertedCard {
-    lab.tap(0, Card::new(model), Duration::from_secs(10)).expect("tap")
+    lab.tap(0, Card::new(model), Duration::from_secs(10))
+        .expect("tap")
 }
