@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The MSI under the Windows lab: builds it with installer/windows/build-msi.sh (wixl), installs it
+# silently (msiexec /i … /qn), checks the service's registration (auto start, LocalSystem, the
+# `service` entry point) and that it stops with exit code 2 without a config, then with a config
+# (server + token file under C:\ProgramData\keytally) starts it, sees it push a virtual YubiKey 5
+# NFC to the sandbox, stops it (sc stop, timed), and uninstalls (msiexec /x … /qn: service and
+# program gone, C:\ProgramData\keytally kept).
+# Prints `ok    …` / `FAIL  …` lines; exit 1 if any failed.
+#
+#   tests/windows/msi.sh [PATH/TO/keytally.exe]     (default: the debug build, as smoke.sh)
+# Needs root (see lab.sh), wixl, python3, target/debug/keytally-sandbox and keytally-vkey.
+set -uo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+cd "$REPO"
+EXE="${1:-${CARGO_TARGET_DIR:-$REPO/target/windows-gnu}/x86_64-pc-windows-gnu/debug/keytally.exe}"
+HOSTBIN="$REPO/target/debug"
+PASS=0 FAILED=0
+ok() { echo "ok    $*"; PASS=$((PASS + 1)); }
+fail() { echo "FAIL  $*"; FAILED=$((FAILED + 1)); }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+t0=$SECONDS
+if ! MSI="$("$REPO/installer/windows/build-msi.sh" --exe "$EXE")"; then
+    fail "windows: build-msi.sh (wixl)"; exit 1
+fi
+ok "windows: build-msi.sh built $(basename "$MSI") ($(du -h "$MSI" | cut -f1), $((SECONDS - t0)) s)"
+
+mkdir -p "$HERE/.cache"
+WORK="$(mktemp -d "$HERE/.cache/msi.XXXXXX")"
+PIDS=()
+cleanup() { local p; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+VPORT="$(free_port)" SB_PORT="$(free_port)"
+"$HOSTBIN/keytally-vkey" --model yk5nfc --port "$VPORT" 2>"$WORK/vkey.log" &
+PIDS+=($!)
+"$HOSTBIN/keytally-sandbox" --listen "127.0.0.1:$SB_PORT" --machine-token msi-static-token 2>"$WORK/sandbox.log" &
+PIDS+=($!)
+SERVER="http://127.0.0.1:$SB_PORT/api/external/ybk-management"
+
+# Everything Windows-side in one lab session (the prefix lives as long as the session);
+# results go to $WORK as key=value lines.
+cat >"$WORK/inside.sh" <<'EOF'
+#!/bin/sh
+msi="$1" out="$2" server="$3"
+say() { printf "%s=%s\n" "$1" "$2" >>"$out/results"; }
+svc() { wine reg query 'HKLM\SYSTEM\CurrentControlSet\Services\keytally' /v "$1" 2>/dev/null | tr -d '\r' | awk -v n="$1" '$1 == n { $1 = ""; $2 = ""; sub(/^ +/, ""); print }'; }
+state() { wine sc query keytally 2>/dev/null | tr -d '\r' | awk '/STATE/ { print $4; exit }'; }
+wait_state() { i=0; while [ $i -lt "$2" ]; do [ "$(state)" = "$1" ] && return 0; sleep 1; i=$((i + 1)); done; return 1; }
+t=$(date +%s); wine msiexec /i "$msi" /qn; say install_rc $?; say install_s $(( $(date +%s) - t ))
+say start_type "$(svc Start)"; say account "$(svc ObjectName)"; say image "$(svc ImagePath)"
+pf="$WINEPREFIX/drive_c/Program Files/keytally"; data="$WINEPREFIX/drive_c/ProgramData/keytally"
+[ -f "$pf/keytally.exe" ] && say exe_installed yes
+wait_state STOPPED 20; say noconfig_state "$(state)"
+say noconfig_exit "$(wine sc query keytally | tr -d '\r' | awk '/SERVICE_EXIT_CODE/ { print $3 }')"
+printf 'msi-static-token\n' >"$data/secret"
+cat >"$data/config.toml" <<CFG
+state_dir = 'C:\\ProgramData\\keytally\\state'
+[profiles.default]
+server = "$server"
+token_file = 'C:\\ProgramData\\keytally\\secret'
+CFG
+wine sc start keytally >/dev/null 2>&1; say start_rc $?
+wait_state RUNNING 20 && say running yes
+# Give the service time to find the key and push it (the host checks the sandbox).
+i=0; while [ $i -lt 30 ] && [ ! -f "$out/arrived" ]; do sleep 1; i=$((i + 1)); done
+t=$(date +%s%N); wine sc stop keytally >/dev/null 2>&1
+wait_state STOPPED 15 && say stopped_ms $(( ($(date +%s%N) - t) / 1000000 ))
+t=$(date +%s); wine msiexec /x "$msi" /qn; say uninstall_rc $?; say uninstall_s $(( $(date +%s) - t ))
+[ -z "$(svc ImagePath)" ] && say service_removed yes
+[ ! -e "$pf/keytally.exe" ] && say exe_removed yes
+[ -f "$data/config.toml" ] && say data_kept yes
+EOF
+chmod +x "$WORK/inside.sh"
+
+# On the host: wait for the service's push, then tell the lab.
+(
+    for _ in $(seq 60); do
+        if python3 - "$SERVER/devices" <<'PY' 2>/dev/null; then touch "$WORK/arrived"; exit 0; fi
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer sandbox-admin-token"})
+body = json.load(urllib.request.urlopen(req, timeout=2))
+items = body["items"] if isinstance(body, dict) else body
+assert any(d["yubikey"].get("serialNumber") == "12345678" for d in items)
+PY
+        sleep 1
+    done
+) &
+PIDS+=($!)
+
+t0=$SECONDS
+"$HERE/lab.sh" --vpcd-port "$VPORT" -- "$WORK/inside.sh" "$MSI" "$WORK" "$SERVER" >"$WORK/lab.log" 2>&1
+r() { sed -n "s/^$1=//p" "$WORK/results" 2>/dev/null | tail -n1; }
+check() {   # $1 description; the condition is the command that ran just before: c=$?
+    if [ "$c" = 0 ]; then ok "windows: msi: $1"; else fail "windows: msi: $1"; fi
+}
+[ "$(r install_rc)" = 0 ] && [ "$(r exe_installed)" = yes ]; c=$?; check "msiexec /i /qn installs keytally.exe (exit $(r install_rc), $(r install_s) s)"
+[ "$(r start_type)" = 0x2 ]; c=$?; check "the service starts automatically (Start $(r start_type))"
+[ "$(r account)" = LocalSystem ]; c=$?; check "the service runs as LocalSystem ($(r account))"
+case "$(r image)" in *keytally.exe*config.toml*service*) c=0 ;; *) c=1 ;; esac; check "the service runs keytally.exe --config …config.toml service ($(r image))"
+[ "$(r noconfig_state)" = STOPPED ] && [ "$(r noconfig_exit)" = "2" ]; c=$?; check "without a config the service stops with exit code 2 (state $(r noconfig_state), service exit $(r noconfig_exit))"
+[ -f "$WORK/arrived" ] && [ "$(r running)" = yes ]; c=$?; check "with a config the started service pushed the virtual key to the sandbox"
+[ -n "$(r stopped_ms)" ]; c=$?; check "sc stop stops the service ($(r stopped_ms) ms)"
+[ "$(r uninstall_rc)" = 0 ] && [ "$(r service_removed)" = yes ] && [ "$(r exe_removed)" = yes ] && [ "$(r data_kept)" = yes ]
+c=$?; check "msiexec /x /qn removes the service and the program, keeps C:\\ProgramData\\keytally (exit $(r uninstall_rc), $(r uninstall_s) s)"
+if [ "$FAILED" != 0 ]; then sed 's/^/      | /' "$WORK/results" "$WORK/lab.log" 2>/dev/null | tail -n 40; fi
+echo "windows msi: $PASS passed, $FAILED failed ($((SECONDS - t0)) s under the lab)"
+[ "$FAILED" = 0 ]
