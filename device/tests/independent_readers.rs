@@ -12,7 +12,7 @@ mod skip;
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
-use keytally_device::enumerate::{read_readers, scan_pcsc, PcscReport, ScanOptions};
+use keytally_device::enumerate::{read_readers, reader_stalled, scan_pcsc, PcscReport, ScanOptions};
 use keytally_device::{Error, LinkError};
 use keytally_virtual_key::{Card, Fault, KeyModel, PcscLab};
 
@@ -77,6 +77,7 @@ fn a_stalled_or_flooding_reader_never_holds_up_another() {
     assert_eq!(keys(&report), vec![(names[1].clone(), Some(1001))], "the good key is listed");
     assert_eq!(problems(&report), vec![(names[0].clone(), Error::Link(LinkError::Timeout))], "only the stalled reader is named");
     assert!(took >= DEADLINE && took < DEADLINE + Duration::from_secs(1), "the scan ends at the deadline: {took:?}");
+    assert!(reader_stalled(&names[0]) && !reader_stalled(&names[1]));
 
     // The stalled read is still running (the card answers in 40 s): the next read of that
     // reader fails at once instead of queueing behind it, and the good key comes as fast.
@@ -97,6 +98,7 @@ fn a_stalled_or_flooding_reader_never_holds_up_another() {
         if keys(&report).len() == 2 {
             assert_eq!(keys(&report), vec![(names[0].clone(), Some(1000)), (names[1].clone(), Some(1001))]);
             assert!(report.problems.is_empty(), "{:?}", report.problems);
+            assert!(!reader_stalled(&names[0]));
             break;
         }
         assert!(Instant::now() < limit, "reader 0 never worked again: {:?}", problems(&report));

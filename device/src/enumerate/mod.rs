@@ -23,5 +23,5 @@ mod usb_devices;
 pub use hid_reads::{Attempt, HidReader, HidapiReader};
 pub use interfaces::{Interface, InterfaceOrder};
 pub use merge::{scan_all, scan_with, FullScanOptions, Report, ScannedKey, UnreadableKey};
-pub use pcsc_readers::{read_reader, read_readers, scan_pcsc, FoundKey, PcscReport, ReaderOutcome, ReaderProblem, ReaderReads, ScanOptions};
+pub use pcsc_readers::{read_reader, read_readers, reader_stalled, scan_pcsc, FoundKey, PcscReport, ReaderOutcome, ReaderProblem, ReaderReads, ScanOptions};
 pub use usb_devices::{discover, UsbKeyDevice};

@@ -120,6 +120,14 @@ fn stalled() -> MutexGuard<'static, BTreeSet<String>> {
     STALLED.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// True while a read of `reader` that was given up at its deadline is still running. Until it
+/// ends, anything that begins a PC/SC transaction on that reader (a read, a reader signal)
+/// waits for it: pcsc-lite's `SCardBeginTransaction` polls for as long as another handle
+/// holds the card's transaction.
+pub fn reader_stalled(reader: &str) -> bool {
+    stalled().contains(reader)
+}
+
 /// The outcome of reading one reader: its key, `None` for an empty reader, or why not.
 pub type ReaderOutcome = Result<Option<FoundKey>, Error>;
 
