@@ -20,9 +20,9 @@ mod platform;
 mod pusher;
 mod runtime;
 mod service;
+mod status_report;
 mod sync;
 mod tray;
-mod tray_state;
 mod watch;
 
 use std::process::ExitCode;
@@ -31,7 +31,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     // Started by the OS's service manager (the Windows SCM): run as its service.
-    if let Some(code) = platform::service_manager::run_if_started_by_it(commands::run::run) {
+    if let Some(code) = platform::service_manager::run_if_started_by_it(commands::run::run, logging::init) {
         return code;
     }
     let cli = cli::Cli::parse();

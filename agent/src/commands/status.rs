@@ -5,14 +5,13 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::json;
 
-use crate::clients::client_for;
 use crate::config::load_config;
 use crate::control::{service_state, ClientError, State};
-use crate::outbox::{fmt_time, Outbox};
+use crate::outbox::Outbox;
 
 pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
     let cfg = match load_config(config_path) {
@@ -44,40 +43,7 @@ pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let report = rt.block_on(async {
-        let mut profiles = Vec::new();
-        for p in &cfg.profiles {
-            let state = outbox.sync_state(&p.name).unwrap_or_default();
-            let credential = match client_for(&cfg, p) {
-                Ok(c) => {
-                    let mut info = c.auth().info(SystemTime::now()).await;
-                    info.source = p.shown_source(&info.source);
-                    serde_json::to_value(info).unwrap_or_default()
-                }
-                Err(e) => json!({ "error": format!("{e:#}") }),
-            };
-            profiles.push(json!({
-                "name": p.name,
-                "server": p.server,
-                "state": crate::sync::describe(&state),
-                "pending": outbox.depth(Some(&p.name)).unwrap_or(0),
-                "last_success_at": state.last_success_at.map(fmt_time),
-                "last_error": state.last_error,
-                "last_error_at": state.last_error_at.map(fmt_time),
-                "next_attempt_at": state.next_attempt_at.map(fmt_time),
-                "credential": credential,
-            }));
-        }
-        json!({
-            "service": service_json(&service),
-            "config": cfg.file,
-            "outbox": path.display().to_string(),
-            "pending": outbox.depth(None).unwrap_or(0),
-            "dropped": outbox.dropped().unwrap_or(0),
-            "quarantined": outbox.quarantined().unwrap_or_default(),
-            "profiles": profiles,
-        })
-    });
+    let report = rt.block_on(crate::status_report::collect(&cfg, &outbox, service_json(&service)));
     if as_json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
         return ExitCode::SUCCESS;
