@@ -19,7 +19,9 @@ const USAGE: &str = "usage: keytally-vkey --model NAME [--serial N|none] [--faul
        keytally-vkey --list-models
 With --lab, starts an isolated pcscd (its own /run/pcscd and vpcd port), inserts the key,
 runs COMMAND with PCSCLITE_CSOCK_NAME pointing at that pcscd (and KEYTALLY_VKEY_READER set
-to the reader's name), and exits with COMMAND's status. Nothing of the system's pcscd is used.
+to the reader's name, KEYTALLY_VKEY_PORT to its vpcd port; the second reader, \"Virtual PCD
+00 01\", is that port + 1: `keytally-vkey --port $((KEYTALLY_VKEY_PORT+1)) ...` puts a second key
+there), and exits with COMMAND's status. Nothing of the system's pcscd is used.
 Serves the model on vpcd (127.0.0.1:PORT, default 35963) until SIGINT/SIGTERM; reconnects when
 the reader goes away. --count-file is rewritten with the running APDU count after each APDU.
 --posture KEY=VALUE,... sets what the applets report (repeatable; `hardened` = every field
@@ -238,6 +240,7 @@ fn run_in_lab(args: &Args, command: &[String]) -> ExitCode {
         .args(&command[1..])
         .envs(lab.env())
         .env("KEYTALLY_VKEY_READER", lab.reader_name())
+        .env("KEYTALLY_VKEY_PORT", lab.port().to_string())
         .status();
     let _ = card.remove();
     match status {
