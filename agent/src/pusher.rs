@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::control::SyncView;
 use crate::outbox::{fmt_time, Outbox};
 use crate::runtime::runtime;
-use crate::tray_state::TrayState;
+use crate::control::TrayState;
 use crate::watch::Wake;
 use crate::sync::{sync_records, SystemClock};
 
@@ -112,7 +112,6 @@ fn worker(
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 () = crate::platform::service_manager::asked_to_stop() => {}
-                () = STOP_REQUEST.notified() => {}
             }
         };
         tokio::pin!(shutdown);
@@ -244,17 +243,6 @@ async fn look_up(cfg: &Config, clients: &mut Clients, records: &[DeviceRecord], 
             Err(_) => tracing::info!("profile {}: listing devices for the tray timed out", p.name),
         }
     }
-}
-
-/// A stop asked for by the program itself (the Windows service's Stop control), taken like
-/// SIGINT/SIGTERM. `notify_one` keeps the request when the worker is not waiting yet.
-static STOP_REQUEST: tokio::sync::Notify = tokio::sync::Notify::const_new();
-
-/// Asks the push worker to shut down as on SIGTERM: it flushes within the push timeout and
-/// stops the event loop, and `keytally run` returns. Callable from any thread.
-#[cfg_attr(not(windows), allow(dead_code))]
-pub fn request_stop() {
-    STOP_REQUEST.notify_one();
 }
 
 fn pending_count(outbox: &Outbox) -> u64 {

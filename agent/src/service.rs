@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::outbox::Outbox;
 use crate::platform::user::{self, LocalUser};
 use crate::pusher::{Job, PushTiming, Pusher};
-use crate::tray_state::TrayState;
+use crate::control::TrayState;
 use crate::watch::{Changes, Watch};
 
 /// Scans again for unreadable keys (1, 2, 4 s after the one that found them).

@@ -12,16 +12,19 @@
 //!   `{"type":"refused","reason":...}` just before the service closes a connection whose
 //!   peer (checked by the platform: `SO_PEERCRED` on Unix) it does not serve.
 //!
-//! The service listens ([`server`]); the tray, `status` and `doctor` connect ([`client`]).
+//! The service publishes its [`TrayState`] and listens ([`server`]); the tray, `status` and
+//! `doctor` connect ([`client`]).
 
 mod client;
 pub mod server;
+mod tray_state;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 pub use client::Client;
+pub use tray_state::TrayState;
 
 /// The longest line either side accepts.
 pub const MAX_LINE: usize = 256 * 1024;

@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 
 use super::{Message, Request, MAX_LINE};
 use crate::platform::channel::{self, Connection, Listener};
-use crate::tray_state::TrayState;
+use super::tray_state::{TrayState, WatcherGuard};
 use crate::watch::Request as LoopRequest;
 
 /// At most this many connections at once (a tray per logged-in user is a handful).
@@ -106,7 +106,7 @@ async fn handle(stream: Connection, board: Arc<TrayState>, sync: Arc<LoopRequest
     }
     tracing::debug!(%peer, "control socket: connected");
     let mut lines = BufReader::new(read);
-    let mut watching: Option<(tokio::sync::watch::Receiver<super::State>, crate::tray_state::WatcherGuard)> = None;
+    let mut watching: Option<(tokio::sync::watch::Receiver<super::State>, WatcherGuard)> = None;
     let mut line = Vec::new();
     loop {
         let changed = async {

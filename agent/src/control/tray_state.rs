@@ -10,7 +10,7 @@ use keytally_protocol::record::DeviceRecord;
 use keytally_protocol::server_view::ServerView;
 use tokio::sync::watch;
 
-use crate::control::{KeyView, State, SyncView};
+use super::{KeyView, State, SyncView};
 
 #[derive(Default)]
 struct Parts {

@@ -6,7 +6,7 @@
 //! |---|---|---|---|---|
 //! | [`user`] | who is logged in at this machine: `logged_in_user() -> Option<LocalUser>`, a `LocalUser` having `name` and `sid()` (the id the owner record's `sid` carries) | systemd-logind's sessions, NSS names | as Unix (no logind: the agent's own user) | not yet: the console session's user and SID (issue 11) |
 //! | [`channel`] | the tray↔service channel: where it lives (`server_endpoint`, `client_endpoints`), the client's blocking `Stream` (`connect`), the service's `Listener` (`bind`, `accept`) and who connected (`peer`, `Peer::admit`) | a stream socket in the runtime directory, `SO_PEERCRED` | as Unix | not yet: a named pipe and its client's token (issue 11) |
-//! | [`service_manager`] | running under the OS's service manager: `run_if_started_by_it(run)`, its stop request (`asked_to_stop`), and whether it stamps log lines itself (`stamps_log_lines`) | systemd runs `keytally run` as is, SIGTERM; journald | as Unix | the Service Control Manager (`keytally service`; Stop through `pusher::request_stop`) |
+//! | [`service_manager`] | running under the OS's service manager: `run_if_started_by_it(run, init_logging)`, its stop request (`asked_to_stop`), and whether it stamps log lines itself (`stamps_log_lines`) | systemd runs `keytally run` as is, SIGTERM; journald | as Unix | the Service Control Manager (`keytally service`, its Stop control) |
 //! | [`secrets`] | the OS keyring: `read`/`write` of an entry's bytes, [`SecretStoreError`], `STORE` (its name in messages) | the freedesktop Secret Service (D-Bus) | the login Keychain | Credential Manager |
 //!
 //! The cross-platform parts stay outside: the control channel's messages and its client and
@@ -31,7 +31,7 @@ pub mod native_keyring;
 pub use os::{channel, secrets, service_manager, user};
 
 /// The `run` command's entry, which `main` hands to [`service_manager::run_if_started_by_it`]
-/// (the platform code does not import the commands).
+/// (the platform code imports neither the commands nor logging).
 pub type RunService = fn(Option<&std::path::Path>, &crate::cli::RunArgs) -> std::process::ExitCode;
 
 /// Why the OS's secret store gave no secret, without naming the entry (the caller does) and

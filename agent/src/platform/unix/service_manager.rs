@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use super::super::RunService;
 
 /// Never: systemd (or launchd, or a shell) runs `keytally run` directly.
-pub fn run_if_started_by_it(_run: RunService) -> Option<ExitCode> {
+pub fn run_if_started_by_it(_run: RunService, _init_logging: fn(u8)) -> Option<ExitCode> {
     None
 }
 

@@ -4,10 +4,9 @@
 //! The SCM starts `keytally.exe ... service`; this module connects to it with the
 //! `windows-service` dispatcher, reports StartPending and then Running, and runs the very same
 //! entry as `keytally run` (the [`RunService`] that `main` hands over) on a thread. The Stop
-//! (and Shutdown) control reports StopPending with a wait hint and asks the push worker to
-//! shut down through [`crate::pusher::request_stop`], the same path SIGTERM takes on Unix: the
-//! worker flushes within its push timeout, the loop returns, and the service reports Stopped
-//! with the loop's exit code. `keytally run` in a console stays the console mode (Ctrl-C).
+//! (and Shutdown) control reports StopPending with a wait hint and raises [`asked_to_stop`],
+//! which the push worker awaits as it awaits SIGTERM on Unix: the worker flushes within its
+//! push timeout, the loop returns, and the service reports Stopped with the loop's exit code. `keytally run` in a console stays the console mode (Ctrl-C).
 //!
 //! `service` is not a clap subcommand (it would show up, unusable, on Linux and macOS): main
 //! calls [`run_if_started_by_it`] first, which recognizes it and parses the rest of the command
@@ -41,13 +40,14 @@ const STOP_HINT: Duration = Duration::from_secs(30);
 /// SCM starts.
 static SERVICE: OnceLock<(Cli, RunService)> = OnceLock::new();
 
-/// When the command line's subcommand is `service`: runs `run` as the Windows service and
-/// returns its exit code. Otherwise `None`, and `main` goes on as usual.
-pub fn run_if_started_by_it(run: RunService) -> Option<ExitCode> {
+/// When the command line's subcommand is `service`: starts logging (`init_logging` with the
+/// `-v` count), runs `run` as the Windows service and returns its exit code. Otherwise
+/// `None`, and `main` goes on as usual.
+pub fn run_if_started_by_it(run: RunService, init_logging: fn(u8)) -> Option<ExitCode> {
     let args = as_run_args(std::env::args_os().collect())?;
     // `service` takes the flags of `run`; clap prints usage errors and exits.
     let cli = Cli::parse_from(args);
-    crate::logging::init(cli.verbose);
+    init_logging(cli.verbose);
     if SERVICE.set((cli, run)).is_err() {
         return Some(ExitCode::FAILURE);
     }
@@ -132,7 +132,7 @@ fn run_service() -> windows_service::Result<()> {
     let code = loop {
         if stop_rx.recv_timeout(Duration::from_millis(500)).is_ok() {
             report(&status, ServiceState::StopPending, ServiceControlAccept::empty(), 0, 1, STOP_HINT)?;
-            crate::pusher::request_stop();
+            STOP_REQUEST.notify_one();
             // Every second, tell the SCM the stop is still progressing (a new checkpoint), for
             // at most STOP_HINT: then report Stopped anyway; the process exits with main.
             let mut checkpoint = 1;
@@ -190,10 +190,13 @@ fn report(
     })
 }
 
-/// Never: the SCM's Stop reaches the push worker through [`crate::pusher::request_stop`]
-/// (and Ctrl-C in a console through tokio's `ctrl_c`).
+/// The SCM's Stop (or Shutdown) control, for the push worker. `notify_one` keeps the request
+/// when the worker is not waiting yet.
+static STOP_REQUEST: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Resolves when the SCM asks the service to stop (Ctrl-C in a console is tokio's `ctrl_c`).
 pub async fn asked_to_stop() {
-    std::future::pending::<()>().await
+    STOP_REQUEST.notified().await
 }
 
 /// The SCM does not stamp stderr (a service's stderr goes nowhere); the Event Log comes with
