@@ -10,6 +10,7 @@
 //! | transports | [`smartcard`], [`transport`] | moving APDUs and HID reports; listing readers and USB devices; nothing about YubiKeys beyond [`usb_ids`] |
 //! | management protocol | [`management`] | SELECT management, READ CONFIG, paging, over CCID, OTP or CTAPHID |
 //! | identification | [`identify`] | the fallback chain, fix-ups, product naming |
+//! | advisories | [`advisory`] | which Yubico security advisories concern an identified key (a table lookup, no I/O) |
 //! | enumeration | [`enumerate`] | which readers and USB devices to look at, reading them against deadlines, one result per key |
 
 #![warn(missing_docs)]
