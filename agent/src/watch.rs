@@ -240,4 +240,24 @@ mod tests {
         assert!(sync.take());
         assert!(!sync.take());
     }
+
+    /// Whether pcscd answers here or not, a "Sync now" from another thread ends a wait of an
+    /// hour at once (a cancelled PC/SC wait, or a cut-short pause for pcscd), and says so once.
+    #[test]
+    fn a_sync_request_ends_a_long_wait() {
+        let mut watch = Watch::start(Some("no reader is called this"), false, Wake::default());
+        let first = watch.next(Duration::ZERO); // connects (or finds pcscd down)
+        assert!(!first.sync && !first.usb);
+        let sync = watch.sync_request();
+        let asker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            sync.raise();
+        });
+        let started = Instant::now();
+        let changes = watch.next(Duration::from_secs(3600));
+        assert!(changes.sync, "woken by the request");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        asker.join().unwrap();
+        assert!(!watch.next(Duration::ZERO).sync, "taken once");
+    }
 }
