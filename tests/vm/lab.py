@@ -69,7 +69,7 @@ def sh(cmd, timeout=60, env=None, user=None):
 
 class Key:
     def __init__(self, label, model, pid, udc, serial=None, unplug_after=None, hid_fault=None,
-                 posture=None, ykman_shows=()):
+                 posture=None, ykman_shows=(), nfc_restricted=False):
         self.label, self.model, self.pid, self.udc = label, model, pid, udc
         self.serial_arg, self.unplug_after, self.hid_fault = serial, unplug_after, hid_fault
         # posture: keytally-gadget --posture SPEC; ykman_shows: (command, label, value) that
@@ -80,6 +80,8 @@ class Key:
             args += ["--serial", serial]
         if posture is not None:
             args += ["--posture", posture]
+        if nfc_restricted:
+            args += ["--nfc-restricted"]
         self.args = args
         rc, out, err, _ = sh([GADGET, "--describe"] + args)
         if rc != 0:
@@ -563,12 +565,15 @@ def posture_body(name, keys):
         for cmd, label, want in k.ykman_shows:
             if cmd not in outputs:
                 t = time.monotonic()
-                outputs[cmd] = ykman(["--device", str(k.expect["serial"]), cmd, "info"])
+                outputs[cmd] = ykman(["--device", str(k.expect["serial"])] + ([cmd] if cmd else []) + ["info"])
                 rc, out, err = outputs[cmd]
                 log(f"{name}: ykman --device {k.expect['serial']} {cmd} info on {k.label}: exit {rc} in "
                     f"{time.monotonic() - t:.1f}s\n" + "\n".join("#   " + l for l in (out + err).strip().splitlines()))
             rc, out, err = outputs[cmd]
-            got = next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith(label)), None)
+            if want is None:  # the whole line must be there
+                got, want = ("present" if label in out.splitlines() else None), "present"
+            else:
+                got = next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith(label)), None)
             report(rc == 0 and got == want, f"{name}: ykman {cmd} info on {k.label} shows {label} {want}",
                    f"exit {rc}, got {got!r}; {err.strip()[:300]}")
 
@@ -792,7 +797,8 @@ def main():
 
     # Posture over USB HID (ykman reads the OTP slots over OTP HID and FIDO2 over FIDO HID).
     phase("posture-usb", [
-        Key("hardened", "yk5cnfc", 0x0403, 0, posture="hardened", ykman_shows=[
+        Key("hardened", "yk5cnfc", 0x0403, 0, posture="hardened", nfc_restricted=True, ykman_shows=[
+            ("", "NFC transport is restricted", None),
             ("otp", "Slot 1", "programmed"), ("otp", "Slot 2", "programmed"),
             ("fido", "PIN", "5 attempt(s) remaining"), ("fido", "Minimum PIN length", "6"),
             ("fido", "Credential storage remaining", "17")]),
