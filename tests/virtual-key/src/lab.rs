@@ -361,6 +361,36 @@ impl PcscLab {
         InsertedCard::connect_as(self.reader(index).port, card, self.model, |_| {})
     }
 
+    /// Holds reader `index` with an exclusive PC/SC connection (`SCARD_SHARE_EXCLUSIVE`) from
+    /// another process, as a program that grabbed the reader would, until the hold is dropped.
+    /// A card must be on the reader. The holder is pyscard run by `python` (ykman's venv
+    /// interpreter has it); returns once the connection is made.
+    pub fn hold_exclusively(&self, index: usize, python: &Path) -> io::Result<ExclusiveHold> {
+        use std::io::{BufRead, BufReader};
+        let reader = self.reader(index).name;
+        let mut child = Command::new(python)
+            .args(["-c", HOLD_SCRIPT, &reader])
+            .envs(self.env())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| io::Error::other("no stdout"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        if line.trim() != "held" {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::other(format!("could not hold {reader:?} exclusively: {}", line.trim())));
+        }
+        Ok(ExclusiveHold { child, reader })
+    }
+
     /// [`PcscLab::insert_at`], then waits until pcscd has powered the card.
     pub fn tap(&self, index: usize, card: Card, timeout: Duration) -> io::Result<InsertedCard> {
         let inserted = self.insert_at(index, card)?;
@@ -393,6 +423,38 @@ impl PcscLab {
     /// answer has been sent (benchmarks write it to a file).
     pub fn insert_with(&self, card: Card, after_apdu: impl FnMut(u64) + Send + 'static) -> io::Result<InsertedCard> {
         InsertedCard::connect_as(self.port, card, self.model, after_apdu)
+    }
+}
+
+/// pyscard: connect exclusively to argv[1], say "held", keep it until stdin closes.
+const HOLD_SCRIPT: &str = r#"
+import sys
+from smartcard.scard import *
+hr, ctx = SCardEstablishContext(SCARD_SCOPE_USER)
+hr, card, proto = SCardConnect(ctx, sys.argv[1], SCARD_SHARE_EXCLUSIVE, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1)
+print("held" if hr == 0 else "error 0x%08X" % (hr & 0xFFFFFFFF), flush=True)
+sys.stdin.read()
+"#;
+
+/// Another process holding a reader exclusively ([`PcscLab::hold_exclusively`]); dropping it
+/// ends the process and frees the reader.
+#[derive(Debug)]
+pub struct ExclusiveHold {
+    child: Child,
+    reader: String,
+}
+
+impl ExclusiveHold {
+    /// The reader held.
+    pub fn reader(&self) -> &str {
+        &self.reader
+    }
+}
+
+impl Drop for ExclusiveHold {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

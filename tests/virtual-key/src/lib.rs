@@ -28,6 +28,6 @@ pub mod posture;
 pub mod vpcd;
 
 pub use card::Card;
-pub use lab::{InsertedCard, LabOptions, LabReader, PcscLab, ReaderModel};
+pub use lab::{ExclusiveHold, InsertedCard, LabOptions, LabReader, PcscLab, ReaderModel};
 pub use model::{Fault, KeyModel};
 pub use posture::Posture;

@@ -258,3 +258,36 @@ fn endless_chaining_and_answer_faults_on_any_reader() {
         std::thread::sleep(SETTLE);
     }
 }
+
+/// A reader another program holds exclusively refuses ykman there at once; the other readers
+/// read as usual, and the reader works again when the hold ends.
+#[test]
+fn a_reader_held_exclusively_holds_only_that_reader() {
+    let Some(ykman) = require_tools() else { return };
+    let Some(lab) = PcscLab::start_readers(2).map_or_else(skip_or_panic, Some) else {
+        return;
+    };
+    let _a = lab.tap(0, key("yk5nfc", 51), PRESENT).unwrap();
+    let _b = lab.tap(1, key("yk5cnfc", 52), PRESENT).unwrap();
+    let hold = lab
+        .hold_exclusively(0, &ykman_python(&ykman))
+        .expect("hold reader 0");
+    assert_eq!(hold.reader(), "Virtual PCD 00 00");
+    let t = Instant::now();
+    let (ok, text) = ykman_at(&ykman, &lab, &lab.reader(0).name, &["info"]);
+    println!(
+        "held reader: ykman {:?}: {}",
+        t.elapsed(),
+        text.lines().last().unwrap_or("")
+    );
+    assert!(!ok && field(&text, "Serial number:").is_none(), "{text}");
+    assert_eq!(
+        serial_on(&ykman, &lab, &lab.reader(1).name),
+        Some("52".into())
+    );
+    drop(hold);
+    assert_eq!(
+        serial_on(&ykman, &lab, &lab.reader(0).name),
+        Some("51".into())
+    );
+}
