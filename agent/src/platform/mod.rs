@@ -7,7 +7,7 @@
 //! | [`user`] | who is logged in at this machine: `logged_in_user() -> Option<LocalUser>`, a `LocalUser` having `name` and `sid()` (the id the owner record's `sid` carries) | systemd-logind's sessions, NSS names | as Unix (no logind: the agent's own user) | not yet: the console session's user and SID (issue 11) |
 //! | [`channel`] | the tray↔service channel: where it lives (`server_endpoint`, `client_endpoints`), the client's blocking `Stream` (`connect`), the service's `Listener` (`bind`, `accept`) and who connected (`peer`, `Peer::admit`) | a stream socket in the runtime directory, `SO_PEERCRED` | as Unix | not yet: a named pipe and its client's token (issue 11) |
 //! | [`service_manager`] | running under the OS's service manager: `run_if_started_by_it(run, init_logging)`, its stop request (`asked_to_stop`), and whether it stamps log lines itself (`stamps_log_lines`) | systemd runs `keytally run` as is, SIGTERM; journald | as Unix | the Service Control Manager (`keytally service`, its Stop control) |
-//! | [`secrets`] | the OS keyring: `read`/`write` of an entry's bytes, [`SecretStoreError`], `STORE` (its name in messages) | the freedesktop Secret Service (D-Bus) | the login Keychain | Credential Manager |
+//! | [`secrets`] | the OS keyring: `read`/`write` of an entry's bytes, [`SecretStoreError`], `UNAVAILABLE` (what "no keyring here" means, for messages) | the freedesktop Secret Service (D-Bus) | the login Keychain | Credential Manager |
 //!
 //! The cross-platform parts stay outside: the control channel's messages and its client and
 //! server (`crate::control`), the tray's menu (`crate::tray`), the keyring's entries, errors
@@ -29,6 +29,39 @@ use self::windows as os;
 pub mod native_keyring;
 
 pub use os::{channel, secrets, service_manager, user};
+
+/// The interface, written out: each OS module must provide these names with these types, or
+/// this does not build on that OS. (Never called.)
+#[allow(dead_code)]
+fn interface() {
+    use std::io;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    let _: fn() -> Option<user::LocalUser> = user::logged_in_user;
+    let _: fn(&user::LocalUser) -> String = user::LocalUser::sid;
+    let _: fn() -> Option<PathBuf> = channel::server_endpoint;
+    let _: fn() -> Vec<PathBuf> = channel::client_endpoints;
+    let _: fn(&Path) -> io::Result<channel::Stream> = channel::connect;
+    fn blocking_stream<S: io::Read + io::Write>() {}
+    blocking_stream::<channel::Stream>();
+    let _: fn(&channel::Stream) -> io::Result<channel::Stream> = channel::Stream::try_clone;
+    let _: fn(&channel::Stream, Option<Duration>) -> io::Result<()> = channel::Stream::set_read_timeout;
+    let _: fn(&channel::Stream, Option<Duration>) -> io::Result<()> = channel::Stream::set_write_timeout;
+    fn async_stream<C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static>() {}
+    async_stream::<channel::Connection>();
+    fn shown<T: std::fmt::Display>() {}
+    shown::<channel::Peer>();
+    let _: fn(&Path) -> io::Result<channel::Listener> = channel::Listener::bind;
+    let _: fn(&channel::Connection) -> io::Result<channel::Peer> = channel::peer;
+    let _: fn(&channel::Peer) -> Result<(), String> = channel::Peer::admit;
+    let _: fn(RunService, fn(u8)) -> Option<std::process::ExitCode> = service_manager::run_if_started_by_it;
+    let _: fn() -> bool = service_manager::stamps_log_lines;
+    let _ = service_manager::asked_to_stop; // async fn() resolving when the manager says stop
+    let _: fn(&str, &str, Duration) -> Result<Vec<u8>, SecretStoreError> = secrets::read;
+    let _: fn(&str, &str, &str, &str, Duration) -> Result<(), SecretStoreError> = secrets::write;
+    let _: &str = secrets::UNAVAILABLE;
+}
 
 /// The `run` command's entry, which `main` hands to [`service_manager::run_if_started_by_it`]
 /// (the platform code imports neither the commands nor logging).
