@@ -26,6 +26,16 @@ for _ in $(seq 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
   sleep 0.1
 done
+# Test data: the device of Appterix's own example, so reading, listing and the links from a
+# listed device have something to find from the first request on.
+"$VENV/bin/python" - "http://127.0.0.1:$PORT" <<'PY'
+import json, os, sys, urllib.request
+device = json.load(open("protocol/tests/fixtures/appterix-devices-example.json"))[0]
+url = f"{sys.argv[1]}/api/external/ybk-management/devices/{device['yubikey']['uniqueId']}"
+req = urllib.request.Request(url, data=json.dumps(device).encode(), method="PUT", headers={
+    "Authorization": f"Bearer {os.environ['KEYTALLY_ST_ADMIN_TOKEN']}", "Content-Type": "application/json"})
+assert urllib.request.urlopen(req, timeout=5).status == 201
+PY
 # The fault-injection routes are excluded: a generated `{"down": true}` would turn every
 # later answer into a 503 and test the fault layer instead of the API.
 # The two rules OpenAPI cannot express (the body's uniqueId equals the URL's; each rotation
