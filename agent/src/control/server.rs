@@ -24,7 +24,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn start(board: Arc<TrayState>, sync: Arc<LoopRequest>) {
     match channel::server_endpoint() {
         Some(path) => serve_at(path, board, sync),
-        None => tracing::info!("no place for the control channel here (no runtime directory); the tray cannot reach this service"),
+        None => tracing::info!("no endpoint for the control channel here (no runtime directory, or none on this platform yet); the tray cannot reach this service"),
     }
 }
 
