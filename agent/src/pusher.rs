@@ -16,11 +16,11 @@ use tokio::sync::mpsc;
 use crate::clients::Clients;
 use crate::config::Config;
 use crate::control::SyncView;
+use crate::control::TrayState;
 use crate::outbox::{fmt_time, Outbox};
 use crate::runtime::runtime;
-use crate::control::TrayState;
-use crate::watch::Wake;
 use crate::sync::{sync_records, SystemClock};
+use crate::watch::Wake;
 
 /// A kiosk tap to report with one line once it is synced or queued.
 pub struct TapLine {

@@ -23,10 +23,10 @@ use keytally_protocol::record::{DeviceRecord, Owner, Owners};
 use rand::Rng;
 
 use crate::config::Config;
+use crate::control::TrayState;
 use crate::outbox::Outbox;
 use crate::platform::user::{self, LocalUser};
 use crate::pusher::{Job, PushTiming, Pusher};
-use crate::control::TrayState;
 use crate::watch::{Changes, Watch};
 
 /// Scans again for unreadable keys (1, 2, 4 s after the one that found them).
