@@ -14,8 +14,9 @@
 # WINEDLLOVERRIDES="mscoree,mshtml=". The working directory is kept if it is inside the
 # repository. Exit status: COMMAND's.
 #
-# Cleanup: everything runs inside `unshare --mount --pid --fork`, so when COMMAND ends (or the
-# lab is interrupted or killed) the kernel undoes the mounts and kills pcscd and wineserver.
+# Cleanup: everything runs inside `unshare --mount --pid --fork`, so when COMMAND ends the kernel
+# undoes the mounts and kills pcscd and wineserver; on SIGINT/SIGTERM/SIGHUP lab.sh kills the
+# namespace's processes first.
 #
 # Needs: root (chroot, mount, namespaces; CI runs as root), util-linux `unshare`, and for the
 # first run `debootstrap` and network access to deb.debian.org (about 4 min, 185 MB download,
@@ -165,5 +166,20 @@ if [ "${__KEYTALLY_LAB_INNER:-}" = 1 ]; then
     exit $?
 fi
 
+# The namespace dies with its first process; on a signal, kill that tree (SIGKILL to the
+# namespace's init takes every process in it, pcscd and wineserver included).
+kill_tree() {
+    local c children
+    children="$(pgrep -P "$1")"
+    kill -KILL "$1" 2>/dev/null || true
+    for c in $children; do kill_tree "$c"; done
+}
 export __KEYTALLY_LAB_INNER=1
-exec unshare --mount --pid --fork --kill-child --propagation private -- "$0" --vpcd-port "$PORT" -- "$@"
+exec 3<&0   # a background job's stdin would be /dev/null: keep the caller's
+unshare --mount --pid --fork --kill-child --propagation private -- "$0" --vpcd-port "$PORT" -- "$@" <&3 3<&- &
+LAB=$!
+exec 3<&-
+trap 'disown "$LAB" 2>/dev/null; kill_tree "$LAB"; exit 130' INT
+trap 'disown "$LAB" 2>/dev/null; kill_tree "$LAB"; exit 143' TERM
+trap 'disown "$LAB" 2>/dev/null; kill_tree "$LAB"; exit 129' HUP
+wait "$LAB"
