@@ -11,6 +11,7 @@
 //! | management protocol | [`management`] | SELECT management, READ CONFIG, paging, over CCID, OTP or CTAPHID |
 //! | identification | [`identify`] | the fallback chain, fix-ups, product naming |
 //! | advisories | [`advisory`] | which Yubico security advisories concern an identified key (a table lookup, no I/O) |
+//! | posture | [`posture`] | what the applets say about PINs, credentials and slots, read without a PIN, a touch or a write; one file per applet |
 //! | enumeration | [`enumerate`] | which readers and USB devices to look at, reading them against deadlines, one result per key |
 
 #![warn(missing_docs)]
@@ -22,6 +23,7 @@ pub mod enumerate;
 pub mod error;
 pub mod identify;
 pub mod management;
+pub mod posture;
 pub mod smartcard;
 pub mod tlv;
 pub mod transport;
