@@ -2,9 +2,16 @@
 # keytally's main job against its embedded default: start the sandbox management server on
 # loopback, read the attached YubiKeys (or a virtual YubiKey 5 NFC on an isolated pcscd when
 # none is attached), push the records with OAuth2 client credentials, and show what arrived.
+# Installs only what this needs first (tests/setup.sh --demo); one line per phase, with the
+# seconds since the start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tests/setup.sh >&2
+phase() { printf '[%4d s] %s\n' "$SECONDS" "$*"; }
+
+phase "installing packages (tests/setup.sh --demo: build tools, pcscd, the vpcd virtual reader)..."
+bash tests/setup.sh --demo >&2
+export PATH="$HOME/.cargo/bin:$PATH"   # where setup.sh puts rustup's cargo when it had to
+phase "building keytally, the sandbox server and the virtual key (release: the longest step, about 5 min on an idle 2-core machine)..."
 cargo build --release -q --locked -p keytally -p keytally-sandbox -p keytally-virtual-key
 BIN=target/release
 
@@ -12,6 +19,7 @@ tmp=$(mktemp -d)
 cleanup() { [ -n "${SB:-}" ] && kill "$SB" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 
+phase "starting the sandbox management server on loopback..."
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$BIN/keytally-sandbox" --listen "127.0.0.1:$port" --db "$tmp/server.db" 2>"$tmp/sandbox.log" &
 SB=$!
@@ -26,11 +34,13 @@ export KEYTALLY_CLIENT_ID=keytally
 export KEYTALLY_CLIENT_SECRET=sandbox-client-secret   # the sandbox's built-in demo client
 export KEYTALLY_STATE_DIR="$tmp/state"
 
-echo "== keytally sync --once  (server: $KEYTALLY_SERVER)"
 if "$BIN/keytally" scan --json 2>/dev/null | grep -q '"uniqueId"'; then
+  phase "reading the attached YubiKeys and pushing them..."
+  echo "== keytally sync --once  (server: $KEYTALLY_SERVER)"
   "$BIN/keytally" sync --once
 else
-  echo "(no YubiKey attached: tapping a virtual YubiKey 5 NFC on an isolated pcscd)"
+  phase "no YubiKey attached: tapping a virtual YubiKey 5 NFC on an isolated pcscd..."
+  echo "== keytally sync --once  (server: $KEYTALLY_SERVER)"
   "$BIN/keytally-vkey" --model yk5nfc --lab -- "$BIN/keytally" sync --once
 fi
 echo
@@ -49,3 +59,4 @@ for d in items:
           f'uniqueId {y["uniqueId"]}  via {d.get("observation", {}).get("transport", "?")}')
 print(f"{len(items)} device(s) on the server")
 PY
+phase "done"
