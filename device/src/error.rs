@@ -231,7 +231,15 @@ pub enum Error {
     /// The key answered with a CTAPHID ERROR frame.
     #[error("the key answered with CTAPHID error {0}")]
     Ctap(CtapHidError),
+    /// A YubiKey in NFC restricted mode (firmware 5.7 as shipped, or `ykman config nfc
+    /// --restrict`): over NFC it answers only its NDEF applet, so nothing identifying can be
+    /// read until it has been plugged into USB once.
+    #[error("{}", NFC_RESTRICTED_MESSAGE)]
+    NfcRestricted,
 }
+
+/// What to tell a person whose key is in NFC restricted mode.
+pub const NFC_RESTRICTED_MESSAGE: &str = "YubiKey in NFC restricted mode: plug it into a USB port once to enable NFC";
 
 impl Error {
     /// True when the answer was "that application is not on this key".

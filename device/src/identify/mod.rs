@@ -6,10 +6,12 @@ mod fixups;
 mod hid;
 mod legacy;
 mod name;
+mod nfc_restricted;
 
 pub use fixups::apply_fixups;
 pub use hid::{identify_ctap, identify_otp, Reclaim};
 pub use name::product_name;
+pub use nfc_restricted::{is_nfc_restricted, RESTRICTED_NDEF};
 
 use crate::caps::Transport;
 use crate::device_info::DeviceInfo;
@@ -38,6 +40,8 @@ pub struct Identified {
 /// The normal path is SELECT management + READ CONFIG (two APDUs for a single-page key).
 /// Keys without READ CONFIG (NEO, YubiKey 4 before 4.1) go down the fallback chain in
 /// `legacy`: version and serial from the OTP applet, serial from PIV, applet probing.
+/// A card without the management applet that answers the NDEF check of
+/// [`is_nfc_restricted`] is a key in NFC restricted mode: [`Error::NfcRestricted`].
 pub fn identify_smartcard(protocol: &mut SmartCardProtocol<'_>, pid: Option<Pid>) -> Result<Identified, Error> {
     let transport = protocol.transport();
     let key_type = pid.map(|p| p.key_type());
@@ -58,7 +62,12 @@ pub fn identify_smartcard(protocol: &mut SmartCardProtocol<'_>, pid: Option<Pid>
                 Err(e) => return Err(e),
             }
         }
-        Err(e) if e.is_application_missing() => None,
+        Err(e) if e.is_application_missing() => {
+            if is_nfc_restricted(protocol)? {
+                return Err(Error::NfcRestricted);
+            }
+            None
+        }
         Err(e) => return Err(e),
     };
 

@@ -8,6 +8,9 @@ mod protocol;
 
 pub use apdu::{Apdu, Response};
 pub use protocol::SmartCardProtocol;
+/// A card that answers from a script, for the unit tests of the layers above.
+#[cfg(test)]
+pub(crate) use protocol::tests::Scripted;
 
 use crate::caps::Transport;
 use crate::error::LinkError;
