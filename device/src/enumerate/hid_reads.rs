@@ -7,9 +7,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::interfaces::{Interface, InterfaceOrder};
+use super::pcsc_readers::PostureWanted;
 use super::usb_devices::UsbKeyDevice;
 use crate::error::{Error, LinkError};
+use crate::device_info::DeviceInfo;
 use crate::identify::{identify_ctap, identify_otp, Identified, Reclaim};
+use crate::posture::{self, PostureRead};
 use crate::transport::ctaphid::{CtapHidDevice, CtapTiming};
 use crate::transport::hid::HidNode;
 use crate::transport::otp_hid::{OtpProtocol, OtpTiming};
@@ -19,6 +22,19 @@ use crate::usb_ids::Pid;
 pub trait HidReader: Send + Sync {
     /// The key behind `path`, and how many USB transfers (reports) that took.
     fn read(&self, iface: Interface, path: &str, pid: Pid) -> Result<(Identified, u32), Error>;
+
+    /// [`HidReader::read`], and the key's posture over the same interface when `posture`
+    /// wants it. The default reads no posture.
+    fn read_with(&self, iface: Interface, path: &str, pid: Pid, posture: &PostureWanted) -> Result<(Identified, u32, Option<PostureRead>), Error> {
+        let _ = posture;
+        self.read(iface, path, pid).map(|(key, transfers)| (key, transfers, None))
+    }
+
+    /// FIDO2 posture over the FIDO HID node `path` of a key identified another way (its CCID
+    /// reader), added to `read`. The default reads nothing.
+    fn add_fido2_posture(&self, path: &str, info: &DeviceInfo, read: &mut PostureRead) {
+        let _ = (path, info, read);
+    }
 }
 
 /// The real reader: hidapi, the OTP and CTAPHID protocols, identification.
@@ -34,19 +50,45 @@ pub struct HidapiReader {
 
 impl HidReader for HidapiReader {
     fn read(&self, iface: Interface, path: &str, pid: Pid) -> Result<(Identified, u32), Error> {
+        self.read_with(iface, path, pid, &PostureWanted::Never).map(|(key, transfers, _)| (key, transfers))
+    }
+
+    /// Over OTP HID the posture is the OTP slots; over FIDO HID, FIDO2's getInfo.
+    fn read_with(&self, iface: Interface, path: &str, pid: Pid, wanted: &PostureWanted) -> Result<(Identified, u32, Option<PostureRead>), Error> {
         let mut node = HidNode::open(path)?;
         match iface {
             Interface::Otp => {
                 let mut otp = OtpProtocol::new(&mut node, self.otp)?;
                 let key = identify_otp(&mut otp, pid, self.reclaim)?;
-                Ok((key, otp.reports()))
+                let posture = wanted.wants(&key).then(|| {
+                    let mut read = PostureRead::default();
+                    posture::read_otp_hid(&mut otp, &key.info, &mut read);
+                    read
+                });
+                Ok((key, otp.reports(), posture))
             }
             Interface::Fido => {
                 let mut ctap = CtapHidDevice::init(&mut node, rand::random(), self.ctap)?;
                 let key = identify_ctap(&mut ctap, pid)?;
-                Ok((key, ctap.packets()))
+                let posture = wanted.wants(&key).then(|| {
+                    let mut read = PostureRead::default();
+                    posture::read_fido2_hid(&mut ctap, &key.info, &mut read);
+                    read
+                });
+                Ok((key, ctap.packets(), posture))
             }
             Interface::Ccid => Err(Error::NotSupported("CCID is read through PC/SC")),
+        }
+    }
+
+    fn add_fido2_posture(&self, path: &str, info: &DeviceInfo, read: &mut PostureRead) {
+        let outcome = HidNode::open(path).map_err(Error::from).and_then(|mut node| {
+            let mut ctap = CtapHidDevice::init(&mut node, rand::random(), self.ctap)?;
+            posture::read_fido2_hid(&mut ctap, info, read);
+            Ok(())
+        });
+        if let Err(error) = outcome {
+            read.warnings.push(posture::PostureWarning { applet: posture::Applet::Fido2, error: error.into() });
         }
     }
 }
@@ -65,17 +107,17 @@ pub struct Attempt {
 /// The outcome of reading one device over HID.
 pub(crate) struct DeviceRead {
     pub(crate) device: UsbKeyDevice,
-    pub(crate) outcome: Result<(Identified, Interface, u32), Vec<Attempt>>,
+    pub(crate) outcome: Result<(Identified, Interface, u32, Option<PostureRead>), Vec<Attempt>>,
 }
 
 /// Tries the device's HID interfaces in order; the first that answers wins.
-fn read_device(reader: &dyn HidReader, device: &UsbKeyDevice, order: &InterfaceOrder) -> DeviceRead {
+fn read_device(reader: &dyn HidReader, device: &UsbKeyDevice, order: &InterfaceOrder, posture: &PostureWanted) -> DeviceRead {
     let mut attempts = Vec::new();
     for iface in order.hid() {
         for path in device.nodes(iface) {
-            match reader.read(iface, path, device.pid) {
-                Ok((key, transfers)) => {
-                    return DeviceRead { device: device.clone(), outcome: Ok((key, iface, transfers)) };
+            match reader.read_with(iface, path, device.pid, posture) {
+                Ok((key, transfers, posture)) => {
+                    return DeviceRead { device: device.clone(), outcome: Ok((key, iface, transfers, posture)) };
                 }
                 Err(error) => {
                     tracing::debug!(path, %iface, "reading {} failed: {error}", device.port);
@@ -94,13 +136,14 @@ pub(crate) fn read_devices(
     devices: Vec<UsbKeyDevice>,
     order: &InterfaceOrder,
     timeout: Duration,
+    posture: &PostureWanted,
 ) -> Vec<DeviceRead> {
     let (tx, rx) = mpsc::channel();
     let mut pending = Vec::new();
     for (i, device) in devices.iter().enumerate() {
-        let (reader, tx, device, order) = (Arc::clone(reader), tx.clone(), device.clone(), order.clone());
+        let (reader, tx, device, order, posture) = (Arc::clone(reader), tx.clone(), device.clone(), order.clone(), posture.clone());
         let spawned = thread::Builder::new().name(format!("usb:{}", device.port)).spawn(move || {
-            let _ = tx.send((i, read_device(reader.as_ref(), &device, &order)));
+            let _ = tx.send((i, read_device(reader.as_ref(), &device, &order, &posture)));
         });
         match spawned {
             Ok(_) => pending.push(i),

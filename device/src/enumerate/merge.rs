@@ -29,7 +29,9 @@ use super::interfaces::{Interface, InterfaceOrder};
 use super::pcsc_readers::{scan_pcsc, PcscReport, ReaderProblem, ScanOptions};
 use super::usb_devices::{discover, UsbKeyDevice};
 use crate::error::{Error, LinkError};
+use crate::caps::{Capabilities, Transport};
 use crate::identify::Identified;
+use crate::posture::PostureRead;
 use crate::usb_ids::{Pid, UsbInterfaces};
 
 /// A key, read.
@@ -43,8 +45,10 @@ pub struct ScannedKey {
     pub reader: Option<String>,
     /// The USB port path, when known.
     pub port: Option<String>,
-    /// APDUs (CCID) or HID reports (OTP, FIDO) it took.
+    /// APDUs (CCID) or HID reports (OTP, FIDO) it took, posture included.
     pub transfers: u32,
+    /// Its posture, when it was asked for (`ScanOptions::posture`).
+    pub posture: Option<PostureRead>,
 }
 
 impl ScannedKey {
@@ -144,11 +148,11 @@ pub fn scan_with(
         let (no_ccid, with_ccid): (Vec<UsbKeyDevice>, Vec<UsbKeyDevice>) =
             devices.iter().cloned().partition(|d| !d.pid.interfaces().contains(UsbInterfaces::CCID));
         let early = {
-            let (reader, order, timeout, no_ccid) =
-                (Arc::clone(&reader), opts.order.clone(), opts.device_timeout, no_ccid.clone());
+            let (reader, order, timeout, no_ccid, posture) =
+                (Arc::clone(&reader), opts.order.clone(), opts.device_timeout, no_ccid.clone(), opts.pcsc.posture.clone());
             thread::Builder::new()
                 .name("usb:hid-only".into())
-                .spawn(move || read_devices(&reader, no_ccid, &order, timeout))
+                .spawn(move || read_devices(&reader, no_ccid, &order, timeout, &posture))
         };
         let pcsc_report = pcsc(&pcsc_opts);
         let covered = ccid_counts(pcsc_report.as_ref().ok());
@@ -157,18 +161,18 @@ pub fn scan_with(
             .into_iter()
             .filter(|d| covered.get(&d.pid.value()).copied().unwrap_or(0) < group_sizes[&d.pid.value()])
             .collect();
-        let mut reads = read_devices(&reader, to_read, &opts.order, opts.device_timeout);
+        let mut reads = read_devices(&reader, to_read, &opts.order, opts.device_timeout, &opts.pcsc.posture);
         match early {
             // read_devices returns by its deadline, so this join is bounded.
             Ok(handle) => reads.extend(handle.join().unwrap_or_default()),
             Err(e) => {
                 tracing::debug!("cannot start the early USB reader: {e}; reading in line");
-                reads.extend(read_devices(&reader, no_ccid, &opts.order, opts.device_timeout));
+                reads.extend(read_devices(&reader, no_ccid, &opts.order, opts.device_timeout, &opts.pcsc.posture));
             }
         }
         (pcsc_report, reads)
     } else {
-        let reads = read_devices(&reader, devices.clone(), &opts.order, opts.device_timeout);
+        let reads = read_devices(&reader, devices.clone(), &opts.order, opts.device_timeout, &opts.pcsc.posture);
         let group_sizes = group_sizes(&devices);
         for (pid, size) in &group_sizes {
             let ok = reads.iter().filter(|r| r.device.pid.value() == *pid && r.outcome.is_ok()).count();
@@ -184,7 +188,28 @@ pub fn scan_with(
         PcscReport::default()
     });
     merge(&mut report, pcsc_report, &devices, reads, &opts.order);
+    add_fido2_posture(&mut report, &devices, reader.as_ref());
     report
+}
+
+/// A USB key read through its CCID reader has its FIDO2 posture on its FIDO HID node (CCID
+/// on USB has no FIDO applet): read it there, one key after the other, each bounded by
+/// CTAPHID's deadline.
+fn add_fido2_posture(report: &mut Report, devices: &[UsbKeyDevice], reader: &dyn HidReader) {
+    for k in &mut report.keys {
+        let Some(read) = k.posture.as_mut() else { continue };
+        let fido2_known = read.posture.fido2_pin_set.is_some() || read.warnings.iter().any(|w| w.applet == crate::posture::Applet::Fido2);
+        let fido2_on_usb = k.key.info.enabled.usb.or(k.key.info.supported.usb).is_some_and(|c| c.contains(Capabilities::FIDO2));
+        if k.interface != Interface::Ccid || k.key.transport != Transport::Usb || fido2_known || !fido2_on_usb {
+            continue;
+        }
+        let node = k.port.as_deref().and_then(|port| devices.iter().find(|d| d.port == port)).and_then(|d| d.fido.first());
+        if let Some(path) = node {
+            let before = read.transfers;
+            reader.add_fido2_posture(path, &k.key.info, read);
+            k.transfers += read.transfers - before;
+        }
+    }
 }
 
 fn group_sizes(devices: &[UsbKeyDevice]) -> BTreeMap<u16, usize> {
@@ -236,6 +261,7 @@ fn merge(
             reader: Some(found.reader.clone()),
             port: None,
             transfers: found.apdus,
+            posture: found.posture,
         };
         match Pid::from_reader_name(&found.reader) {
             Some(pid) => by_pid.entry(pid.value()).or_default().push(entry),
@@ -256,7 +282,7 @@ fn merge(
         let size = sizes.get(&pid).copied().unwrap_or(0);
         let mut failed = Vec::new();
         for read in reads_by_pid.remove(&pid).unwrap_or_default() {
-            let (key, interface, transfers) = match read.outcome {
+            let (key, interface, transfers, posture) = match read.outcome {
                 Ok(ok) => ok,
                 Err(attempts) => {
                     failed.push(UnreadableKey { port: read.device.port, pid: read.device.pid, attempts });
@@ -271,9 +297,10 @@ fn merge(
                         existing.key = key;
                         existing.interface = interface;
                         existing.transfers = transfers;
+                        existing.posture = posture;
                     }
                 }
-                None => entries.push(ScannedKey { key, interface, reader: None, port, transfers }),
+                None => entries.push(ScannedKey { key, interface, reader: None, port, transfers, posture }),
             }
         }
         // One device and one key: that key sits in that port.
@@ -380,7 +407,7 @@ mod tests {
             let keys = keys
                 .into_iter()
                 .filter(|(r, _)| opts.wants(r, None))
-                .map(|(reader, key)| FoundKey { key, reader: reader.into(), atr: vec![], apdus: 2 })
+                .map(|(reader, key)| FoundKey { key, reader: reader.into(), atr: vec![], apdus: 2, posture: None })
                 .collect();
             Ok(PcscReport { readers: vec![], keys, problems: vec![] })
         }

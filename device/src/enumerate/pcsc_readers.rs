@@ -6,12 +6,14 @@
 //! cannot hang the scan or hold up the key on another reader.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::{mpsc, Mutex, MutexGuard, PoisonError};
+use std::fmt;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, LinkError};
 use crate::identify::{identify_smartcard, Identified};
+use crate::posture::{self, PostureRead};
 use crate::smartcard::SmartCardProtocol;
 use crate::transport::pcsc::PcscContext;
 use crate::usb_ids::Pid;
@@ -27,6 +29,42 @@ pub struct ScanOptions {
     pub skip_yubikey_readers: bool,
     /// Leave out the YubiKey readers of these PIDs (their keys were read another way).
     pub skip_pids: Vec<Pid>,
+    /// Which keys to read the posture of (in the same transaction, after identification).
+    pub posture: PostureWanted,
+}
+
+/// Which keys' posture ([`crate::posture`]) a read takes: none (a plain scan, the APDUs of
+/// identification only), all, or those a caller picks once it knows the key.
+#[derive(Clone, Default)]
+pub enum PostureWanted {
+    /// No posture: identification only.
+    #[default]
+    Never,
+    /// Every key's posture.
+    Always,
+    /// The posture of the keys for which this returns true (e.g. not read today).
+    When(Arc<dyn Fn(&Identified) -> bool + Send + Sync>),
+}
+
+impl PostureWanted {
+    /// Whether `key`'s posture is to be read.
+    pub fn wants(&self, key: &Identified) -> bool {
+        match self {
+            PostureWanted::Never => false,
+            PostureWanted::Always => true,
+            PostureWanted::When(pick) => pick(key),
+        }
+    }
+}
+
+impl fmt::Debug for PostureWanted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PostureWanted::Never => "Never",
+            PostureWanted::Always => "Always",
+            PostureWanted::When(_) => "When(..)",
+        })
+    }
 }
 
 impl Default for ScanOptions {
@@ -36,6 +74,7 @@ impl Default for ScanOptions {
             reader_timeout: Duration::from_secs(10),
             skip_yubikey_readers: false,
             skip_pids: Vec::new(),
+            posture: PostureWanted::Never,
         }
     }
 }
@@ -62,8 +101,10 @@ pub struct FoundKey {
     pub reader: String,
     /// The card's ATR.
     pub atr: Vec<u8>,
-    /// Command APDUs sent to read it.
+    /// Command APDUs sent to read it (posture included).
     pub apdus: u32,
+    /// Its posture, when it was asked for ([`ScanOptions::posture`]).
+    pub posture: Option<PostureRead>,
 }
 
 /// A reader whose card could not be read.
@@ -99,7 +140,7 @@ pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, LinkError> {
 
     let mut report = PcscReport { readers: readers.clone(), ..Default::default() };
     // The listing context goes on to read the first reader, in that reader's thread.
-    for (reader, outcome) in start_reads(&readers, Some(ctx), opts.reader_timeout) {
+    for (reader, outcome) in start_reads(&readers, Some(ctx), opts.reader_timeout, &opts.posture) {
         match outcome {
             Ok(Some(found)) => report.keys.push(found),
             Ok(None) => tracing::debug!(reader, "empty reader"),
@@ -142,12 +183,17 @@ pub type ReaderOutcome = Result<Option<FoundKey>, Error>;
 /// Outcomes come in the order the reads finish; readers past the deadline come last, as
 /// [`LinkError::Timeout`].
 pub fn read_readers(readers: &[String], timeout: Duration) -> ReaderReads {
-    start_reads(readers, None, timeout)
+    start_reads(readers, None, timeout, &PostureWanted::Never)
+}
+
+/// [`read_readers`], reading the posture of the keys `posture` wants.
+pub fn read_readers_with(readers: &[String], timeout: Duration, posture: &PostureWanted) -> ReaderReads {
+    start_reads(readers, None, timeout, posture)
 }
 
 /// [`read_readers`], the first reader read over `ctx` (moved into its thread: a context is
 /// never used by two threads).
-fn start_reads(readers: &[String], mut ctx: Option<PcscContext>, timeout: Duration) -> ReaderReads {
+fn start_reads(readers: &[String], mut ctx: Option<PcscContext>, timeout: Duration, posture: &PostureWanted) -> ReaderReads {
     let deadline = Instant::now() + timeout;
     let (tx, rx) = mpsc::channel();
     let mut reads = ReaderReads { rx, pending: Vec::new(), ready: VecDeque::new(), deadline };
@@ -157,9 +203,9 @@ fn start_reads(readers: &[String], mut ctx: Option<PcscContext>, timeout: Durati
             reads.ready.push_back((reader.clone(), Err(LinkError::Timeout.into())));
             continue;
         }
-        let (tx, name, ctx) = (tx.clone(), reader.clone(), ctx.take());
+        let (tx, name, ctx, posture) = (tx.clone(), reader.clone(), ctx.take(), posture.clone());
         let spawned = thread::Builder::new().name(format!("pcsc:{reader}")).spawn(move || {
-            let outcome = ctx.map_or_else(PcscContext::establish, Ok).map_err(Error::from).and_then(|ctx| read_reader(&ctx, &name));
+            let outcome = ctx.map_or_else(PcscContext::establish, Ok).map_err(Error::from).and_then(|ctx| read_reader_with(&ctx, &name, &posture));
             // Under the lock, so that the reader cannot be marked stalled after it ended.
             let mut stalled = stalled();
             if stalled.remove(&name) {
@@ -246,16 +292,25 @@ impl Iterator for ReaderReads {
 
 /// Reads the card in one reader; `Ok(None)` when the reader is empty.
 pub fn read_reader(ctx: &PcscContext, reader: &str) -> Result<Option<FoundKey>, Error> {
+    read_reader_with(ctx, reader, &PostureWanted::Never)
+}
+
+/// [`read_reader`], and the key's posture when `posture` wants it, in the same transaction.
+pub fn read_reader_with(ctx: &PcscContext, reader: &str, posture: &PostureWanted) -> Result<Option<FoundKey>, Error> {
     let Some(mut card) = ctx.connect(reader)? else { return Ok(None) };
     let pid = Pid::from_reader_name(reader);
     let atr = card.atr().to_vec();
-    let (key, apdus) = card.transact(|conn| {
+    let (key, apdus, posture) = card.transact(|conn| {
         let mut protocol = SmartCardProtocol::new(conn);
         let key = identify_smartcard(&mut protocol, pid);
-        (key, protocol.apdus_sent())
+        let posture = match &key {
+            Ok(k) if posture.wants(k) => Some(posture::read_smartcard(&mut protocol, &k.info)),
+            _ => None,
+        };
+        (key, protocol.apdus_sent(), posture)
     })?;
     match key {
-        Ok(key) => Ok(Some(FoundKey { key, reader: reader.to_string(), atr, apdus })),
+        Ok(key) => Ok(Some(FoundKey { key, reader: reader.to_string(), atr, apdus, posture })),
         // No card answering at all is an empty reader; a card pulled away mid-read is reported.
         Err(Error::Link(LinkError::NoCard)) => Ok(None),
         Err(e) => Err(e),
