@@ -134,7 +134,7 @@ impl Arrivals {
         }
         for k in report.keys {
             let Some(port) = k.port.clone() else { continue };
-            self.queued.push_back(FoundKey { key: k.key, reader: port, atr: Vec::new(), apdus: k.transfers });
+            self.queued.push_back(FoundKey { key: k.key, reader: port, atr: Vec::new(), apdus: k.transfers, posture: k.posture });
         }
     }
 }
