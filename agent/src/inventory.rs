@@ -146,6 +146,7 @@ pub(crate) fn test_record(unique_id: &str, name: &str, serial: Option<&str>) -> 
         stm_version: None,
         usb_pid: None,
         tapped_at: None,
+        posture: None,
         extra: serde_json::Map::new(),
     });
     r

@@ -12,6 +12,7 @@
 //! | `enabledUSBCapabilities`, `enabledNFCCapabilities` | enabled capability bits, ascending |
 //! | `lastUpdate`, `lastUsed` | the observation time, RFC 3339 UTC |
 //! | `code`, `orgCode`, `model.code`, `prodLineCode`, `model.uniqueId` | `null`: only the server knows them |
+//! | `observation.posture` | `keytally_device::posture::Posture` field by field ([`set_posture`]); absent when posture was not read |
 
 use std::time::SystemTime;
 
@@ -117,6 +118,7 @@ pub fn record_for(key: &Identified, place: Option<&str>, ctx: &ObservationContex
         stm_version: info.stm_version.map(|v| v.to_string()),
         usb_pid: key.pid.map(|p| p.to_string()),
         tapped_at: None,
+        posture: None,
         extra: Map::new(),
     };
     DeviceRecord {
@@ -126,6 +128,32 @@ pub fn record_for(key: &Identified, place: Option<&str>, ctx: &ObservationContex
         status: None,
         observation: Some(observation),
         extra: Map::new(),
+    }
+}
+
+/// `observation.posture` from the device layer's posture, field by field.
+pub fn posture_record(p: &keytally_device::posture::Posture) -> crate::record::Posture {
+    crate::record::Posture {
+        piv_pin_default: p.piv_pin_default,
+        piv_puk_default: p.piv_puk_default,
+        piv_management_key_default: p.piv_management_key_default,
+        piv_pin_retries: p.piv_pin_retries,
+        piv_puk_retries: p.piv_puk_retries,
+        fido2_pin_set: p.fido2_pin_set,
+        fido2_uv_enrolled: p.fido2_uv_enrolled,
+        fido2_force_pin_change: p.fido2_force_pin_change,
+        fido2_min_pin_length: p.fido2_min_pin_length,
+        fido2_remaining_discoverable_credentials: p.fido2_remaining_discoverable_credentials,
+        openpgp_pin_retries: p.openpgp_pin_retries,
+        oath_password_set: p.oath_password_set,
+        otp_slots_configured: p.otp_slots_configured,
+    }
+}
+
+/// Puts the posture read (if any) into the record's observation; `None` leaves it absent.
+pub fn set_posture(record: &mut DeviceRecord, posture: Option<&keytally_device::posture::Posture>) {
+    if let Some(o) = record.observation.as_mut() {
+        o.posture = posture.map(posture_record);
     }
 }
 
@@ -190,6 +218,35 @@ mod tests {
         let r = record_for(&key(None), None, &ctx());
         assert!(r.yubikey.serial_number.is_none());
         assert!(!r.yubikey.unique_id.is_empty());
+    }
+
+    #[test]
+    fn posture_is_absent_unless_read_and_null_where_unknown() {
+        let mut r = record_for(&key(Some(1)), None, &ctx());
+        assert!(serde_json::to_value(&r).unwrap()["observation"].get("posture").is_none());
+        let p = keytally_device::posture::Posture {
+            piv_pin_default: Some(true),
+            piv_pin_retries: Some(3),
+            openpgp_pin_retries: Some([3, 0, 3]),
+            otp_slots_configured: Some([true, false]),
+            fido2_min_pin_length: Some(4),
+            ..Default::default()
+        };
+        set_posture(&mut r, Some(&p));
+        let v = serde_json::to_value(&r).unwrap()["observation"]["posture"].clone();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "pivPinDefault": true, "pivPukDefault": null, "pivManagementKeyDefault": null,
+                "pivPinRetries": 3, "pivPukRetries": null,
+                "fido2PinSet": null, "fido2UvEnrolled": null, "fido2ForcePinChange": null,
+                "fido2MinPinLength": 4, "fido2RemainingDiscoverableCredentials": null,
+                "openpgpPinRetries": [3, 0, 3], "oathPasswordSet": null, "otpSlotsConfigured": [true, false]
+            })
+        );
+        // And back: a record from the server keeps it.
+        let back: DeviceRecord = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
     }
 
     #[test]

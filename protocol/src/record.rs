@@ -216,6 +216,38 @@ impl Status {
     }
 }
 
+/// `observation.posture`: issue 13 §2's fields, each `null` when unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Posture {
+    /// PIV PIN is the factory default (GET METADATA `80`).
+    pub piv_pin_default: Option<bool>,
+    /// PIV PUK is the factory default (GET METADATA `81`).
+    pub piv_puk_default: Option<bool>,
+    /// PIV management key is the factory default (GET METADATA `9B`).
+    pub piv_management_key_default: Option<bool>,
+    /// PIV PIN tries remaining.
+    pub piv_pin_retries: Option<u8>,
+    /// PIV PUK tries remaining.
+    pub piv_puk_retries: Option<u8>,
+    /// A FIDO2 PIN is set (getInfo `options.clientPin`).
+    pub fido2_pin_set: Option<bool>,
+    /// Fingerprints are enrolled (getInfo `options.uv`).
+    pub fido2_uv_enrolled: Option<bool>,
+    /// The FIDO2 PIN must be changed before use (getInfo `forcePINChange`).
+    pub fido2_force_pin_change: Option<bool>,
+    /// The shortest FIDO2 PIN accepted (getInfo `minPINLength`).
+    pub fido2_min_pin_length: Option<u32>,
+    /// Room left for discoverable credentials (getInfo `remainingDiscoverableCredentials`).
+    pub fido2_remaining_discoverable_credentials: Option<u32>,
+    /// OpenPGP tries remaining: `[PW1, reset code, PW3]` (GET DATA `C4`).
+    pub openpgp_pin_retries: Option<[u8; 3]>,
+    /// The OATH applet is password protected (SELECT answers a challenge).
+    pub oath_password_set: Option<bool>,
+    /// `[slot 1, slot 2]` configured (OTP status bytes).
+    pub otp_slots_configured: Option<[bool; 2]>,
+}
+
 /// How, where and when the agent saw the key, and the DeviceInfo facts the model lacks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -262,6 +294,11 @@ pub struct Observation {
     /// time makes an otherwise unchanged record a new version to push. Absent outside the kiosk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tapped_at: Option<String>,
+    /// What the applets say about PINs, credentials and slots (read without a PIN, a touch or
+    /// a write). Absent when posture was not read (a plain scan); a field is `null` where the
+    /// firmware cannot say, the applet is disabled, or its read failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posture: Option<Posture>,
     /// Fields keytally does not model, kept as they came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
