@@ -2,8 +2,12 @@
 //!
 //! ykman is taken from `$KEYTALLY_YKMAN`, else the workspace's `.venv/bin/ykman` (what
 //! tests/setup.sh installs), else `/tmp/ykvenv/bin/ykman`. Without it (or without pcscd) a test
-//! prints `SKIP:` and passes, except under `CI=true`, where that is a failure.
+//! is reported as skipped (and counted by tests/run.sh), except under `CI=true`, where that is a
+//! failure: tests/support/skip.rs, shared with the agent's end-to-end tests.
 #![allow(dead_code)]
+
+#[path = "../../../support/skip.rs"]
+mod skip;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -26,10 +30,7 @@ pub fn ykman() -> Option<PathBuf> {
 
 pub fn require_tools() -> Option<PathBuf> {
     let Some(ykman) = ykman() else {
-        assert!(!ci(), "CI=true but ykman is missing (set KEYTALLY_YKMAN)");
-        eprintln!(
-            "SKIP: ykman not found at $KEYTALLY_YKMAN, .venv/bin/ykman or /tmp/ykvenv/bin/ykman"
-        );
+        skip::skip("ykman not found at $KEYTALLY_YKMAN, .venv/bin/ykman or /tmp/ykvenv/bin/ykman (tests/setup.sh installs it)");
         return None;
     };
     Some(ykman)
@@ -41,8 +42,8 @@ pub fn ykman_python(ykman: &std::path::Path) -> PathBuf {
 }
 
 pub fn skip_or_panic(e: std::io::Error) -> Option<PcscLab> {
-    if !ci() && e.kind() == std::io::ErrorKind::NotFound {
-        eprintln!("SKIP: {e}");
+    if e.kind() == std::io::ErrorKind::NotFound {
+        skip::skip(format!("the pcscd lab: {e}"));
         None
     } else {
         panic!("lab failed to start: {e}")
