@@ -252,7 +252,8 @@ impl ReaderReads {
             }
         }
         for (_, reader) in self.pending.drain(..) {
-            tracing::warn!(reader, "the reader did not answer in time; its read is given up");
+            // The caller reports the outcome (a Timeout) to the person, once; this is the log's.
+            tracing::info!(reader, "the reader did not answer in time; its read is given up");
             stalled.insert(reader.clone());
             self.ready.push_back((reader, Err(LinkError::Timeout.into())));
         }
