@@ -150,6 +150,11 @@ pub struct ScanArgs {
     /// opened (`otp,fido` leaves YubiKeys' own CCID readers alone).
     #[arg(long, value_name = "LIST", default_value = "ccid,otp,fido")]
     pub interfaces: keytally_device::enumerate::InterfaceOrder,
+
+    /// Also read each key's posture (default PINs, retries, FIDO2 PIN, OATH password, OTP
+    /// slots): more APDUs, never a PIN, a touch or a write. JSON: `observation.posture`.
+    #[arg(long)]
+    pub posture: bool,
 }
 
 #[derive(Debug, clap::Args)]
