@@ -3,7 +3,7 @@
 //! records, and the keys and readers that could not be read (reported on stderr as found).
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use keytally_device::error::LinkError;
 use keytally_device::enumerate::{PostureWanted, ScanOptions};
@@ -11,23 +11,14 @@ use keytally_device::enumerate::{scan_all, FullScanOptions, InterfaceOrder, Repo
 use keytally_protocol::mapping::{record_for, set_posture, ObservationContext};
 use keytally_protocol::record::DeviceRecord;
 
-/// How long one PC/SC reader may take in a scan before it is given up (and named). A key
-/// takes milliseconds, a fallback-chain read over a slow NFC reader well under a second; a
-/// person running `keytally scan` beside a stalled card should not wait the device layer's
-/// 10 s default for the keys that did answer.
-pub const READER_DEADLINE: Duration = Duration::from_secs(3);
-
 /// The keys found, plus what went wrong on the way (already reported on stderr).
 pub struct ScanResult {
     pub keys: Vec<ScannedKey>,
-    /// One per key in `keys`, in the same order.
     pub records: Vec<DeviceRecord>,
     /// Keys that are plugged in but could not be read through any interface.
     pub unreadable_keys: Vec<UnreadableKey>,
-    /// Readers with a card that could not be read (not counting the next).
+    /// Readers with a card that could not be read.
     pub unreadable: usize,
-    /// Readers with a YubiKey in NFC restricted mode (nothing identifying can be read).
-    pub nfc_restricted: Vec<String>,
 }
 
 /// Scans every transport. Fails only when none could be scanned at all: PC/SC is unusable
@@ -40,7 +31,7 @@ pub fn scan(reader: Option<&str>, interfaces: &InterfaceOrder, state_dir: &Path)
 /// an applet whose posture could not be read is a warning naming the reader or port.
 pub fn scan_with_posture(reader: Option<&str>, interfaces: &InterfaceOrder, state_dir: &Path, posture: PostureWanted) -> Result<ScanResult, LinkError> {
     let opts = FullScanOptions {
-        pcsc: ScanOptions { reader_filter: reader.map(str::to_string), reader_timeout: READER_DEADLINE, ..ScanOptions::default() },
+        pcsc: ScanOptions { reader_filter: reader.map(str::to_string), ..ScanOptions::default() },
         order: interfaces.clone(),
         usb: reader.is_none(),
         ..FullScanOptions::default()
@@ -87,11 +78,8 @@ pub fn scan_with_posture(reader: Option<&str>, interfaces: &InterfaceOrder, stat
             record
         })
         .collect();
-    let nfc_restricted: Vec<String> =
-        report.reader_problems.iter().filter(|p| p.error == keytally_device::Error::NfcRestricted).map(|p| p.reader.clone()).collect();
     Ok(ScanResult {
-        unreadable: report.reader_problems.len() - nfc_restricted.len(),
-        nfc_restricted,
+        unreadable: report.reader_problems.len(),
         keys: report.keys,
         records,
         unreadable_keys: report.unreadable,
@@ -105,10 +93,6 @@ pub fn collect_records(reader: Option<&str>, state_dir: &Path) -> anyhow::Result
 
 fn warn_problems(report: &Report, interfaces: &InterfaceOrder) {
     for p in &report.reader_problems {
-        if p.error == keytally_device::Error::NfcRestricted {
-            eprintln!("keytally: reader \"{}\": {}", p.reader, p.error);
-            continue;
-        }
         eprintln!("keytally: warning: reader \"{}\": could not read the key: {}", p.reader, p.error);
         if matches!(p.error, keytally_device::Error::Link(LinkError::SharingViolation)) {
             eprintln!(
@@ -179,7 +163,6 @@ pub(crate) fn test_record(unique_id: &str, name: &str, serial: Option<&str>) -> 
         usb_pid: None,
         tapped_at: None,
         posture: None,
-        advisories: Some(vec![]),
         extra: serde_json::Map::new(),
     });
     r

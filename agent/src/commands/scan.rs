@@ -12,9 +12,7 @@ use std::process::ExitCode;
 
 use keytally_device::caps::{Capabilities, Transport};
 use keytally_device::enumerate::{PostureWanted, ScannedKey};
-use keytally_device::error::NFC_RESTRICTED_MESSAGE;
 
-use crate::advisories;
 use crate::cli::ScanArgs;
 use crate::config::state_dir_for_reading;
 use crate::exit::EXIT_NO_TRANSPORT;
@@ -26,16 +24,14 @@ pub fn run(config: Option<&Path>, args: &ScanArgs) -> ExitCode {
         Ok(r) => r,
         Err(_) => return ExitCode::from(EXIT_NO_TRANSPORT),
     };
-    // One write for the whole output (stdout alone writes each line with its own syscall).
-    let mut out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+    let mut out = io::stdout().lock();
     let written = if args.json {
         serde_json::to_writer_pretty(&mut out, &result.records)
             .map_err(io::Error::from)
             .and_then(|()| writeln!(out))
     } else {
         write_table(&mut out, &result).and_then(|()| crate::posture::write_blocks(&mut out, &result.keys))
-    }
-    .and_then(|()| out.flush());
+    };
     match written {
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`keytally scan | head`) is not an error worth a message.
@@ -63,21 +59,19 @@ fn via(k: &ScannedKey) -> String {
     }
 }
 
-/// The human view: one line per key, readable or not. ADVISORIES names the Yubico advisories
-/// that apply (ids; `(if)` under a condition), `none`, or `not assessed` (firmware unknown).
+/// The human view: one line per key, readable or not.
 fn write_table(out: &mut impl Write, result: &ScanResult) -> io::Result<()> {
-    if result.keys.is_empty() && result.unreadable_keys.is_empty() && result.nfc_restricted.is_empty() {
+    if result.keys.is_empty() && result.unreadable_keys.is_empty() {
         return match result.unreadable {
             0 => writeln!(out, "No YubiKey found."),
             n => writeln!(out, "No readable YubiKey found ({n} reader(s) with a card that did not answer correctly; see the warnings)."),
         };
     }
-    let header = ["NAME", "SERIAL", "FIRMWARE", "FORM FACTOR", "VIA", "READER/PORT", "USB ENABLED", "NFC ENABLED", "ADVISORIES"];
-    let mut rows: Vec<[String; 9]> = result
+    let header = ["NAME", "SERIAL", "FIRMWARE", "FORM FACTOR", "VIA", "READER/PORT", "USB ENABLED", "NFC ENABLED"];
+    let mut rows: Vec<[String; 8]> = result
         .keys
         .iter()
-        .zip(&result.records)
-        .map(|(k, record)| {
+        .map(|k| {
             let i = &k.key.info;
             [
                 k.key.name.clone(),
@@ -88,19 +82,13 @@ fn write_table(out: &mut impl Write, result: &ScanResult) -> io::Result<()> {
                 k.place().unwrap_or("-").to_string(),
                 apps(i.enabled.usb),
                 apps(i.enabled.nfc),
-                advisories::summary(advisories::labels(record).as_deref(), ","),
             ]
         })
         .collect();
     for u in &result.unreadable_keys {
         let status = if u.access_denied() { "<access denied>" } else { "<unreadable>" };
         let dash = || "-".to_string();
-        rows.push([format!("{} {status}", u.description()), dash(), dash(), dash(), "USB".into(), u.port.clone(), dash(), dash(), dash()]);
-    }
-    for reader in &result.nfc_restricted {
-        let mut row = header.map(|_| "-".to_string());
-        (row[0], row[4], row[5]) = (NFC_RESTRICTED_MESSAGE.to_string(), "NFC".into(), reader.clone());
-        rows.push(row);
+        rows.push([format!("{} {status}", u.description()), dash(), dash(), dash(), "USB".into(), u.port.clone(), dash(), dash()]);
     }
     let mut widths = header.map(str::len);
     for row in &rows {
@@ -149,7 +137,7 @@ mod tests {
 
     #[test]
     fn a_key_with_access_denied_is_a_table_row_and_a_warning() {
-        let result = ScanResult { keys: vec![], records: vec![], unreadable_keys: vec![denied("1-4")], unreadable: 0, nfc_restricted: vec![] };
+        let result = ScanResult { keys: vec![], records: vec![], unreadable_keys: vec![denied("1-4")], unreadable: 0 };
         let mut out = Vec::new();
         write_table(&mut out, &result).unwrap();
         let table = String::from_utf8(out).unwrap();
