@@ -79,11 +79,11 @@ pub enum Applet {
 }
 
 impl Applet {
-    /// The applet's name as ykman's commands spell it (`piv`, `fido`, `openpgp`, `oath`, `otp`).
+    /// The applet's name as the posture fields begin (`piv`, `fido2`, `openpgp`, `oath`, `otp`).
     pub fn as_str(self) -> &'static str {
         match self {
             Applet::Piv => "piv",
-            Applet::Fido2 => "fido",
+            Applet::Fido2 => "fido2",
             Applet::OpenPgp => "openpgp",
             Applet::Oath => "oath",
             Applet::Otp => "otp",
