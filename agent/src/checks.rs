@@ -364,6 +364,7 @@ mod tests {
             drain_rate: 1.0,
             heartbeat: Duration::from_secs(1),
             timeout: Duration::from_secs(30),
+            posture_every: Duration::from_secs(24 * 3600),
             profiles,
         }
     }

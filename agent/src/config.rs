@@ -9,6 +9,7 @@
 //! backoff_cap = "15m"
 //! drain_rate = 10                        # requests per second, at most
 //! heartbeat = "6h"
+//! posture_every = "24h"                  # the service and kiosk re-read a key's posture at most this often
 //! [profiles.eu]
 //! server = "https://eu.example/api/external/ybk-management"
 //! token_file = "/etc/keytally/eu.token"  # or token_env = "VAR", or
@@ -63,6 +64,7 @@ struct RawSync {
     drain_rate: Option<f64>,
     heartbeat: Option<String>,
     timeout: Option<String>,
+    posture_every: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -168,6 +170,8 @@ pub struct Config {
     pub drain_rate: f64,
     pub heartbeat: Duration,
     pub timeout: Duration,
+    /// How often the service and the kiosk read a key's posture again (`sync.posture_every`).
+    pub posture_every: Duration,
     pub profiles: Vec<Profile>,
 }
 
@@ -266,6 +270,7 @@ pub fn load(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Re
     let backoff_cap = dur("sync.backoff_cap", &raw.sync.backoff_cap, Duration::from_secs(15 * 60))?;
     let heartbeat = dur("sync.heartbeat", &raw.sync.heartbeat, Duration::from_secs(6 * 3600))?;
     let timeout = dur("sync.timeout", &raw.sync.timeout, Duration::from_secs(30))?;
+    let posture_every = dur("sync.posture_every", &raw.sync.posture_every, crate::posture::DEFAULT_EVERY)?;
     let drain_rate = raw.sync.drain_rate.unwrap_or(10.0);
     if !(drain_rate.is_finite() && drain_rate > 0.0 && drain_rate <= 1000.0) {
         return Err(bad("sync.drain_rate", format!("{drain_rate} must be between 0 and 1000 requests per second")));
@@ -371,7 +376,7 @@ pub fn load(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Re
         }
         profiles.push(Profile { name, server, auth, ca_file: p.ca_file, pins: p.pin_sha256, match_prefixes: p.match_prefixes });
     }
-    Ok(Config { file, state_dir, max_pending: raw.sync.max_pending.unwrap_or(crate::outbox::DEFAULT_MAX_PENDING), backoff_cap, drain_rate, heartbeat, timeout, profiles })
+    Ok(Config { file, state_dir, max_pending: raw.sync.max_pending.unwrap_or(crate::outbox::DEFAULT_MAX_PENDING), backoff_cap, drain_rate, heartbeat, timeout, posture_every, profiles })
 }
 
 #[cfg(test)]

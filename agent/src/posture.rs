@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use keytally_device::enumerate::{PostureWanted, ScannedKey};
 use keytally_device::identify::Identified;
 use keytally_device::posture::{Posture, PostureRead};
+use keytally_protocol::mapping::posture_record;
+use keytally_protocol::record::{DeviceRecord, Posture as RecordPosture};
 
 /// How often the service and the kiosk read a key's posture again by default.
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(24 * 3600);
@@ -96,18 +98,28 @@ pub fn write_blocks(out: &mut impl Write, keys: &[ScannedKey]) -> io::Result<()>
     Ok(())
 }
 
-/// When each key's posture was last read, kept in `posture-read.json` in the state directory
-/// so a restart does not read every key again. A key is its serial, or (without one) its
-/// name, firmware and form factor.
+/// When each key's posture was last read, and what it was, kept in `posture-read.json` in the
+/// state directory: a key's records between two reads carry the posture last read (also after
+/// a restart), and a restart does not read every key again. A key is its serial, or (without
+/// one) its name, firmware and form factor.
 #[derive(Clone)]
 pub struct PostureSchedule {
     every: Duration,
     file: Option<PathBuf>,
-    last: Arc<Mutex<BTreeMap<String, u64>>>,
+    last: Arc<Mutex<BTreeMap<String, LastRead>>>,
+}
+
+/// One key's last posture read.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct LastRead {
+    /// Seconds since the Unix epoch.
+    at: u64,
+    posture: RecordPosture,
 }
 
 impl PostureSchedule {
-    /// A schedule kept in `state_dir` (`None`: in memory only).
+    /// A schedule kept in `state_dir` (`None`: in memory only); a key is due again `every`
+    /// after its last read.
     pub fn new(every: Duration, state_dir: Option<&Path>) -> Self {
         let file = state_dir.map(|d| d.join("posture-read.json"));
         let last = file
@@ -129,10 +141,13 @@ impl PostureSchedule {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, LastRead>> {
+        self.last.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Whether `key`'s posture is due: never read, or read `every` ago or more.
     pub fn due(&self, key: &Identified) -> bool {
-        let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        last.get(&Self::key_id(key)).is_none_or(|t| Self::now().saturating_sub(*t) >= self.every.as_secs())
+        self.lock().get(&Self::key_id(key)).is_none_or(|l| Self::now().saturating_sub(l.at) >= self.every.as_secs())
     }
 
     /// The policy for a read: the keys that are due.
@@ -141,20 +156,42 @@ impl PostureSchedule {
         PostureWanted::When(Arc::new(move |key: &Identified| this.due(key)))
     }
 
-    /// Notes that `key`'s posture was read now, and saves the schedule (best effort: a state
-    /// directory that cannot be written means posture is read again after a restart).
-    pub fn read_now(&self, key: &Identified) {
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        last.insert(Self::key_id(key), Self::now());
-        if let Some(file) = &self.file {
-            let tmp = file.with_extension("json.tmp");
-            let saved = serde_json::to_vec(&*last)
-                .map_err(io::Error::from)
-                .and_then(|bytes| fs::write(&tmp, bytes))
-                .and_then(|()| fs::rename(&tmp, file));
-            if let Err(e) = saved {
-                tracing::info!("cannot save when posture was read ({}): {e}", file.display());
+    /// After a read: remembers the posture of each key whose posture was read (and saves the
+    /// schedule), and gives each record whose key's posture was not read this time the
+    /// posture last read. `records` are `keys`' records, in the same order.
+    pub fn remember(&self, keys: &[&Identified], postures: &[Option<&PostureRead>], records: &mut [DeviceRecord]) {
+        let mut last = self.lock();
+        let mut changed = false;
+        for ((key, read), record) in keys.iter().zip(postures).zip(records.iter_mut()) {
+            let id = Self::key_id(key);
+            match read {
+                Some(read) => {
+                    last.insert(id, LastRead { at: Self::now(), posture: posture_record(&read.posture) });
+                    changed = true;
+                }
+                None => {
+                    if let (Some(l), Some(o)) = (last.get(&id), record.observation.as_mut()) {
+                        o.posture.get_or_insert_with(|| l.posture.clone());
+                    }
+                }
             }
+        }
+        if changed {
+            self.save(&last);
+        }
+    }
+
+    /// Saves the schedule (best effort: a state directory that cannot be written means
+    /// posture is read again after a restart).
+    fn save(&self, last: &BTreeMap<String, LastRead>) {
+        let Some(file) = &self.file else { return };
+        let tmp = file.with_extension("json.tmp");
+        let saved = serde_json::to_vec(last)
+            .map_err(io::Error::from)
+            .and_then(|bytes| fs::write(&tmp, bytes))
+            .and_then(|()| fs::rename(&tmp, file));
+        if let Err(e) = saved {
+            tracing::info!("cannot save when posture was read ({}): {e}", file.display());
         }
     }
 }
@@ -173,18 +210,27 @@ mod tests {
     }
 
     #[test]
-    fn a_key_is_due_once_per_period_and_the_schedule_survives_a_restart() {
+    fn a_key_is_due_once_per_period_and_its_last_posture_fills_the_records_between() {
         let dir = tempfile::tempdir().unwrap();
         let schedule = PostureSchedule::new(DEFAULT_EVERY, Some(dir.path()));
         let wanted = schedule.wanted();
-        assert!(wanted.wants(&key(1)));
-        schedule.read_now(&key(1));
-        assert!(!wanted.wants(&key(1)), "read a moment ago");
-        assert!(wanted.wants(&key(2)), "another key is still due");
+        let (one, two) = (key(1), key(2));
+        assert!(wanted.wants(&one));
+        let read = PostureRead { posture: Posture { oath_password_set: Some(true), ..Posture::default() }, ..PostureRead::default() };
+        let mut records = vec![crate::inventory::test_record("1", "YubiKey 5A", Some("1"))];
+        schedule.remember(&[&one], &[Some(&read)], &mut records);
+        assert!(!wanted.wants(&one), "read a moment ago");
+        assert!(wanted.wants(&two), "another key is still due");
+
+        // After a restart: not due, and a record read without posture gets the last one.
         let restarted = PostureSchedule::new(DEFAULT_EVERY, Some(dir.path()));
-        assert!(!restarted.due(&key(1)));
+        assert!(!restarted.due(&one));
+        let mut records = vec![crate::inventory::test_record("1", "YubiKey 5A", Some("1")), crate::inventory::test_record("2", "YubiKey 5A", Some("2"))];
+        restarted.remember(&[&one, &two], &[None, None], &mut records);
+        assert_eq!(records[0].observation.as_ref().unwrap().posture.as_ref().unwrap().oath_password_set, Some(true));
+        assert_eq!(records[1].observation.as_ref().unwrap().posture, None, "never read: absent");
         // A zero period reads every time.
-        assert!(PostureSchedule::new(Duration::ZERO, Some(dir.path())).due(&key(1)));
+        assert!(PostureSchedule::new(Duration::ZERO, Some(dir.path())).due(&one));
     }
 
     #[test]

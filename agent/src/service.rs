@@ -9,6 +9,9 @@
 //! - attached keys are re-sent at a jittered heartbeat (the outbox pushes only changed
 //!   records otherwise);
 //! - each record carries the logged-in user as a suggested owner;
+//! - a key's posture is read when the service first sees it and then at most once per
+//!   `sync.posture_every` (24 h by default; [`PostureSchedule`], kept in the state directory);
+//!   the records in between carry the posture last read;
 //! - the tray sees all this through the [`TrayState`] served on the control channel.
 
 use std::collections::HashMap;
@@ -25,6 +28,7 @@ use rand::Rng;
 use crate::config::Config;
 use crate::control::TrayState;
 use crate::outbox::Outbox;
+use crate::posture::PostureSchedule;
 use crate::platform::user::{self, LocalUser};
 use crate::pusher::{Job, PushTiming, Pusher};
 use crate::watch::{Changes, Watch};
@@ -38,6 +42,7 @@ const UNREADABLE_RETRIES: u32 = 3;
 pub fn run(cfg: Config, reader: Option<&str>, timing: PushTiming) -> anyhow::Result<()> {
     let heartbeat = cfg.heartbeat;
     let state_dir = cfg.state_dir.clone();
+    let posture = PostureSchedule::new(cfg.posture_every, Some(&cfg.state_dir));
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let tray = TrayState::new(host);
     let outbox = Outbox::open(&cfg.outbox_path(), cfg.max_pending).context("cannot open the outbox")?;
@@ -55,6 +60,7 @@ pub fn run(cfg: Config, reader: Option<&str>, timing: PushTiming) -> anyhow::Res
         tray,
         retry_at: None,
         unreadable_retries: 0,
+        posture,
     };
     service.rescan(&pusher, false);
     while !pusher.stopping() {
@@ -87,6 +93,8 @@ struct Service {
     /// last change.
     retry_at: Option<Instant>,
     unreadable_retries: u32,
+    /// Whose posture to read, and the posture last read of each key.
+    posture: PostureSchedule,
 }
 
 impl Service {
@@ -116,9 +124,14 @@ impl Service {
     /// Reads every key and pushes what changed. `asked`: a "Sync now" (push even with no
     /// key, so a backlog goes at once, and ask the server for the owners).
     fn rescan(&mut self, pusher: &Pusher, asked: bool) {
-        let scanned = crate::inventory::scan(self.reader.as_deref(), &InterfaceOrder::default(), &self.state_dir);
+        let scanned = crate::inventory::scan_with_posture(self.reader.as_deref(), &InterfaceOrder::default(), &self.state_dir, self.posture.wanted());
         let (records, unreadable) = match scanned {
-            Ok(r) => (r.records, r.unreadable_keys.len()),
+            Ok(mut r) => {
+                let keys: Vec<_> = r.keys.iter().map(|k| &k.key).collect();
+                let postures: Vec<_> = r.keys.iter().map(|k| k.posture.as_ref()).collect();
+                self.posture.remember(&keys, &postures, &mut r.records);
+                (r.records, r.unreadable_keys.len())
+            }
             Err(e) => {
                 tracing::warn!("scan failed: {e:#}");
                 (Vec::new(), 0)

@@ -113,6 +113,7 @@ mod tests {
             drain_rate: 200.0,
             heartbeat: Duration::from_secs(6 * 3600),
             timeout: Duration::from_secs(5),
+            posture_every: Duration::from_secs(24 * 3600),
             profiles: vec![Profile { name: "default".into(), server: server.into(), auth, ca_file: None, pins: vec![], match_prefixes: vec![] }],
         }
     }
