@@ -63,7 +63,7 @@ pub fn lines(p: &Posture) -> Vec<String> {
     };
     vec![
         format!(
-            "PIV      PIN {} ({} tries left), PUK {} ({} tries left), management key {}",
+            "PIV      PIN {} (tries left: {}), PUK {} (tries left: {}), management key {}",
             yes_no(p.piv_pin_default, "default", "changed"),
             num(p.piv_pin_retries),
             yes_no(p.piv_puk_default, "default", "changed"),
@@ -237,7 +237,7 @@ mod tests {
     fn unknown_fields_read_as_question_marks() {
         let p = Posture { piv_pin_default: Some(true), piv_pin_retries: Some(3), otp_slots_configured: Some([false, true]), ..Posture::default() };
         let text = lines(&p).join("\n");
-        assert!(text.contains("PIN default (3 tries left), PUK ? (? tries left)"), "{text}");
+        assert!(text.contains("PIN default (tries left: 3), PUK ? (tries left: ?)"), "{text}");
         assert!(text.contains("slot 1 empty, slot 2 programmed"), "{text}");
         assert!(text.contains("OATH     password ?"), "{text}");
         let read = PostureRead { warnings: vec![], ..PostureRead::default() };
