@@ -14,6 +14,7 @@ use keytally_protocol::record::DeviceRecord;
 /// The keys found, plus what went wrong on the way (already reported on stderr).
 pub struct ScanResult {
     pub keys: Vec<ScannedKey>,
+    /// One per key in `keys`, in the same order.
     pub records: Vec<DeviceRecord>,
     /// Keys that are plugged in but could not be read through any interface.
     pub unreadable_keys: Vec<UnreadableKey>,
@@ -163,6 +164,7 @@ pub(crate) fn test_record(unique_id: &str, name: &str, serial: Option<&str>) -> 
         usb_pid: None,
         tapped_at: None,
         posture: None,
+        advisories: Some(vec![]),
         extra: serde_json::Map::new(),
     });
     r

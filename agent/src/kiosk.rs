@@ -94,7 +94,8 @@ impl Kiosk {
             if let Some(o) = record.observation.as_mut() {
                 o.tapped_at = Some(rfc3339(ctx.observed_at));
             }
-            let tap = TapLine { reader: reader.clone(), name: key.key.name.clone(), serial: key.key.info.serial, unique_id, present_at };
+            let advisories = crate::advisories::labels(&record);
+            let tap = TapLine { reader: reader.clone(), name: key.key.name.clone(), serial: key.key.info.serial, unique_id, advisories, present_at };
             pusher.send(Job { records: vec![record], tap: Some(tap), lookup: false });
             // After the hand-over: the signal takes the reader a few hundred milliseconds.
             self.feedback.give(self.ctx.as_ref(), &reader, Signal::Accepted);

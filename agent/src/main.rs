@@ -2,6 +2,7 @@
 //!
 //! `main` only parses the command line and hands over to a command module.
 
+mod advisories;
 mod agent_id;
 mod checks;
 mod cli;

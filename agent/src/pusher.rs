@@ -28,6 +28,8 @@ pub struct TapLine {
     pub name: String,
     pub serial: Option<u32>,
     pub unique_id: String,
+    /// The key's advisories as `crate::advisories::label`s; `None` when not assessed.
+    pub advisories: Option<Vec<String>>,
     /// When PC/SC reported the card present.
     pub present_at: Instant,
 }
@@ -142,8 +144,14 @@ fn worker(
                             let state = if result.is_ok_and(|r| r.is_ok()) && !is_pending(&outbox, &tap.unique_id) { "synced" } else { "queued" };
                             let serial = tap.serial.map_or_else(|| "no serial".to_string(), |s| format!("serial {s}"));
                             println!(
-                                "{}  {}  {}  {}  {} ({} ms)",
-                                rfc3339(SystemTime::now()), tap.reader, tap.name, serial, state, tap.present_at.elapsed().as_millis()
+                                "{}  {}  {}  {}  {}{} ({} ms)",
+                                rfc3339(SystemTime::now()),
+                                tap.reader,
+                                tap.name,
+                                serial,
+                                crate::advisories::tap_words(tap.advisories.as_deref()),
+                                state,
+                                tap.present_at.elapsed().as_millis()
                             );
                         }
                         None => tracing::info!(records = job.records.len(), backlog, "pushed"),

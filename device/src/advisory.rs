@@ -6,7 +6,8 @@
 //! form factor, applications); [`assess`] returns the advisories that apply, sorted by id, each
 //! `yes` or `if <condition>`. A key whose firmware is unknown is never guessed:
 //! [`Assessment::Unknown`]. [`Assessment::settle`] lets a later posture read turn a condition
-//! into `yes` or drop the advisory.
+//! into `yes` or drop the advisory; [`Assessment::settle_with_posture`] does so with what
+//! [`crate::posture`] read ([`posture_answer`] says which condition keys a posture settles).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -14,6 +15,7 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 
+use crate::posture::Posture;
 use crate::{Capabilities, DeviceInfo, FormFactor, Identified, KeyType, Transport, Version};
 
 /// The data file, as shipped.
@@ -231,12 +233,55 @@ impl Assessment {
         Assessment::Known(settled)
     }
 
+    /// [`Assessment::settle`] with what a posture read found ([`posture_answer`]).
+    pub fn settle_with_posture(self, posture: &Posture) -> Assessment {
+        self.settle(|key| posture_answer(posture, key))
+    }
+
     /// The matches, or `None` when the assessment is unknown.
     pub fn matches(&self) -> Option<&[Match]> {
         match self {
             Assessment::Known(m) => Some(m),
             Assessment::Unknown(_) => None,
         }
+    }
+}
+
+/// The condition keys of the table that a posture read settles, with the posture field that
+/// does; every other key ([`CONDITION_KEYS_NOT_READ`]) stays open whatever posture says.
+pub const CONDITION_KEYS_FROM_POSTURE: &[(&str, &str)] = &[
+    (
+        "otp_slot_configured",
+        "otpSlotsConfigured: slot 1 or slot 2 configured",
+    ),
+    (
+        "openpgp_reset_code_retries_nonzero",
+        "openpgpPinRetries: the reset code's tries (second of three) are not 0",
+    ),
+    ("oath_password_set", "oathPasswordSet"),
+];
+
+/// The condition keys no read of keytally's settles (it would take a PIN, a write, or a read
+/// keytally does not do), with why.
+pub const CONDITION_KEYS_NOT_READ: &[(&str, &str)] = &[
+    ("otp_access_code_set", "the OTP status bytes do not say whether a slot has an access code"),
+    ("ec_keys_in_piv_or_openpgp", "which algorithms PIV and OpenPGP keys use is not part of posture"),
+    ("rsa_keys_generated_on_key", "whether an RSA key was generated on the key or imported cannot be read"),
+    ("neo_openpgp_applet_before_1_0_10", "the NEO's OpenPGP applet version is not read"),
+    ("neo_oath_applet_version_affected", "the NEO's OATH applet version is not read (and the affected versions are not in the table)"),
+];
+
+/// What a posture read says of one condition key: `Some(true)` it holds, `Some(false)` it
+/// does not, `None` the posture does not say (a field not read, or a key posture cannot
+/// settle; see [`CONDITION_KEYS_FROM_POSTURE`]).
+pub fn posture_answer(posture: &Posture, condition_key: &str) -> Option<bool> {
+    match condition_key {
+        "otp_slot_configured" => posture.otp_slots_configured.map(|[one, two]| one || two),
+        "openpgp_reset_code_retries_nonzero" => posture
+            .openpgp_pin_retries
+            .map(|[_, reset_code, _]| reset_code != 0),
+        "oath_password_set" => posture.oath_password_set,
+        _ => None,
     }
 }
 

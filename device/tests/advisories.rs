@@ -595,3 +595,94 @@ fn the_shipped_file_round_trips_through_parse_table() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/advisories.toml")).unwrap();
     assert_eq!(parse_table(&text).unwrap(), table().unwrap());
 }
+
+#[test]
+fn every_condition_key_is_either_settled_by_posture_or_said_not_read() {
+    use keytally_device::advisory::{CONDITION_KEYS_FROM_POSTURE, CONDITION_KEYS_NOT_READ};
+    let listed: Vec<&str> = CONDITION_KEYS_FROM_POSTURE
+        .iter()
+        .chain(CONDITION_KEYS_NOT_READ)
+        .map(|(k, _)| *k)
+        .collect();
+    let mut used = std::collections::BTreeSet::new();
+    for row in table().unwrap() {
+        for key in &row.condition_keys {
+            assert!(
+                listed.contains(&key.as_str()),
+                "{}: condition key {key:?} is in neither list",
+                row.id
+            );
+            used.insert(key.as_str());
+        }
+    }
+    for key in &listed {
+        assert!(used.contains(key), "{key:?} is listed but no row uses it");
+    }
+}
+
+#[test]
+fn a_posture_read_settles_what_it_read() {
+    use keytally_device::advisory::posture_answer;
+    use keytally_device::posture::Posture;
+    let k = yk5_nfc("5.2.4");
+    let ids = |a: &Assessment| -> Vec<(String, String)> {
+        a.matches()
+            .unwrap()
+            .iter()
+            .map(|m| (m.id.clone(), m.applies.to_string()))
+            .collect()
+    };
+    // A reset-code counter of 0 and no configured OTP slot: both conditional advisories go.
+    let clean = Posture {
+        openpgp_pin_retries: Some([3, 0, 3]),
+        otp_slots_configured: Some([false, false]),
+        ..Posture::default()
+    };
+    let settled = assess(&k).settle_with_posture(&clean);
+    assert_eq!(
+        ids(&settled),
+        [
+            ("YSA-2024-02".to_string(), "yes".to_string()),
+            ("YSA-2024-03".to_string(), "yes".to_string())
+        ]
+    );
+    // A non-zero reset-code counter makes YSA-2020-05 certain; a configured slot leaves
+    // YSA-2020-04 on its access code, which posture does not read.
+    let used = Posture {
+        openpgp_pin_retries: Some([3, 3, 3]),
+        otp_slots_configured: Some([true, false]),
+        ..Posture::default()
+    };
+    let settled = ids(&assess(&k).settle_with_posture(&used));
+    assert!(
+        settled.contains(&("YSA-2020-05".into(), "yes".into())),
+        "{settled:?}"
+    );
+    assert!(
+        settled.contains(&(
+            "YSA-2020-04".into(),
+            "if an OTP slot is configured and protected by an access code".into()
+        )),
+        "{settled:?}"
+    );
+    // Fields not read (an applet disabled or failed) settle nothing.
+    assert_eq!(
+        assess(&k).settle_with_posture(&Posture::default()),
+        assess(&k)
+    );
+    assert_eq!(
+        posture_answer(&Posture::default(), "oath_password_set"),
+        None
+    );
+    let oath = Posture {
+        oath_password_set: Some(false),
+        ..Posture::default()
+    };
+    assert_eq!(posture_answer(&oath, "oath_password_set"), Some(false));
+    assert_eq!(posture_answer(&used, "ec_keys_in_piv_or_openpgp"), None);
+    // A NEO whose OATH applet has no password: YSA-2018-01 goes, YSA-2015-1 stays open.
+    let neo = plain(Series::Neo, "3.4.3");
+    let settled = ids(&assess(&neo).settle_with_posture(&oath));
+    assert_eq!(settled.len(), 1, "{settled:?}");
+    assert_eq!(settled[0].0, "YSA-2015-1");
+}

@@ -13,21 +13,27 @@
 //! | `lastUpdate`, `lastUsed` | the observation time, RFC 3339 UTC |
 //! | `code`, `orgCode`, `model.code`, `prodLineCode`, `model.uniqueId` | `null`: only the server knows them |
 //! | `observation.posture` | `keytally_device::posture::Posture` field by field ([`set_posture`]); absent when posture was not read |
+//! | `observation.advisories` | `keytally_device::advisory::assess` on the key's series, firmware, NFC, form factor and applications: `[{id, url, applies}]` sorted by id, `[]` when none applies, `null` when the firmware is unknown (never guessed); a posture read settles the conditions it answers ([`set_posture`], [`settle_advisories`]) |
 
 use std::time::SystemTime;
 
+use keytally_device::advisory::{assess, table, Applies, Assessment, KeyFacts, Match};
 use keytally_device::caps::{Capabilities, Transport};
 use keytally_device::identify::Identified;
+use keytally_device::posture::Posture;
 use serde_json::Map;
 use uuid::Uuid;
 
-use crate::record::{DeviceRecord, Model, Observation, Owners, YubiKey};
+use crate::record::{AdvisoryNotice, DeviceRecord, Model, Observation, Owners, YubiKey};
 
 /// The agent-side facts that go into every record.
 #[derive(Debug, Clone)]
 pub struct ObservationContext {
+    /// The installation's id (`observation.agentId`).
     pub agent_id: Uuid,
+    /// The machine's host name.
     pub host: String,
+    /// When the key was read.
     pub observed_at: SystemTime,
 }
 
@@ -119,6 +125,7 @@ pub fn record_for(key: &Identified, place: Option<&str>, ctx: &ObservationContex
         usb_pid: key.pid.map(|p| p.to_string()),
         tapped_at: None,
         posture: None,
+        advisories: advisory_notices(&advisories_of(key)),
         extra: Map::new(),
     };
     DeviceRecord {
@@ -129,6 +136,53 @@ pub fn record_for(key: &Identified, place: Option<&str>, ctx: &ObservationContex
         observation: Some(observation),
         extra: Map::new(),
     }
+}
+
+/// The advisories that concern a key as identification read it, before any posture read:
+/// conditions that posture could settle stay open (`if …`).
+pub fn advisories_of(key: &Identified) -> Assessment {
+    let assessment = assess(&KeyFacts::from_identified(key));
+    if let Assessment::Unknown(why) = &assessment {
+        tracing::debug!(key = %key.name, "advisories not assessed: {why}");
+    }
+    assessment
+}
+
+/// `observation.advisories` from an assessment: one entry per advisory, in id order, `applies`
+/// `yes` or `if <condition>`; `None` (`null`, not assessed) when the assessment is unknown.
+pub fn advisory_notices(assessment: &Assessment) -> Option<Vec<AdvisoryNotice>> {
+    let matches = assessment.matches()?;
+    Some(
+        matches
+            .iter()
+            .map(|m| AdvisoryNotice { id: m.id.clone(), url: m.url.clone(), applies: m.applies.to_string() })
+            .collect(),
+    )
+}
+
+/// Settles the record's advisory conditions with what a posture read of the same key found
+/// (`keytally_device::advisory::posture_answer`: OTP slots configured, the OpenPGP reset
+/// code's tries, an OATH password); [`set_posture`] calls it. An advisory whose condition the
+/// posture rules out leaves the list; one whose conditions all hold becomes `yes`; the others
+/// stay `if …`. A record whose advisories were not assessed (firmware unknown) stays `null`;
+/// an entry the table does not know stays as it is. Settling twice changes nothing more.
+pub fn settle_advisories(record: &mut DeviceRecord, posture: &Posture) {
+    let Some(notices) = record.observation.as_mut().and_then(|o| o.advisories.as_mut()) else { return };
+    let Ok(rows) = table() else { return };
+    notices.retain_mut(|notice| {
+        let Some(row) = rows.iter().find(|r| r.id == notice.id).filter(|_| !notice.is_certain()) else {
+            return true;
+        };
+        let words = notice.applies.strip_prefix("if ").unwrap_or(&notice.applies).to_string();
+        let open = Match { id: row.id.clone(), url: notice.url.clone(), applies: Applies::If(words), open_conditions: row.condition_keys.clone() };
+        match advisory_notices(&Assessment::Known(vec![open]).settle_with_posture(posture)).unwrap_or_default().pop() {
+            Some(settled) => {
+                *notice = settled;
+                true
+            }
+            None => false,
+        }
+    });
 }
 
 /// `observation.posture` from the device layer's posture, field by field.
@@ -150,10 +204,14 @@ pub fn posture_record(p: &keytally_device::posture::Posture) -> crate::record::P
     }
 }
 
-/// Puts the posture read (if any) into the record's observation; `None` leaves it absent.
+/// Puts the posture read (if any) into the record's observation, and settles the advisory
+/// conditions it answers ([`settle_advisories`]); `None` leaves it absent.
 pub fn set_posture(record: &mut DeviceRecord, posture: Option<&keytally_device::posture::Posture>) {
     if let Some(o) = record.observation.as_mut() {
         o.posture = posture.map(posture_record);
+    }
+    if let Some(p) = posture {
+        settle_advisories(record, p);
     }
 }
 
@@ -218,6 +276,64 @@ mod tests {
         let r = record_for(&key(None), None, &ctx());
         assert!(r.yubikey.serial_number.is_none());
         assert!(!r.yubikey.unique_id.is_empty());
+    }
+
+    fn advisories(r: &DeviceRecord) -> serde_json::Value {
+        serde_json::to_value(r).unwrap()["observation"]["advisories"].clone()
+    }
+
+    #[test]
+    fn advisories_of_a_5_4_3_key_with_urls_in_id_order() {
+        let r = record_for(&key(Some(1)), None, &ctx());
+        let url = |id: &str| format!("https://www.yubico.com/support/security-advisories/{}/", id.to_lowercase());
+        let want: Vec<serde_json::Value> = ["YSA-2024-02", "YSA-2024-03", "YSA-2025-02"]
+            .iter()
+            .map(|id| serde_json::json!({"id": id, "url": url(id), "applies": "yes"}))
+            .collect();
+        assert_eq!(advisories(&r), serde_json::Value::Array(want));
+    }
+
+    #[test]
+    fn a_fixed_firmware_has_an_empty_list_and_an_unknown_one_is_not_guessed() {
+        let mut k = key(Some(1));
+        k.info.version = Version::new(5, 7, 4);
+        assert_eq!(advisories(&record_for(&k, None, &ctx())), serde_json::json!([]));
+        // Firmware not read (0.0.0): `null`, never a guess from the name or the form factor.
+        k.info.version = Version::default();
+        let r = record_for(&k, None, &ctx());
+        assert_eq!(r.observation.as_ref().unwrap().advisories, None);
+        assert!(advisories(&r).is_null());
+        // And posture does not make it assessed either.
+        let mut r2 = r.clone();
+        let all_set = Posture { openpgp_pin_retries: Some([3, 3, 3]), otp_slots_configured: Some([true, true]), oath_password_set: Some(true), ..Posture::default() };
+        settle_advisories(&mut r2, &all_set);
+        assert_eq!(r2, r);
+    }
+
+    #[test]
+    fn conditions_stay_open_until_posture_settles_them() {
+        let mut k = key(Some(1));
+        k.info.version = Version::new(5, 2, 4);
+        let mut r = record_for(&k, None, &ctx());
+        let ysa_2020_05 = |r: &DeviceRecord| advisories(r).as_array().unwrap().iter().find(|a| a["id"] == "YSA-2020-05").cloned();
+        assert_eq!(ysa_2020_05(&r).unwrap()["applies"], "if the OpenPGP reset code retry counter is not zero");
+        assert!(r.observation.as_ref().unwrap().advisories.as_ref().unwrap().iter().any(|a| !a.is_certain()));
+        // A posture read that finds the reset-code counter at 0 drops it; one that finds it
+        // non-zero makes it `yes`; conditions it did not read stay as they were.
+        let reset_code = |tries| Posture { openpgp_pin_retries: Some([3, tries, 3]), ..Posture::default() };
+        let mut settled_yes = r.clone();
+        set_posture(&mut r, Some(&reset_code(0)));
+        assert_eq!(ysa_2020_05(&r), None);
+        assert_eq!(advisories(&r).as_array().unwrap().iter().find(|a| a["id"] == "YSA-2020-04").unwrap()["applies"], "if an OTP slot is configured and protected by an access code");
+        set_posture(&mut settled_yes, Some(&reset_code(3)));
+        assert_eq!(ysa_2020_05(&settled_yes).unwrap()["applies"], "yes");
+        let once = settled_yes.clone();
+        settle_advisories(&mut settled_yes, &reset_code(3));
+        assert_eq!(settled_yes, once, "settling twice changes nothing more");
+        // No posture read: nothing settled.
+        let mut unread = record_for(&k, None, &ctx());
+        set_posture(&mut unread, None);
+        assert_eq!(ysa_2020_05(&unread).unwrap()["applies"], "if the OpenPGP reset code retry counter is not zero");
     }
 
     #[test]

@@ -299,7 +299,32 @@ pub struct Observation {
     /// firmware cannot say, the applet is disabled, or its read failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub posture: Option<Posture>,
+    /// The Yubico security advisories that apply to the key (keytally's table,
+    /// `device/advisories.toml`), sorted by id; `[]` when none applies. `null` when they were
+    /// not assessed: the firmware version was not read, so no range is guessed (also `null`,
+    /// or absent, in records from agents that predate the field).
+    #[serde(default)]
+    pub advisories: Option<Vec<AdvisoryNotice>>,
     /// Fields keytally does not model, kept as they came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// One entry of `observation.advisories`: an advisory that applies to the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdvisoryNotice {
+    /// The advisory's id, e.g. `YSA-2024-03`.
+    pub id: String,
+    /// The URL of Yubico's advisory.
+    pub url: String,
+    /// `yes`, or `if <condition in words>` while the condition is not settled (posture reads
+    /// settle some: an unmet condition drops the entry, a met one makes it `yes`).
+    pub applies: String,
+}
+
+impl AdvisoryNotice {
+    /// Whether it applies as the key stands (`applies` is `yes`), not only under a condition.
+    pub fn is_certain(&self) -> bool {
+        self.applies == "yes"
+    }
 }

@@ -86,6 +86,7 @@ fn an_it_desk_enrolls_keys_one_after_another() {
     desk.wait_for("Waiting for a key", 1);
     let card = insert_preset(&lab, "yk5nfc");
     desk.wait_for("Found: YubiKey 5 NFC  serial 12345678", 1);
+    desk.wait_for("Advisories: YSA-2024-02, YSA-2024-03, YSA-2025-02", 1);
     desk.wait_for("Owner email: ", 1);
     desk.type_line("not-an-email");
     desk.wait_for("is not an email address", 1);

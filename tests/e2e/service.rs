@@ -69,6 +69,8 @@ fn taps_are_pushed_merged_queued_and_delivered() {
     let line = next_line(&rx, Duration::from_secs(10));
     assert!(line.contains(lab.reader_name()) && line.contains("YubiKey 5 NFC") && line.contains("serial 12345678"), "{line}");
     assert!(line.contains("synced"), "{line}");
+    // A 5.4.3 key: its advisories' ids, before the push state.
+    assert!(line.contains("serial 12345678  advisories YSA-2024-02,YSA-2024-03,YSA-2025-02  synced"), "{line}");
     let on_server = sb.store().device("12345678").expect("the tap reached the server");
     assert!(on_server["observation"]["tappedAt"].is_string());
 

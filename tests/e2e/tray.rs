@@ -369,7 +369,8 @@ fn tray_on_a_virtual_desktop() {
     );
 
     // (4) The tray reconnects by itself and lists the key with the server's owner and status.
-    let want = "YubiKey 5 NFC · 12345678 · alice@example.com · Active";
+    // (A 5.4.3 key: with its advisories' ids.)
+    let want = "YubiKey 5 NFC · 12345678 · alice@example.com · Active · advisories YSA-2024-02, YSA-2024-03, YSA-2025-02";
     let entries = menu_with(want, Duration::from_secs(20));
     let labels: Vec<&str> = entries.iter().map(|e| e.label.as_str()).collect();
     println!("menu: {labels:#?}");

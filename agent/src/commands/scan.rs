@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use keytally_device::caps::{Capabilities, Transport};
 use keytally_device::enumerate::{PostureWanted, ScannedKey};
 
+use crate::advisories;
 use crate::cli::ScanArgs;
 use crate::config::state_dir_for_reading;
 use crate::exit::EXIT_NO_TRANSPORT;
@@ -59,7 +60,8 @@ fn via(k: &ScannedKey) -> String {
     }
 }
 
-/// The human view: one line per key, readable or not.
+/// The human view: one line per key, readable or not. ADVISORIES names the Yubico advisories
+/// that apply (ids; `(if)` under a condition), `none`, or `not assessed` (firmware unknown).
 fn write_table(out: &mut impl Write, result: &ScanResult) -> io::Result<()> {
     if result.keys.is_empty() && result.unreadable_keys.is_empty() {
         return match result.unreadable {
@@ -67,11 +69,12 @@ fn write_table(out: &mut impl Write, result: &ScanResult) -> io::Result<()> {
             n => writeln!(out, "No readable YubiKey found ({n} reader(s) with a card that did not answer correctly; see the warnings)."),
         };
     }
-    let header = ["NAME", "SERIAL", "FIRMWARE", "FORM FACTOR", "VIA", "READER/PORT", "USB ENABLED", "NFC ENABLED"];
-    let mut rows: Vec<[String; 8]> = result
+    let header = ["NAME", "SERIAL", "FIRMWARE", "FORM FACTOR", "VIA", "READER/PORT", "USB ENABLED", "NFC ENABLED", "ADVISORIES"];
+    let mut rows: Vec<[String; 9]> = result
         .keys
         .iter()
-        .map(|k| {
+        .zip(&result.records)
+        .map(|(k, record)| {
             let i = &k.key.info;
             [
                 k.key.name.clone(),
@@ -82,13 +85,14 @@ fn write_table(out: &mut impl Write, result: &ScanResult) -> io::Result<()> {
                 k.place().unwrap_or("-").to_string(),
                 apps(i.enabled.usb),
                 apps(i.enabled.nfc),
+                advisories::summary(advisories::labels(record).as_deref(), ","),
             ]
         })
         .collect();
     for u in &result.unreadable_keys {
         let status = if u.access_denied() { "<access denied>" } else { "<unreadable>" };
         let dash = || "-".to_string();
-        rows.push([format!("{} {status}", u.description()), dash(), dash(), dash(), "USB".into(), u.port.clone(), dash(), dash()]);
+        rows.push([format!("{} {status}", u.description()), dash(), dash(), dash(), "USB".into(), u.port.clone(), dash(), dash(), dash()]);
     }
     let mut widths = header.map(str::len);
     for row in &rows {

@@ -56,6 +56,10 @@ pub struct KeyView {
     /// The server's status name for the key.
     pub status: Option<String>,
     pub tags: Vec<String>,
+    /// The Yubico advisories that apply to the key, as `crate::advisories::label`s (ids, `(if)`
+    /// under a condition); `None` when not assessed (firmware unknown, or an older service).
+    #[serde(default)]
+    pub advisories: Option<Vec<String>>,
 }
 
 /// The sync state over every server profile.

@@ -122,6 +122,7 @@ fn key_view(record: &DeviceRecord) -> Option<KeyView> {
         serial: y.serial_number.as_deref().and_then(|n| n.parse().ok()),
         firmware: y.firmware_version.clone(),
         transport: record.observation.as_ref().map(|o| o.transport.clone()).unwrap_or_default(),
+        advisories: crate::advisories::labels(record),
         ..KeyView::default()
     })
     .filter(|k| !k.unique_id.is_empty())
@@ -143,6 +144,7 @@ mod tests {
         assert_eq!(s.keys.iter().map(|k| k.unique_id.as_str()).collect::<Vec<_>>(), ["1", "2"]);
         assert_eq!(s.keys[0].serial, Some(1));
         assert_eq!(s.keys[0].transport, "usb");
+        assert_eq!(s.keys[0].advisories, Some(vec![]), "the records' advisories (none) reach the tray");
         board.set_keys(&[record("2", "YubiKey 5C", Some("2")), record("1", "YubiKey 5 NFC", Some("1"))]);
         assert!(!rx.has_changed().unwrap(), "the same keys again is no change");
         let device = json!({"owners": {"count": 1, "items": [{"name": "Alice", "email": "alice@example.com"}]}, "status": {"name": "Active"}, "tags": [{"name": "desk"}]});

@@ -112,6 +112,7 @@ impl Desk<'_> {
             key.reader
         );
         let mut record = record_for(k, Some(&key.reader), observed);
+        println!("Advisories: {}", crate::advisories::summary(crate::advisories::labels(&record).as_deref(), ", "));
 
         if let Some(owner) = self.enrolled_owner(&record.yubikey.unique_id) {
             println!("! This key is already enrolled to {owner}.");

@@ -167,8 +167,9 @@ pub fn build(view: &View, now: SystemTime) -> Menu {
     Menu { entries, title, tone }
 }
 
-/// "YubiKey 5 NFC · 12345678 · alice@example.com · Active": owner and status only when the
-/// server knows them.
+/// "YubiKey 5 NFC · 12345678 · alice@example.com · Active · advisories YSA-2024-03": owner and
+/// status only when the server knows them, advisories only when some apply (or, `not
+/// assessed`, when the firmware is unknown).
 pub fn key_label(key: &KeyView) -> String {
     let mut parts = vec![if key.name.is_empty() { "YubiKey".to_string() } else { one_line(&key.name) }];
     parts.push(match key.serial {
@@ -180,6 +181,9 @@ pub fn key_label(key: &KeyView) -> String {
     }
     if let Some(s) = key.status.as_deref().filter(|s| !s.is_empty()) {
         parts.push(one_line(s));
+    }
+    if key.advisories.as_ref().is_none_or(|a| !a.is_empty()) {
+        parts.push(one_line(&format!("advisories {}", crate::advisories::summary(key.advisories.as_deref(), ", "))));
     }
     parts.join(" · ")
 }
@@ -253,6 +257,7 @@ mod tests {
             owner: owner.map(Into::into),
             status: status.map(Into::into),
             tags: vec![],
+            advisories: Some(vec![]),
         }
     }
 
@@ -363,6 +368,17 @@ mod tests {
         let m = build(&View::Refused("uid 1001 is not served".into()), SystemTime::now());
         assert!(labels(&m).contains(&"⚠ uid 1001 is not served".to_string()));
         assert_eq!(m.tone, Tone::Error);
+    }
+
+    #[test]
+    fn a_key_names_its_advisories() {
+        let mut k = key("YubiKey 5 NFC", Some(12345678), None, Some("Active"));
+        k.advisories = Some(vec!["YSA-2024-02".into(), "YSA-2024-03".into(), "YSA-2025-02".into()]);
+        assert_eq!(key_label(&k), "YubiKey 5 NFC · 12345678 · Active · advisories YSA-2024-02, YSA-2024-03, YSA-2025-02");
+        k.advisories = Some(vec!["YSA-2015-1 (if)".into()]);
+        assert_eq!(key_label(&k), "YubiKey 5 NFC · 12345678 · Active · advisories YSA-2015-1 (if)");
+        k.advisories = None;
+        assert_eq!(key_label(&k), "YubiKey 5 NFC · 12345678 · Active · advisories not assessed");
     }
 
     #[test]

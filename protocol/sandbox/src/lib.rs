@@ -243,6 +243,9 @@ async fn put_device(
     if body_id != Some(unique_id.as_str()) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, "yubikey.uniqueId in the body does not match the URL");
     }
+    if let Err(problem) = check_observation(&record) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, problem);
+    }
     let idem = match headers.get("idempotency-key") {
         None => None,
         Some(v) => match v.to_str().ok().and_then(parse_hyphenated_uuid) {
@@ -255,6 +258,28 @@ async fn put_device(
         Ok(Upsert::Updated) | Ok(Upsert::Replayed) => (StatusCode::OK, Json(record)).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("store: {e}")),
     }
+}
+
+/// The parts of the agent's `observation` that `openapi.yaml` types: when present it is an
+/// object, and its `advisories` is `null` or a list of objects with the strings `id`, `url` and
+/// `applies`. Everything else in it is stored as sent.
+fn check_observation(record: &Value) -> Result<(), &'static str> {
+    let Some(observation) = record.get("observation") else { return Ok(()) };
+    let Some(observation) = observation.as_object() else {
+        return Err("observation must be an object");
+    };
+    let advisories = match observation.get("advisories") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err("observation.advisories must be null or a list"),
+    };
+    for a in advisories {
+        let field = |name| a.get(name).and_then(Value::as_str);
+        if field("id").is_none() || field("url").is_none() || field("applies").is_none() {
+            return Err("each of observation.advisories must have the strings id, url and applies");
+        }
+    }
+    Ok(())
 }
 
 async fn get_device(State(shared): State<Arc<Shared>>, Path(unique_id): Path<String>, headers: HeaderMap) -> Response {
@@ -467,6 +492,20 @@ mod tests {
         assert_eq!(parse_hyphenated_uuid(id).as_deref(), Some("67e55044-10b1-426f-9247-bb680e5fe0c8"));
         for bad in ["67e5504410b1426f9247bb680e5fe0c8", "{67e55044-10b1-426f-9247-bb680e5fe0c8}", "urn:uuid:67e55044-10b1-426f-9247-bb680e5fe0c8", "67e55044-10b1-426f-9247-bb680e5fe0cg", ""] {
             assert_eq!(parse_hyphenated_uuid(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn observation_advisories_are_checked_the_rest_is_not() {
+        let with = |observation: Value| json!({"yubikey": {"uniqueId": "1"}, "observation": observation});
+        assert!(check_observation(&json!({"yubikey": {"uniqueId": "1"}})).is_ok());
+        assert!(check_observation(&with(json!({"gen": 2}))).is_ok());
+        assert!(check_observation(&with(json!({"advisories": null}))).is_ok());
+        assert!(check_observation(&with(json!({"advisories": []}))).is_ok());
+        let ok = json!({"id": "YSA-2024-03", "url": "https://www.yubico.com/support/security-advisories/ysa-2024-03/", "applies": "yes", "more": 1});
+        assert!(check_observation(&with(json!({"advisories": [ok]}))).is_ok());
+        for bad in [with(json!(null)), with(json!([1])), with(json!({"advisories": "YSA-2024-03"})), with(json!({"advisories": [{"id": "YSA-2024-03"}]})), with(json!({"advisories": [{"id": 1, "url": "u", "applies": "yes"}]}))] {
+            assert!(check_observation(&bad).is_err(), "{bad}");
         }
     }
 }
