@@ -172,6 +172,8 @@ impl PostureSchedule {
                 None => {
                     if let (Some(l), Some(o)) = (last.get(&id), record.observation.as_mut()) {
                         o.posture.get_or_insert_with(|| l.posture.clone());
+                        // The advisories it settles, as on the day it was read.
+                        keytally_protocol::mapping::settle_advisories(record);
                     }
                 }
             }

@@ -686,3 +686,111 @@ fn a_posture_read_settles_what_it_read() {
     assert_eq!(settled.len(), 1, "{settled:?}");
     assert_eq!(settled[0].0, "YSA-2015-1");
 }
+
+/// The README's advisory table, as the data file gives it: one row per advisory (its id linked
+/// to Yubico's page), the affected series and firmware ranges, when it matters, and whether
+/// every range was read from a Yubico source.
+fn readme_table() -> String {
+    fn series_name(s: Series) -> &'static str {
+        match s {
+            Series::Neo => "YubiKey NEO",
+            Series::Yubikey4 => "YubiKey 4",
+            Series::Yubikey4Fips => "YubiKey FIPS (4 Series)",
+            Series::Yubikey5 => "YubiKey 5",
+            Series::Yubikey5Fips => "YubiKey 5 FIPS",
+            Series::Yubikey5Cspn => "YubiKey 5 CSPN",
+            Series::SecurityKey => "Security Key",
+            Series::YubikeyBio => "YubiKey Bio",
+        }
+    }
+    let mut out = String::from(
+        "| advisory | published | title | series: affected firmware | applications | matters when | ranges confirmed |\n|---|---|---|---|---|---|---|\n",
+    );
+    for a in table().unwrap() {
+        let ranges: Vec<String> = a
+            .affected
+            .iter()
+            .map(|r| {
+                let series: Vec<&str> = r.series.iter().map(|s| series_name(*s)).collect();
+                let mut only = Vec::new();
+                if r.requires_nfc {
+                    only.push("with NFC".to_string());
+                }
+                if let Some(ffs) = &r.form_factors {
+                    let names: Vec<&str> = ffs
+                        .iter()
+                        .map(|f| match f {
+                            FormFactor::UsbAKeychain => "USB-A keychain",
+                            FormFactor::UsbANano => "USB-A nano",
+                            FormFactor::UsbCKeychain => "USB-C keychain",
+                            FormFactor::UsbCNano => "USB-C nano",
+                            FormFactor::UsbCLightning => "USB-C and Lightning",
+                            FormFactor::UsbABio => "USB-A Bio",
+                            FormFactor::UsbCBio => "USB-C Bio",
+                            FormFactor::Unknown => "unknown form factor",
+                        })
+                        .collect();
+                    only.push(names.join(", "));
+                }
+                let only = if only.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", only.join(", "))
+                };
+                format!(
+                    "{}{only}: {} to before {}",
+                    series.join(", "),
+                    r.from,
+                    r.before
+                )
+            })
+            .collect();
+        let when = match (&a.condition, a.unconditional_with.is_empty()) {
+            (None, _) => "always".to_string(),
+            (Some(c), true) => c.clone(),
+            (Some(c), false) => format!(
+                "always on a key with {}; otherwise if {c}",
+                a.unconditional_with.join(" or ")
+            ),
+        };
+        let confirmed = if a.confirmed {
+            "yes"
+        } else {
+            "no (see `source` in the data file)"
+        };
+        out.push_str(&format!(
+            "| [{}]({}) | {} | {} | {} | {} | {} | {} |\n",
+            a.id,
+            a.url,
+            a.published,
+            a.title,
+            ranges.join("; "),
+            a.applications.join(", "),
+            when,
+            confirmed
+        ));
+    }
+    out
+}
+
+/// README.md's advisory table is the data file's: this fails when either changes alone, and
+/// prints the table to paste.
+#[test]
+fn the_readme_table_matches_the_data_file() {
+    const BEGIN: &str = "<!-- advisory table: generated from device/advisories.toml; checked by device/tests/advisories.rs -->\n";
+    const END: &str = "<!-- end of the advisory table -->";
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let want = readme_table();
+    let Some(shown) = readme
+        .split_once(BEGIN)
+        .and_then(|(_, rest)| rest.split_once(END))
+        .map(|(table, _)| table)
+    else {
+        panic!("README.md has no advisory table between\n{BEGIN}and\n{END}\nHere it is:\n{want}");
+    };
+    assert!(
+        shown == want,
+        "README.md's advisory table differs from device/advisories.toml; the table should be:\n{want}"
+    );
+}

@@ -160,14 +160,17 @@ pub fn advisory_notices(assessment: &Assessment) -> Option<Vec<AdvisoryNotice>> 
     )
 }
 
-/// Settles the record's advisory conditions with what a posture read of the same key found
-/// (`keytally_device::advisory::posture_answer`: OTP slots configured, the OpenPGP reset
-/// code's tries, an OATH password); [`set_posture`] calls it. An advisory whose condition the
-/// posture rules out leaves the list; one whose conditions all hold becomes `yes`; the others
-/// stay `if …`. A record whose advisories were not assessed (firmware unknown) stays `null`;
-/// an entry the table does not know stays as it is. Settling twice changes nothing more.
-pub fn settle_advisories(record: &mut DeviceRecord, posture: &Posture) {
-    let Some(notices) = record.observation.as_mut().and_then(|o| o.advisories.as_mut()) else { return };
+/// Settles the record's advisory conditions with the posture it carries
+/// (`observation.posture`, via `keytally_device::advisory::posture_answer`: OTP slots
+/// configured, the OpenPGP reset code's tries, an OATH password). [`set_posture`] calls it;
+/// so must whatever else gives a record a posture (the service's last-read posture). An
+/// advisory whose condition the posture rules out leaves the list; one whose conditions all
+/// hold becomes `yes`; the others stay `if …`. Without a posture nothing changes; a record
+/// whose advisories were not assessed (firmware unknown) stays `null`; an entry the table
+/// does not know stays as it is. Settling twice changes nothing more.
+pub fn settle_advisories(record: &mut DeviceRecord) {
+    let Some(o) = record.observation.as_mut() else { return };
+    let (Some(posture), Some(notices)) = (o.posture.as_ref().map(device_posture), o.advisories.as_mut()) else { return };
     let Ok(rows) = table() else { return };
     notices.retain_mut(|notice| {
         let Some(row) = rows.iter().find(|r| r.id == notice.id).filter(|_| !notice.is_certain()) else {
@@ -175,7 +178,7 @@ pub fn settle_advisories(record: &mut DeviceRecord, posture: &Posture) {
         };
         let words = notice.applies.strip_prefix("if ").unwrap_or(&notice.applies).to_string();
         let open = Match { id: row.id.clone(), url: notice.url.clone(), applies: Applies::If(words), open_conditions: row.condition_keys.clone() };
-        match advisory_notices(&Assessment::Known(vec![open]).settle_with_posture(posture)).unwrap_or_default().pop() {
+        match advisory_notices(&Assessment::Known(vec![open]).settle_with_posture(&posture)).unwrap_or_default().pop() {
             Some(settled) => {
                 *notice = settled;
                 true
@@ -185,23 +188,32 @@ pub fn settle_advisories(record: &mut DeviceRecord, posture: &Posture) {
     });
 }
 
+/// A posture struct built from another with the same fields (the device layer's and the
+/// record's `observation.posture`), field by field: the one list of posture fields.
+macro_rules! same_posture {
+    ($to:path, $p:expr) => {{
+        let p = $p;
+        $to {
+            piv_pin_default: p.piv_pin_default,
+            piv_puk_default: p.piv_puk_default,
+            piv_management_key_default: p.piv_management_key_default,
+            piv_pin_retries: p.piv_pin_retries,
+            piv_puk_retries: p.piv_puk_retries,
+            fido2_pin_set: p.fido2_pin_set,
+            fido2_uv_enrolled: p.fido2_uv_enrolled,
+            fido2_force_pin_change: p.fido2_force_pin_change,
+            fido2_min_pin_length: p.fido2_min_pin_length,
+            fido2_remaining_discoverable_credentials: p.fido2_remaining_discoverable_credentials,
+            openpgp_pin_retries: p.openpgp_pin_retries,
+            oath_password_set: p.oath_password_set,
+            otp_slots_configured: p.otp_slots_configured,
+        }
+    }};
+}
+
 /// `observation.posture` from the device layer's posture, field by field.
 pub fn posture_record(p: &keytally_device::posture::Posture) -> crate::record::Posture {
-    crate::record::Posture {
-        piv_pin_default: p.piv_pin_default,
-        piv_puk_default: p.piv_puk_default,
-        piv_management_key_default: p.piv_management_key_default,
-        piv_pin_retries: p.piv_pin_retries,
-        piv_puk_retries: p.piv_puk_retries,
-        fido2_pin_set: p.fido2_pin_set,
-        fido2_uv_enrolled: p.fido2_uv_enrolled,
-        fido2_force_pin_change: p.fido2_force_pin_change,
-        fido2_min_pin_length: p.fido2_min_pin_length,
-        fido2_remaining_discoverable_credentials: p.fido2_remaining_discoverable_credentials,
-        openpgp_pin_retries: p.openpgp_pin_retries,
-        oath_password_set: p.oath_password_set,
-        otp_slots_configured: p.otp_slots_configured,
-    }
+    same_posture!(crate::record::Posture, p)
 }
 
 /// Puts the posture read (if any) into the record's observation, and settles the advisory
@@ -210,9 +222,12 @@ pub fn set_posture(record: &mut DeviceRecord, posture: Option<&keytally_device::
     if let Some(o) = record.observation.as_mut() {
         o.posture = posture.map(posture_record);
     }
-    if let Some(p) = posture {
-        settle_advisories(record, p);
-    }
+    settle_advisories(record);
+}
+
+/// The device layer's posture from `observation.posture` (the inverse of [`posture_record`]).
+fn device_posture(p: &crate::record::Posture) -> Posture {
+    same_posture!(Posture, p)
 }
 
 /// Whether a record came over NFC (kiosk taps) or USB.
@@ -306,7 +321,8 @@ mod tests {
         // And posture does not make it assessed either.
         let mut r2 = r.clone();
         let all_set = Posture { openpgp_pin_retries: Some([3, 3, 3]), otp_slots_configured: Some([true, true]), oath_password_set: Some(true), ..Posture::default() };
-        settle_advisories(&mut r2, &all_set);
+        set_posture(&mut r2, Some(&all_set));
+        r2.observation.as_mut().unwrap().posture = None;
         assert_eq!(r2, r);
     }
 
@@ -328,8 +344,13 @@ mod tests {
         set_posture(&mut settled_yes, Some(&reset_code(3)));
         assert_eq!(ysa_2020_05(&settled_yes).unwrap()["applies"], "yes");
         let once = settled_yes.clone();
-        settle_advisories(&mut settled_yes, &reset_code(3));
+        settle_advisories(&mut settled_yes);
         assert_eq!(settled_yes, once, "settling twice changes nothing more");
+        // A posture put in by hand (the service's last read) settles the same way.
+        let mut later = record_for(&k, None, &ctx());
+        later.observation.as_mut().unwrap().posture = Some(posture_record(&reset_code(0)));
+        settle_advisories(&mut later);
+        assert_eq!(ysa_2020_05(&later), None);
         // No posture read: nothing settled.
         let mut unread = record_for(&k, None, &ctx());
         set_posture(&mut unread, None);

@@ -98,3 +98,49 @@ fn sync_once_delivers_them_to_the_server() {
     let stored = setup.sb.store().device("12345678").expect("the key reached the server");
     assert_eq!(stored["observation"]["advisories"], certain(&["YSA-2024-02", "YSA-2024-03", "YSA-2025-02"]));
 }
+
+/// A YubiKey 5 NFC with firmware 5.2.4 (the range of the OTP access-code and OpenPGP
+/// reset-code advisories) and the given posture.
+fn yk5nfc_5_2_4(posture: keytally_virtual_key::Posture) -> keytally_virtual_key::KeyModel {
+    let mut model = keytally_virtual_key::KeyModel::preset("yk5nfc").unwrap().with_posture(posture);
+    model.version = keytally_virtual_key::model::Version::new(5, 2, 4);
+    model
+}
+
+/// `(id, applies)` of each entry of the record `scan --json ARGS` prints for `model`.
+fn advisories_with(lab: &PcscLab, model: keytally_virtual_key::KeyModel, args: &[&str]) -> Vec<(String, String)> {
+    let card = support::insert(lab, model);
+    let records: Vec<Value> = serde_json::from_str(&scan(lab, &[&["--json"], args].concat())).unwrap();
+    card.remove().unwrap();
+    records[0]["observation"]["advisories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["id"].as_str().unwrap().to_string(), a["applies"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// `scan --posture` settles the conditions its reads answer: the OpenPGP reset-code counter
+/// (YSA-2020-05) and whether an OTP slot is configured (YSA-2020-04); a plain scan leaves them
+/// open.
+#[test]
+fn a_posture_read_settles_the_conditions_it_answers() {
+    let Some(lab) = lab() else { return };
+    let pair = |id: &str, applies: &str| (id.to_string(), applies.to_string());
+    let otp_if = pair("YSA-2020-04", "if an OTP slot is configured and protected by an access code");
+    let pgp_if = pair("YSA-2020-05", "if the OpenPGP reset code retry counter is not zero");
+    let fido = [pair("YSA-2024-02", "yes"), pair("YSA-2024-03", "yes")];
+
+    // Factory posture: reset-code counter 0, no OTP slot configured.
+    let factory = keytally_virtual_key::Posture::default();
+    let plain = advisories_with(&lab, yk5nfc_5_2_4(factory.clone()), &[]);
+    assert_eq!(plain, [otp_if.clone(), pgp_if.clone(), fido[0].clone(), fido[1].clone()]);
+    let settled = advisories_with(&lab, yk5nfc_5_2_4(factory), &["--posture"]);
+    assert_eq!(settled, fido, "both conditions ruled out");
+
+    // A reset code set (3 tries) and slot 1 configured: YSA-2020-05 certain; YSA-2020-04 still
+    // hangs on an access code, which no read tells.
+    let used = keytally_virtual_key::Posture { openpgp_pin_retries: [3, 3, 3], otp_slots_configured: [true, false], ..Default::default() };
+    let settled = advisories_with(&lab, yk5nfc_5_2_4(used), &["--posture"]);
+    assert_eq!(settled, [otp_if, pair("YSA-2020-05", "yes"), fido[0].clone(), fido[1].clone()]);
+}
