@@ -66,8 +66,8 @@ wine sc start keytally >/dev/null 2>&1; say start_rc $?
 wait_state RUNNING 20 && say running yes
 # Give the service time to find the key and push it (the host checks the sandbox).
 i=0; while [ $i -lt 30 ] && [ ! -f "$out/arrived" ]; do sleep 1; i=$((i + 1)); done
-t=$(date +%s%N); wine sc stop keytally >/dev/null 2>&1
-wait_state STOPPED 15 && say stopped_ms $(( ($(date +%s%N) - t) / 1000000 ))
+t=$(date +%s%N); say stop_answer "$(wine sc stop keytally 2>&1 | tr -d '\r' | awk '/STATE|FAILED|error/' | tr -s ' \n' ' ')"
+if wait_state STOPPED 15; then say stopped_ms $(( ($(date +%s%N) - t) / 1000000 )); else say stop_state "$(state) after 15 s"; fi
 t=$(date +%s); wine msiexec /x "$msi" /qn; say uninstall_rc $?; say uninstall_s $(( $(date +%s) - t ))
 [ -z "$(svc ImagePath)" ] && say service_removed yes
 [ ! -e "$pf/keytally.exe" ] && say exe_removed yes
@@ -102,7 +102,7 @@ check() {   # $1 description; the condition is the command that ran just before:
 case "$(r image)" in *keytally.exe*config.toml*service*) c=0 ;; *) c=1 ;; esac; check "the service runs keytally.exe --config …config.toml service ($(r image))"
 [ "$(r noconfig_state)" = STOPPED ] && [ "$(r noconfig_exit)" = "2" ]; c=$?; check "without a config the service stops with exit code 2 (state $(r noconfig_state), service exit $(r noconfig_exit))"
 [ -f "$WORK/arrived" ] && [ "$(r running)" = yes ]; c=$?; check "with a config the started service pushed the virtual key to the sandbox"
-[ -n "$(r stopped_ms)" ]; c=$?; check "sc stop stops the service ($(r stopped_ms) ms)"
+[ -n "$(r stopped_ms)" ]; c=$?; check "sc stop stops the service ($(r stopped_ms) ms$(r stop_state))"
 [ "$(r uninstall_rc)" = 0 ] && [ "$(r service_removed)" = yes ] && [ "$(r exe_removed)" = yes ] && [ "$(r data_kept)" = yes ]
 c=$?; check "msiexec /x /qn removes the service and the program, keeps C:\\ProgramData\\keytally (exit $(r uninstall_rc), $(r uninstall_s) s)"
 if [ "$FAILED" != 0 ]; then sed 's/^/      | /' "$WORK/results" "$WORK/lab.log" 2>/dev/null | tail -n 40; fi
