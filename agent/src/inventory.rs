@@ -3,13 +3,19 @@
 //! records, and the keys and readers that could not be read (reported on stderr as found).
 
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use keytally_device::error::LinkError;
 use keytally_device::enumerate::{PostureWanted, ScanOptions};
 use keytally_device::enumerate::{scan_all, FullScanOptions, InterfaceOrder, Report, ScannedKey, UnreadableKey};
 use keytally_protocol::mapping::{record_for, set_posture, ObservationContext};
 use keytally_protocol::record::DeviceRecord;
+
+/// How long one PC/SC reader may take in a scan before it is given up (and named). A key
+/// takes milliseconds, a fallback-chain read over a slow NFC reader well under a second; a
+/// person running `keytally scan` beside a stalled card should not wait the device layer's
+/// 10 s default for the keys that did answer.
+pub const READER_DEADLINE: Duration = Duration::from_secs(3);
 
 /// The keys found, plus what went wrong on the way (already reported on stderr).
 pub struct ScanResult {
@@ -18,8 +24,10 @@ pub struct ScanResult {
     pub records: Vec<DeviceRecord>,
     /// Keys that are plugged in but could not be read through any interface.
     pub unreadable_keys: Vec<UnreadableKey>,
-    /// Readers with a card that could not be read.
+    /// Readers with a card that could not be read (not counting the next).
     pub unreadable: usize,
+    /// Readers with a YubiKey in NFC restricted mode (nothing identifying can be read).
+    pub nfc_restricted: Vec<String>,
 }
 
 /// Scans every transport. Fails only when none could be scanned at all: PC/SC is unusable
@@ -32,7 +40,7 @@ pub fn scan(reader: Option<&str>, interfaces: &InterfaceOrder, state_dir: &Path)
 /// an applet whose posture could not be read is a warning naming the reader or port.
 pub fn scan_with_posture(reader: Option<&str>, interfaces: &InterfaceOrder, state_dir: &Path, posture: PostureWanted) -> Result<ScanResult, LinkError> {
     let opts = FullScanOptions {
-        pcsc: ScanOptions { reader_filter: reader.map(str::to_string), ..ScanOptions::default() },
+        pcsc: ScanOptions { reader_filter: reader.map(str::to_string), reader_timeout: READER_DEADLINE, ..ScanOptions::default() },
         order: interfaces.clone(),
         usb: reader.is_none(),
         ..FullScanOptions::default()
@@ -79,8 +87,11 @@ pub fn scan_with_posture(reader: Option<&str>, interfaces: &InterfaceOrder, stat
             record
         })
         .collect();
+    let nfc_restricted: Vec<String> =
+        report.reader_problems.iter().filter(|p| p.error == keytally_device::Error::NfcRestricted).map(|p| p.reader.clone()).collect();
     Ok(ScanResult {
-        unreadable: report.reader_problems.len(),
+        unreadable: report.reader_problems.len() - nfc_restricted.len(),
+        nfc_restricted,
         keys: report.keys,
         records,
         unreadable_keys: report.unreadable,
@@ -94,6 +105,10 @@ pub fn collect_records(reader: Option<&str>, state_dir: &Path) -> anyhow::Result
 
 fn warn_problems(report: &Report, interfaces: &InterfaceOrder) {
     for p in &report.reader_problems {
+        if p.error == keytally_device::Error::NfcRestricted {
+            eprintln!("keytally: reader \"{}\": {}", p.reader, p.error);
+            continue;
+        }
         eprintln!("keytally: warning: reader \"{}\": could not read the key: {}", p.reader, p.error);
         if matches!(p.error, keytally_device::Error::Link(LinkError::SharingViolation)) {
             eprintln!(

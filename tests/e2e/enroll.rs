@@ -139,3 +139,47 @@ fn an_it_desk_enrolls_keys_one_after_another() {
     desk.wait_for("Enrolled 1 key(s): 1 synced, 0 queued.", 1);
     assert_eq!(sb.store().device("12345678").unwrap()["owners"]["items"][0]["email"], "carol@example.com");
 }
+
+/// Issue 12 §1/§2 at the desk, with four readers: a card that stalls one reader (40 s READ
+/// CONFIG) and a key in NFC restricted mode on another do not hold up the key tapped on a
+/// third; the restricted key is named with what to do (plug it in, the desk waits for it over
+/// USB), and the stalled one is given up at the desk's read deadline with one line.
+#[test]
+fn a_desk_reads_past_a_stalled_reader_and_names_a_restricted_key() {
+    if !support::require_tools(&["tmux"], "apt install tmux") {
+        return;
+    }
+    let lab = match PcscLab::start_readers(4) {
+        Ok(lab) => lab,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return support::skip(format!("the pcscd lab: {e}")),
+        Err(e) => panic!("the pcscd lab did not start: {e}"),
+    };
+    let names: Vec<String> = lab.readers().into_iter().map(|r| r.name).collect();
+    let sb = support::sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&lab, &sb, &dir.path().join("state"));
+    let desk = Tmux::start(&[KEYTALLY, "enroll", "--owner", "dana@example.com", "--tags", "", "--status", "Active", "--count", "1"], &env);
+    desk.wait_for("Waiting for a key", 1);
+
+    let model = |preset: &str| keytally_virtual_key::model::KeyModel::preset(preset).unwrap();
+    let card = keytally_virtual_key::Card::new;
+    let present = Duration::from_secs(10);
+    let stalled = lab.tap(0, card(model("yk5cnfc").with_fault(Some(keytally_virtual_key::Fault::Stall))), present).unwrap();
+    let restricted = lab.tap(1, card(model("yk5cnfc").with_nfc_restricted(true)), present).unwrap();
+    desk.wait_for(&format!("YubiKey in NFC restricted mode: plug it into a USB port once to enable NFC (reader \"{}\"). Plug it in here to enroll it: waiting for it over USB.", names[1]), 1);
+
+    let t = Instant::now();
+    let good = lab.tap(2, card(model("yk5nfc")), present).unwrap();
+    desk.wait_for("Found: YubiKey 5 NFC  serial 12345678", 1);
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(3), "the good key beside a stalled reader took {took:?}");
+    desk.wait_for("to dana@example.com: synced", 1);
+    desk.wait_for(&format!("Could not read the key on \"{}\": the reader did not answer in time. Remove it and try again.", names[0]), 1);
+    good.remove().unwrap();
+    desk.wait_for("Enrolled 1 key(s): 1 synced, 0 queued.", 1);
+    assert_eq!(desk.screen().matches(names[0].as_str()).count(), 1, "the stalled reader is named once:\n{}", desk.screen());
+    assert_eq!(sb.store().device_count(), 1, "no record for the restricted key");
+    println!("--- the desk's screen ---\n{}", desk.screen());
+    stalled.remove().unwrap();
+    restricted.remove().unwrap();
+}

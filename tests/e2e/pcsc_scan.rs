@@ -8,7 +8,7 @@
 //! (tests/support/skip.rs); with `CI=true` it fails.
 
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keytally_virtual_key::lab::InsertedCard;
 use keytally_virtual_key::model::{Fault, KeyModel};
@@ -278,17 +278,23 @@ fn empty_readers_give_an_empty_list() {
     assert_eq!(String::from_utf8_lossy(&table.stdout).trim(), "No YubiKey found.");
 }
 
-/// A key that answers badly gets a warning naming its reader; the key in the other reader is
-/// still listed and the scan exits 0.
+/// A key that answers badly (each hostile card, `Fault::EVERY`: wrong answers, an endless
+/// flood of 61xx, a 40 s stall) gets a warning naming its reader; the key in the other reader
+/// is still listed and the scan exits 0, in its normal time for the faults that answer and
+/// at scan's reader deadline (3 s) for the stall.
 #[test]
 fn hostile_keys_are_reported_and_the_rest_still_listed() {
     let Some(lab) = lab() else { return };
     let second_reader = lab.reader_name().replace("00 00", "00 01");
     let good = InsertedCard::connect(lab.port() + 1, Card::new(KeyModel::preset("yk5nfc").unwrap())).unwrap();
     good.wait_present(Duration::from_secs(10)).unwrap();
-    for fault in Fault::ALL {
+    for fault in Fault::EVERY {
         let bad = insert(&lab, KeyModel::preset("yk5cnfc").unwrap().with_fault(Some(fault)));
+        let started = Instant::now();
         let (records, stderr) = scan_json(&lab, &[]);
+        let took = started.elapsed();
+        let normal = if fault == Fault::Stall { Duration::from_secs(6) } else { Duration::from_secs(2) };
+        assert!(took < normal, "{fault:?}: the scan took {took:?}");
         assert_eq!(records.len(), 1, "{fault:?}: the good key is still listed; stderr: {stderr}");
         assert_eq!(records[0]["observation"]["reader"], second_reader.as_str());
         assert!(
@@ -300,6 +306,54 @@ fn hostile_keys_are_reported_and_the_rest_still_listed() {
         std::thread::sleep(Duration::from_millis(700));
     }
     good.remove().unwrap();
+}
+
+/// Issue 12's report: a card that holds READ CONFIG for 40 s on "Virtual PCD 00 00" beside a
+/// good key on "Virtual PCD 00 01". `keytally scan --json` lists the good key, names the
+/// stalled reader once on stderr (and the good one not at all), and gives the stalled reader
+/// up at scan's reader deadline (3 s) rather than waiting for it.
+#[test]
+fn a_stalled_reader_does_not_lose_the_good_key_beside_it() {
+    let Some(lab) = lab() else { return };
+    let stalled = lab.tap(0, Card::new(KeyModel::preset("yk5cnfc").unwrap().with_fault(Some(Fault::Stall))), Duration::from_secs(10)).unwrap();
+    let good = lab.tap(1, Card::new(KeyModel::preset("yk5nfc").unwrap()), Duration::from_secs(10)).unwrap();
+    let (stalled_reader, good_reader) = (lab.reader(0).name, lab.reader(1).name);
+    let started = Instant::now();
+    let (records, stderr) = scan_json(&lab, &[]);
+    let took = started.elapsed();
+    eprintln!("scan --json beside a stalled reader: {took:?}");
+    assert_eq!(records.len(), 1, "the good key is listed; stderr: {stderr}");
+    assert_eq!(records[0]["observation"]["reader"], good_reader.as_str());
+    assert_eq!(records[0]["yubikey"]["serialNumber"], "12345678");
+    assert_eq!(stderr.matches(stalled_reader.as_str()).count(), 1, "the stalled reader is named once: {stderr}");
+    assert!(stderr.contains("did not answer in time"), "{stderr}");
+    assert!(!stderr.contains(good_reader.as_str()), "the good reader is not named: {stderr}");
+    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(6), "scan gives the stalled reader up at its 3 s deadline: {took:?}");
+    stalled.remove().unwrap();
+    good.remove().unwrap();
+}
+
+/// Issue 12 §2: a key in NFC restricted mode is named on stderr and in the table, and has no
+/// record; ykman (the referee) says the same of it.
+#[test]
+fn a_key_in_nfc_restricted_mode_is_named_and_not_recorded() {
+    const SAID: &str = "YubiKey in NFC restricted mode: plug it into a USB port once to enable NFC";
+    let Some(lab) = lab() else { return };
+    let card = insert(&lab, KeyModel::preset("yk5cnfc").unwrap().with_nfc_restricted(true));
+    let (records, stderr) = scan_json(&lab, &[]);
+    assert!(records.is_empty(), "no record: {records:?}");
+    assert_eq!(stderr.trim(), format!("keytally: reader \"{}\": {SAID}", lab.reader_name()), "{stderr}");
+    let table = keytally(&lab, &["scan"]);
+    assert!(table.status.success());
+    let text = String::from_utf8_lossy(&table.stdout);
+    let row = text.lines().nth(1).unwrap_or_else(|| panic!("no row: {text}"));
+    assert!(row.starts_with(SAID) && row.contains("NFC") && row.contains(lab.reader_name()), "{text}");
+    if let Some(ykman) = ykman() {
+        let out = Command::new(ykman).args(["--reader", lab.reader_name(), "info"]).envs(lab.env()).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && said.contains("YubiKey is in NFC restricted mode"), "ykman: {said}");
+    }
+    card.remove().unwrap();
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use keytally_virtual_key::model::KeyModel;
+use keytally_virtual_key::model::{Fault, KeyModel};
 use keytally_virtual_key::PcscLab;
 
 #[path = "../support/mod.rs"]
@@ -41,6 +41,15 @@ fn lines(child: &mut Child) -> Receiver<String> {
         }
     });
     rx
+}
+
+/// The reader commands (buzzer/LED) the card's reader got, once there are some (5 s at most).
+fn reader_commands(card: &keytally_virtual_key::lab::InsertedCard) -> Vec<Vec<u8>> {
+    let t = Instant::now();
+    while card.reader_commands().is_empty() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    card.reader_commands()
 }
 
 fn next_line(rx: &Receiver<String>, within: Duration) -> String {
@@ -301,11 +310,7 @@ fn kiosk_signals_on_an_acs_reader() {
     let card = insert_preset(&lab, "yk5nfc");
     let line = next_line(&out, Duration::from_secs(10));
     assert!(line.contains("ACS ACR122U PICC Interface 00 00") && line.contains("serial 12345678") && line.contains("synced"), "{line}");
-    let t = Instant::now();
-    while card.reader_commands().is_empty() && t.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(card.reader_commands(), vec![vec![0xFF, 0x00, 0x40, 0xA0, 0x04, 0x01, 0x01, 0x01, 0x01]], "one green blink with a beep");
+    assert_eq!(reader_commands(&card), vec![vec![0xFF, 0x00, 0x40, 0xA0, 0x04, 0x01, 0x01, 0x01, 0x01]], "one green blink with a beep");
     card.remove().unwrap();
     std::thread::sleep(Duration::from_millis(700));
 
@@ -313,14 +318,185 @@ fn kiosk_signals_on_an_acs_reader() {
     let card = support::insert(&lab, broken);
     let line = next_line(&out, Duration::from_secs(10));
     assert!(line.contains("unreadable key"), "{line}");
-    let t = Instant::now();
-    while card.reader_commands().is_empty() && t.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(card.reader_commands(), vec![vec![0xFF, 0x00, 0x40, 0x50, 0x04, 0x01, 0x01, 0x03, 0x03]], "three red blinks, beeping");
+    assert_eq!(reader_commands(&card), vec![vec![0xFF, 0x00, 0x40, 0x50, 0x04, 0x01, 0x01, 0x03, 0x03]], "three red blinks, beeping");
     card.remove().unwrap();
 
     terminate_within(&mut kiosk, Duration::from_secs(5));
     let said = said.join().unwrap();
     assert!(!said.contains("buzzer/LED"), "an ACS reader is driven, not excused: {said}");
+}
+
+/// A lab with `n` vpcd readers (`None`, skipped, without pcscd or vpcd).
+fn lab_of(n: usize) -> Option<PcscLab> {
+    match PcscLab::start_readers(n) {
+        Ok(lab) => Some(lab),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            support::skip(format!("the pcscd lab: {e}"));
+            None
+        }
+        Err(e) => panic!("the pcscd lab did not start: {e}"),
+    }
+}
+
+fn key(preset: &str, serial: u32) -> keytally_virtual_key::Card {
+    keytally_virtual_key::Card::new(KeyModel::preset(preset).unwrap().with_serial(Some(serial)))
+}
+
+/// The kiosk's lines until `done` says it has them all (or `within` passes: what came so far).
+fn lines_until(rx: &Receiver<String>, within: Duration, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let end = Instant::now() + within;
+    let mut got = Vec::new();
+    while !done(&got) {
+        match rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            Ok(line) => got.push(line),
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// Issue 12 §3: a kiosk with four readers, taps arriving on all four within the same second:
+/// none is lost, none of different keys is merged; the same key on two readers at once is.
+#[test]
+fn kiosk_with_four_readers_loses_and_merges_no_taps() {
+    let Some(lab) = lab_of(4) else { return };
+    let names: Vec<String> = lab.readers().into_iter().map(|r| r.name).collect();
+    assert_eq!(names.len(), 4);
+    let sb = support::sandbox();
+    let state = tempfile::tempdir().unwrap();
+    let mut kiosk = keytally_on(&lab, &sb, state.path(), &["kiosk", "--merge-window", "30s"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let out = lines(&mut kiosk);
+    std::thread::sleep(Duration::from_millis(500));
+
+    for round in 0..3u32 {
+        let serials: Vec<u32> = (0..4).map(|i| 40_000_000 + round * 10 + i).collect();
+        let presets = ["yk5nfc", "yk5cnfc", "skynfc", "yk5nfc"];
+        let tapped = Instant::now();
+        // All four at once: each inserted from its own thread.
+        let cards: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4).map(|i| {
+                let (lab, serial, preset) = (&lab, serials[i], presets[i]);
+                s.spawn(move || lab.insert_at(i, key(preset, serial)).unwrap())
+            }).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(tapped.elapsed() < Duration::from_secs(1), "the four taps took {:?}", tapped.elapsed());
+        let got = lines_until(&out, Duration::from_secs(15), |l| l.len() >= 4);
+        assert_eq!(got.len(), 4, "round {round}: four taps, four lines: {got:#?}");
+        for (i, name) in names.iter().enumerate() {
+            let who = format!("serial {}", serials[i]);
+            assert!(got.iter().any(|l| l.contains(name.as_str()) && l.contains(&who) && l.contains("synced")), "round {round}: {name} {who}: {got:#?}");
+        }
+        for c in cards {
+            c.remove().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    assert_eq!(sb.store().device_count(), 12, "every tap reached the server");
+
+    // The same key on two readers within the same second: one line (merged).
+    let a = lab.insert_at(0, key("yk5nfc", 41_000_000)).unwrap();
+    let b = lab.insert_at(1, key("yk5nfc", 41_000_000)).unwrap();
+    let got = lines_until(&out, Duration::from_secs(4), |_| false);
+    assert_eq!(got.iter().filter(|l| l.contains("serial 41000000")).count(), 1, "{got:#?}");
+    a.remove().unwrap();
+    b.remove().unwrap();
+    terminate_within(&mut kiosk, Duration::from_secs(5));
+}
+
+/// Issue 12 §1/§4 at the kiosk: a card that stalls (40 s READ CONFIG), a reader another program
+/// holds exclusively, and each hostile card, beside good keys on other readers. The good keys
+/// are pushed in their normal time; the stalled tap is given up at the kiosk's deadline with
+/// one line naming its reader, and that reader works again once the card has left.
+#[test]
+fn kiosk_readers_are_independent_of_stalled_held_and_hostile_cards() {
+    let Some(lab) = lab_of(4) else { return };
+    let names: Vec<String> = lab.readers().into_iter().map(|r| r.name).collect();
+    let sb = support::sandbox();
+    let state = tempfile::tempdir().unwrap();
+    let faulty = |fault: Fault| keytally_virtual_key::Card::new(KeyModel::preset("yk5cnfc").unwrap().with_fault(Some(fault)));
+
+    // Before the kiosk starts: a stalling card on reader 0 and, when pyscard is there, a card
+    // on reader 1 held exclusively by another process.
+    let stalled = lab.tap(0, faulty(Fault::Stall), Duration::from_secs(10)).unwrap();
+    let held_card = lab.tap(1, key("yk5nfc", 50_000_001), Duration::from_secs(10)).unwrap();
+    let python = support::ykman().map(|y| y.with_file_name("python"));
+    let hold = python.as_deref().map(|p| lab.hold_exclusively(1, p).expect("hold reader 1 exclusively"));
+
+    let mut kiosk = keytally_on(&lab, &sb, state.path(), &["kiosk", "--merge-window", "0s"]).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let out = lines(&mut kiosk);
+    let started = Instant::now();
+    if hold.is_some() {
+        let got = lines_until(&out, Duration::from_secs(5), |l| l.iter().any(|l| l.contains(names[1].as_str())));
+        assert!(got.iter().any(|l| l.contains(names[1].as_str()) && l.contains("held exclusively")), "{got:#?}");
+    }
+
+    // While reader 0 stalls (and 1 is held): good keys on readers 2 and 3 come within their
+    // normal time (well under the kiosk's 5 s read deadline).
+    let t = Instant::now();
+    let good = [lab.insert_at(2, key("yk5nfc", 50_000_002)).unwrap(), lab.insert_at(3, key("bio", 50_000_003)).unwrap()];
+    let got = lines_until(&out, Duration::from_secs(10), |l| l.iter().filter(|l| l.contains("synced")).count() >= 2);
+    let took = t.elapsed();
+    assert!(got.iter().any(|l| l.contains(names[2].as_str()) && l.contains("serial 50000002") && l.contains("synced")), "{got:#?}");
+    assert!(got.iter().any(|l| l.contains(names[3].as_str()) && l.contains("serial 50000003") && l.contains("synced")), "{got:#?}");
+    assert!(took < Duration::from_secs(3), "good keys beside a stalled reader took {took:?}");
+    eprintln!("two good keys beside a stalled and a held reader: {took:?}");
+    for g in good {
+        g.remove().unwrap();
+    }
+
+    // The stalled tap: given up at the deadline, one line naming reader 0.
+    let got = lines_until(&out, Duration::from_secs(10), |l| l.iter().any(|l| l.contains(names[0].as_str())));
+    let stall_lines: Vec<&String> = got.iter().filter(|l| l.contains(names[0].as_str())).collect();
+    assert_eq!(stall_lines.len(), 1, "{got:#?}");
+    assert!(stall_lines[0].contains("unreadable key") && stall_lines[0].contains("did not answer in time"), "{got:#?}");
+    let at = started.elapsed();
+    assert!(at >= Duration::from_secs(4) && at < Duration::from_secs(12), "the stalled read ended after {at:?}");
+
+    // Each hostile card on reader 2 beside a good key on reader 3, tapped together: the good
+    // key is pushed in its normal time and the hostile one gets its own line.
+    for (n, fault) in [Fault::MalformedTlv, Fault::BadLength, Fault::Truncated, Fault::Oversized, Fault::UnknownSw, Fault::EndlessChaining].into_iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(700));
+        let serial = 50_000_100 + n as u32;
+        let t = Instant::now();
+        let bad = lab.insert_at(2, faulty(fault)).unwrap();
+        let good = lab.insert_at(3, key("yk5nfc", serial)).unwrap();
+        let got = lines_until(&out, Duration::from_secs(10), |l| l.len() >= 2);
+        let took = t.elapsed();
+        assert!(got.iter().any(|l| l.contains(names[3].as_str()) && l.contains(&format!("serial {serial}")) && l.contains("synced")), "{fault:?}: {got:#?}");
+        assert!(got.iter().any(|l| l.contains(names[2].as_str()) && l.contains("unreadable key")), "{fault:?}: {got:#?}");
+        assert!(took < Duration::from_secs(3), "{fault:?}: {took:?}");
+        assert!(sb.store().device(&serial.to_string()).is_some(), "{fault:?}: the good key reached the server");
+        bad.remove().unwrap();
+        good.remove().unwrap();
+    }
+
+    // The stalled card leaves: reader 0 works again.
+    stalled.remove().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let back = lab.insert_at(0, key("yk5nfc", 50_000_000)).unwrap();
+    let got = lines_until(&out, Duration::from_secs(10), |l| l.iter().any(|l| l.contains("serial 50000000")));
+    assert!(got.iter().any(|l| l.contains(names[0].as_str()) && l.contains("serial 50000000") && l.contains("synced")), "{got:#?}");
+    back.remove().unwrap();
+    drop(hold);
+    held_card.remove().unwrap();
+    terminate_within(&mut kiosk, Duration::from_secs(8));
+}
+
+/// Issue 12 §2 at the kiosk: a key in NFC restricted mode gets its own line (plug it into USB
+/// once) and the unreadable-key feedback on an ACS reader; nothing is pushed.
+#[test]
+fn kiosk_names_a_key_in_nfc_restricted_mode() {
+    let Some(lab) = lab_as(keytally_virtual_key::ReaderModel::Acr122) else { return };
+    let sb = support::sandbox();
+    let state = tempfile::tempdir().unwrap();
+    let mut kiosk = keytally_on(&lab, &sb, state.path(), &["kiosk", "--merge-window", "0s"]).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let out = lines(&mut kiosk);
+    let card = support::insert(&lab, KeyModel::preset("yk5cnfc").unwrap().with_nfc_restricted(true));
+    let line = next_line(&out, Duration::from_secs(10));
+    assert!(line.ends_with(&format!("{}  YubiKey in NFC restricted mode: plug it into a USB port once to enable NFC", lab.reader_name())), "{line}");
+    assert_eq!(reader_commands(&card), vec![vec![0xFF, 0x00, 0x40, 0x50, 0x04, 0x01, 0x01, 0x03, 0x03]], "three red blinks, beeping");
+    assert_eq!(sb.store().device_count(), 0, "no record for a key nothing could be read from");
+    card.remove().unwrap();
+    terminate_within(&mut kiosk, Duration::from_secs(5));
 }

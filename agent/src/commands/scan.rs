@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use keytally_device::caps::{Capabilities, Transport};
 use keytally_device::enumerate::{PostureWanted, ScannedKey};
+use keytally_device::error::NFC_RESTRICTED_MESSAGE;
 
 use crate::advisories;
 use crate::cli::ScanArgs;
@@ -63,7 +64,7 @@ fn via(k: &ScannedKey) -> String {
 /// The human view: one line per key, readable or not. ADVISORIES names the Yubico advisories
 /// that apply (ids; `(if)` under a condition), `none`, or `not assessed` (firmware unknown).
 fn write_table(out: &mut impl Write, result: &ScanResult) -> io::Result<()> {
-    if result.keys.is_empty() && result.unreadable_keys.is_empty() {
+    if result.keys.is_empty() && result.unreadable_keys.is_empty() && result.nfc_restricted.is_empty() {
         return match result.unreadable {
             0 => writeln!(out, "No YubiKey found."),
             n => writeln!(out, "No readable YubiKey found ({n} reader(s) with a card that did not answer correctly; see the warnings)."),
@@ -93,6 +94,11 @@ fn write_table(out: &mut impl Write, result: &ScanResult) -> io::Result<()> {
         let status = if u.access_denied() { "<access denied>" } else { "<unreadable>" };
         let dash = || "-".to_string();
         rows.push([format!("{} {status}", u.description()), dash(), dash(), dash(), "USB".into(), u.port.clone(), dash(), dash(), dash()]);
+    }
+    for reader in &result.nfc_restricted {
+        let mut row = header.map(|_| "-".to_string());
+        (row[0], row[4], row[5]) = (NFC_RESTRICTED_MESSAGE.to_string(), "NFC".into(), reader.clone());
+        rows.push(row);
     }
     let mut widths = header.map(str::len);
     for row in &rows {
@@ -141,7 +147,7 @@ mod tests {
 
     #[test]
     fn a_key_with_access_denied_is_a_table_row_and_a_warning() {
-        let result = ScanResult { keys: vec![], records: vec![], unreadable_keys: vec![denied("1-4")], unreadable: 0 };
+        let result = ScanResult { keys: vec![], records: vec![], unreadable_keys: vec![denied("1-4")], unreadable: 0, nfc_restricted: vec![] };
         let mut out = Vec::new();
         write_table(&mut out, &result).unwrap();
         let table = String::from_utf8(out).unwrap();

@@ -3,14 +3,20 @@
 //! (NFC readers and CCID keys) and, on a USB change, the USB keys that PC/SC cannot see (no
 //! CCID interface, like the Security Key and Bio series, or any key while pcscd is not
 //! running), read over HID.
+//!
+//! Each card PC/SC reports is read on a thread of its own (`enumerate::read_readers`: its own
+//! PC/SC context, given up at [`READ_DEADLINE`]), so a card that stalls or floods one reader
+//! never holds up a key on another; its outcome comes back over a channel.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keytally_device::enumerate::{discover, read_reader, scan_with, FoundKey, FullScanOptions, HidapiReader, PcscReport, UsbKeyDevice};
-use keytally_device::transport::pcsc::PcscContext;
+use keytally_device::enumerate::{discover, read_readers, scan_with, FoundKey, FullScanOptions, HidapiReader, PcscReport, ReaderOutcome, UsbKeyDevice};
+use keytally_device::error::NFC_RESTRICTED_MESSAGE;
 use keytally_device::transport::pcsc_watch::PcscEvent;
+use keytally_device::Error;
 use keytally_device::usb_ids::UsbInterfaces;
 
 use crate::watch::{Changes, Wake, Watch};
@@ -20,6 +26,10 @@ use crate::watch::{Changes, Wake, Watch};
 const HID_SETTLE: Duration = Duration::from_secs(3);
 /// The longest wait: nothing else is timed at the desk.
 const IDLE: Duration = Duration::from_secs(3600);
+/// How long the read of one card may take before it is given up.
+pub const READ_DEADLINE: Duration = Duration::from_secs(5);
+/// How often the wait looks for finished reads while some are in flight.
+const READ_POLL: Duration = Duration::from_millis(20);
 
 /// A key that arrived, and where.
 pub struct Arrival {
@@ -30,43 +40,70 @@ pub struct Arrival {
 
 pub struct Arrivals {
     watch: Watch,
-    /// For reading the cards PC/SC reports.
-    ctx: Option<PcscContext>,
+    wake: Wake,
     /// USB ports already offered (until their key leaves).
     offered: HashSet<String>,
-    queued: VecDeque<FoundKey>,
+    /// Keys read and not offered yet.
+    queued: VecDeque<Arrival>,
+    /// The reads of PC/SC cards: their outcomes, and how many are still running.
+    reads: (mpsc::Sender<(String, ReaderOutcome)>, mpsc::Receiver<(String, ReaderOutcome)>),
+    in_flight: usize,
 }
 
 impl Arrivals {
     /// Starts watching. With `reader` set only that PC/SC reader is watched (no USB).
     pub fn start(reader: Option<&str>) -> Self {
-        let watch = Watch::start(reader, reader.is_none(), Wake::default());
+        let wake = Wake::default();
+        let watch = Watch::start(reader, reader.is_none(), wake.clone());
         // Keys plugged in before the start count.
         watch.assume_usb_change();
-        Arrivals { watch, ctx: None, offered: HashSet::new(), queued: VecDeque::new() }
+        Arrivals { watch, wake, offered: HashSet::new(), queued: VecDeque::new(), reads: mpsc::channel(), in_flight: 0 }
     }
 
     /// Blocks until a key arrives and has been read.
     pub fn next(&mut self) -> Arrival {
         loop {
-            if let Some(key) = self.queued.pop_front() {
-                return Arrival { key, usb: true };
+            self.take_reads();
+            if let Some(arrival) = self.queued.pop_front() {
+                return arrival;
             }
             let changes = self.wait();
             for event in changes.pcsc {
-                let PcscEvent::CardInserted { reader, .. } = event else { continue };
-                if self.ctx.is_none() {
-                    self.ctx = PcscContext::establish().ok();
-                }
-                let Some(c) = self.ctx.as_ref() else { continue };
-                match read_reader(c, &reader) {
-                    Ok(Some(key)) => return Arrival { key, usb: false },
-                    Ok(None) => {}
-                    Err(e) => println!("Could not read the key on \"{reader}\": {e}. Remove it and try again."),
+                if let PcscEvent::CardInserted { reader, .. } = event {
+                    self.start_read(reader);
                 }
             }
             if changes.usb {
                 self.check_usb();
+            }
+        }
+    }
+
+    /// Reads the card on `reader` on a thread of its own; the outcome comes to [`Arrivals::take_reads`].
+    fn start_read(&mut self, reader: String) {
+        let (tx, wake) = (self.reads.0.clone(), self.wake.clone());
+        let spawned = std::thread::Builder::new().name(format!("read:{reader}")).spawn(move || {
+            let outcome = read_readers(&[reader.clone()], READ_DEADLINE).next().map_or(Ok(None), |(_, outcome)| outcome);
+            let _ = tx.send((reader, outcome));
+            wake.now();
+        });
+        match spawned {
+            Ok(_) => self.in_flight += 1,
+            Err(e) => println!("Could not read the key: cannot start a thread for it ({e}). Remove it and try again."),
+        }
+    }
+
+    /// Queues the keys whose reads have ended and says why the others could not be read.
+    fn take_reads(&mut self) {
+        while let Ok((reader, outcome)) = self.reads.1.try_recv() {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            match outcome {
+                Ok(Some(key)) => self.queued.push_back(Arrival { key, usb: false }),
+                Ok(None) => {}
+                Err(Error::NfcRestricted) => println!(
+                    "{NFC_RESTRICTED_MESSAGE} (reader \"{reader}\"). Plug it in here to enroll it: waiting for it over USB."
+                ),
+                Err(e) => println!("Could not read the key on \"{reader}\": {e}. Remove it and try again."),
             }
         }
     }
@@ -76,6 +113,8 @@ impl Arrivals {
         let place = arrival.key.reader.as_str();
         loop {
             let changes = self.wait();
+            // Reads of other cards that ended meanwhile: keys are offered next, problems said now.
+            self.take_reads();
             // Keys plugged in meanwhile are read now and offered next.
             if changes.usb {
                 self.check_usb();
@@ -92,13 +131,9 @@ impl Arrivals {
         }
     }
 
-    /// One wait; a context for reading does not outlive pcscd.
+    /// One wait; short while reads are in flight (a finished read also wakes it).
     fn wait(&mut self) -> Changes {
-        let changes = self.watch.next(IDLE);
-        if !self.watch.pcsc_up() {
-            self.ctx = None;
-        }
-        changes
+        self.watch.next(if self.in_flight > 0 { READ_POLL } else { IDLE })
     }
 
     /// Reads the USB keys PC/SC cannot see that have not been offered yet, and forgets the
@@ -134,7 +169,8 @@ impl Arrivals {
         }
         for k in report.keys {
             let Some(port) = k.port.clone() else { continue };
-            self.queued.push_back(FoundKey { key: k.key, reader: port, atr: Vec::new(), apdus: k.transfers, posture: k.posture });
+            let key = FoundKey { key: k.key, reader: port, atr: Vec::new(), apdus: k.transfers, posture: k.posture };
+            self.queued.push_back(Arrival { key, usb: true });
         }
     }
 }
