@@ -48,6 +48,8 @@ pub struct Arrivals {
     /// The reads of PC/SC cards: their outcomes, and how many are still running.
     reads: (mpsc::Sender<(String, ReaderOutcome)>, mpsc::Receiver<(String, ReaderOutcome)>),
     in_flight: usize,
+    /// Whether USB keys are watched (not with `--reader`).
+    usb: bool,
 }
 
 impl Arrivals {
@@ -57,7 +59,7 @@ impl Arrivals {
         let watch = Watch::start(reader, reader.is_none(), wake.clone());
         // Keys plugged in before the start count.
         watch.assume_usb_change();
-        Arrivals { watch, wake, offered: HashSet::new(), queued: VecDeque::new(), reads: mpsc::channel(), in_flight: 0 }
+        Arrivals { watch, wake, offered: HashSet::new(), queued: VecDeque::new(), reads: mpsc::channel(), in_flight: 0, usb: reader.is_none() }
     }
 
     /// Blocks until a key arrives and has been read.
@@ -100,8 +102,11 @@ impl Arrivals {
             match outcome {
                 Ok(Some(key)) => self.queued.push_back(Arrival { key, usb: false }),
                 Ok(None) => {}
-                Err(Error::NfcRestricted) => println!(
+                Err(Error::NfcRestricted) if self.usb => println!(
                     "{NFC_RESTRICTED_MESSAGE} (reader \"{reader}\"). Plug it in here to enroll it: waiting for it over USB."
+                ),
+                Err(Error::NfcRestricted) => println!(
+                    "{NFC_RESTRICTED_MESSAGE} (reader \"{reader}\"). This desk reads only that reader (--reader): plug the key into a USB port once, then tap it again."
                 ),
                 Err(e) => println!("Could not read the key on \"{reader}\": {e}. Remove it and try again."),
             }
