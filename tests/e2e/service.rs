@@ -500,3 +500,33 @@ fn kiosk_names_a_key_in_nfc_restricted_mode() {
     card.remove().unwrap();
     terminate_within(&mut kiosk, Duration::from_secs(5));
 }
+
+/// Issue 12 §1 in the service: a card that stalls reader 0 is given up at scan's deadline and
+/// named once on stderr, however many rescans follow while it sits there; keys arriving on
+/// reader 1 meanwhile reach the server at once (the stalled reader then fails at once).
+#[test]
+fn service_names_a_stalled_reader_once_and_pushes_the_keys_beside_it() {
+    let Some(lab) = lab() else { return };
+    let (stalled_reader, good_reader) = (lab.reader(0).name, lab.reader(1).name);
+    let sb = support::sandbox();
+    let state = tempfile::tempdir().unwrap();
+    let mut service = keytally_on(&lab, &sb, state.path(), &["run", "--retry-every", "1s"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = service.stderr.take().unwrap();
+    let said = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let stall = KeyModel::preset("yk5cnfc").unwrap().with_fault(Some(Fault::Stall));
+    let stalled = lab.tap(0, keytally_virtual_key::Card::new(stall), Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_secs(4)); // past scan's 3 s reader deadline
+    for serial in [70_000_001, 70_000_002, 70_000_003] {
+        let t = Instant::now();
+        let good = lab.tap(1, key("yk5nfc", serial), Duration::from_secs(10)).unwrap();
+        wait_until("the key beside the stalled reader reaching the server", Duration::from_secs(10), || sb.store().device(&serial.to_string()).is_some());
+        assert!(t.elapsed() < Duration::from_secs(2), "{serial}: {:?}", t.elapsed());
+        good.remove().unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    terminate_within(&mut service, Duration::from_secs(5));
+    let said = said.join().unwrap();
+    assert_eq!(said.matches(stalled_reader.as_str()).count(), 1, "the stalled reader is named once: {said}");
+    assert!(said.contains("did not answer in time") && !said.contains(good_reader.as_str()), "{said}");
+    stalled.remove().unwrap();
+}
