@@ -55,9 +55,12 @@ struct Run {
     on_server: u64,
 }
 
+/// A line of the kiosk's and when it came.
+type Line = (Instant, String);
+
 /// `keytally kiosk` on `lab`, pushing to `sb`; its stdout lines, each sent (with the time it
 /// came) to the reader whose name it carries.
-fn start_kiosk(lab: &PcscLab, sb: &keytally_sandbox::Sandbox, state: &std::path::Path, readers: &[String]) -> (Child, Vec<mpsc::Receiver<(Instant, String)>>) {
+fn start_kiosk(lab: &PcscLab, sb: &keytally_sandbox::Sandbox, state: &std::path::Path, readers: &[String]) -> (Child, Vec<mpsc::Receiver<Line>>) {
     let mut kiosk = Command::new(KEYTALLY)
         .args(["kiosk", "--merge-window", "0s"])
         .envs(lab.env())
@@ -67,7 +70,7 @@ fn start_kiosk(lab: &PcscLab, sb: &keytally_sandbox::Sandbox, state: &std::path:
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (senders, receivers): (HashMap<String, mpsc::Sender<(Instant, String)>>, Vec<_>) = readers
+    let (senders, receivers): (HashMap<String, mpsc::Sender<Line>>, Vec<_>) = readers
         .iter()
         .map(|r| {
             let (tx, rx) = mpsc::channel();

@@ -31,6 +31,9 @@ pub const READ_DEADLINE: Duration = Duration::from_secs(5);
 /// How often the wait looks for finished reads while some are in flight.
 const READ_POLL: Duration = Duration::from_millis(20);
 
+/// The outcome of reading the card on a reader, and the reader.
+type ReadOutcome = (String, ReaderOutcome);
+
 /// A key that arrived, and where.
 pub struct Arrival {
     /// `key.reader` is the PC/SC reader, or the USB port path for a key read over HID.
@@ -46,7 +49,7 @@ pub struct Arrivals {
     /// Keys read and not offered yet.
     queued: VecDeque<Arrival>,
     /// The reads of PC/SC cards: their outcomes, and how many are still running.
-    reads: (mpsc::Sender<(String, ReaderOutcome)>, mpsc::Receiver<(String, ReaderOutcome)>),
+    reads: (mpsc::Sender<ReadOutcome>, mpsc::Receiver<ReadOutcome>),
     in_flight: usize,
     /// Whether USB keys are watched (not with `--reader`).
     usb: bool,
@@ -85,7 +88,7 @@ impl Arrivals {
     fn start_read(&mut self, reader: String) {
         let (tx, wake) = (self.reads.0.clone(), self.wake.clone());
         let spawned = std::thread::Builder::new().name(format!("read:{reader}")).spawn(move || {
-            let outcome = read_readers(&[reader.clone()], READ_DEADLINE).next().map_or(Ok(None), |(_, outcome)| outcome);
+            let outcome = read_readers(std::slice::from_ref(&reader), READ_DEADLINE).next().map_or(Ok(None), |(_, outcome)| outcome);
             let _ = tx.send((reader, outcome));
             wake.now();
         });
