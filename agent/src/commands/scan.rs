@@ -26,14 +26,16 @@ pub fn run(config: Option<&Path>, args: &ScanArgs) -> ExitCode {
         Ok(r) => r,
         Err(_) => return ExitCode::from(EXIT_NO_TRANSPORT),
     };
-    let mut out = io::stdout().lock();
+    // One write for the whole output (stdout alone writes each line with its own syscall).
+    let mut out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
     let written = if args.json {
         serde_json::to_writer_pretty(&mut out, &result.records)
             .map_err(io::Error::from)
             .and_then(|()| writeln!(out))
     } else {
         write_table(&mut out, &result).and_then(|()| crate::posture::write_blocks(&mut out, &result.keys))
-    };
+    }
+    .and_then(|()| out.flush());
     match written {
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`keytally scan | head`) is not an error worth a message.

@@ -147,13 +147,14 @@ pub fn scan_with(
         // Keys without a CCID interface cannot be read through PC/SC: read them meanwhile.
         let (no_ccid, with_ccid): (Vec<UsbKeyDevice>, Vec<UsbKeyDevice>) =
             devices.iter().cloned().partition(|d| !d.pid.interfaces().contains(UsbInterfaces::CCID));
-        let early = {
+        // No thread when there is nothing to read (a scan of NFC readers alone).
+        let early = (!no_ccid.is_empty()).then(|| {
             let (reader, order, timeout, no_ccid, posture) =
                 (Arc::clone(&reader), opts.order.clone(), opts.device_timeout, no_ccid.clone(), opts.pcsc.posture.clone());
             thread::Builder::new()
                 .name("usb:hid-only".into())
                 .spawn(move || read_devices(&reader, no_ccid, &order, timeout, &posture))
-        };
+        });
         let pcsc_report = pcsc(&pcsc_opts);
         let covered = ccid_counts(pcsc_report.as_ref().ok());
         let group_sizes = group_sizes(&devices);
@@ -163,9 +164,10 @@ pub fn scan_with(
             .collect();
         let mut reads = read_devices(&reader, to_read, &opts.order, opts.device_timeout, &opts.pcsc.posture);
         match early {
+            None => {}
             // read_devices returns by its deadline, so this join is bounded.
-            Ok(handle) => reads.extend(handle.join().unwrap_or_default()),
-            Err(e) => {
+            Some(Ok(handle)) => reads.extend(handle.join().unwrap_or_default()),
+            Some(Err(e)) => {
                 tracing::debug!("cannot start the early USB reader: {e}; reading in line");
                 reads.extend(read_devices(&reader, no_ccid, &opts.order, opts.device_timeout, &opts.pcsc.posture));
             }

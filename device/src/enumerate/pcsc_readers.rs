@@ -139,8 +139,17 @@ pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, LinkError> {
         .collect();
 
     let mut report = PcscReport { readers: readers.clone(), ..Default::default() };
+    // Readers pcscd knows to be empty get no thread and no context of their own (asking costs
+    // a round trip to pcscd, which a single reader's connect answers as well).
+    let present = if readers.len() > 1 { ctx.cards_present(&readers) } else { vec![true; readers.len()] };
+    let (to_read, empty): (Vec<(String, bool)>, Vec<(String, bool)>) =
+        readers.into_iter().zip(present).partition(|(reader, present)| *present || reader_stalled(reader));
+    for (reader, _) in empty {
+        tracing::debug!(reader, "empty reader");
+    }
+    let to_read: Vec<String> = to_read.into_iter().map(|(reader, _)| reader).collect();
     // The listing context goes on to read the first reader, in that reader's thread.
-    for (reader, outcome) in start_reads(&readers, Some(ctx), opts.reader_timeout, &opts.posture) {
+    for (reader, outcome) in start_reads(&to_read, Some(ctx), opts.reader_timeout, &opts.posture) {
         match outcome {
             Ok(Some(found)) => report.keys.push(found),
             Ok(None) => tracing::debug!(reader, "empty reader"),

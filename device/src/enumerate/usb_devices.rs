@@ -30,12 +30,15 @@ impl UsbKeyDevice {
 }
 
 /// Lists Yubico's USB devices and their HID nodes; nothing is opened. Devices with a PID
-/// ykman does not know are skipped, as ykman skips them.
+/// ykman does not know are skipped, as ykman skips them. The HID nodes are listed only when
+/// a Yubico device is on the bus (a scan of NFC readers alone lists no HID node).
 pub fn discover() -> Result<Vec<UsbKeyDevice>, LinkError> {
-    let nodes = hid::list_nodes(YUBICO_VID).unwrap_or_else(|e| {
-        tracing::debug!("listing HID nodes: {e}");
-        Vec::new()
-    });
+    let nodes = || {
+        hid::list_nodes(YUBICO_VID).unwrap_or_else(|e| {
+            tracing::debug!("listing HID nodes: {e}");
+            Vec::new()
+        })
+    };
     let devices = usb::list_devices(YUBICO_VID, nodes)?;
     Ok(devices
         .into_iter()

@@ -47,10 +47,16 @@ pub fn list_nodes(vendor_id: u16) -> Result<Vec<HidNodeInfo>, LinkError> {
     Ok(nodes)
 }
 
-/// The process's hidapi context (hidapi wants one; creating it lists every HID device once).
+/// The process's hidapi context (hidapi wants one, and this is the only place that makes
+/// it). Made without hidapi's listing of every HID device on the machine: [`list_nodes`]
+/// lists one vendor's, and opening a node needs none.
 fn api() -> Result<MutexGuard<'static, HidApi>, LinkError> {
     static API: OnceLock<Result<Mutex<HidApi>, String>> = OnceLock::new();
-    match API.get_or_init(|| HidApi::new().map(Mutex::new).map_err(|e| e.to_string())) {
+    let make = || {
+        HidApi::disable_device_discovery();
+        HidApi::new().map(Mutex::new).map_err(|e| e.to_string())
+    };
+    match API.get_or_init(make) {
         Ok(api) => Ok(api.lock().unwrap_or_else(std::sync::PoisonError::into_inner)),
         Err(e) => Err(LinkError::Other(format!("hidapi: {e}"))),
     }

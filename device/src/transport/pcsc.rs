@@ -8,7 +8,7 @@ use std::ffi::CString;
 use std::thread::sleep;
 use std::time::Duration;
 
-use pcsc::{Card, Context, Protocols, Scope, ShareMode};
+use pcsc::{Card, Context, Protocols, ReaderState, Scope, ShareMode, State};
 
 use crate::caps::Transport;
 use crate::error::LinkError;
@@ -47,12 +47,41 @@ impl PcscContext {
     }
 
     /// Every reader's name. No readers at all is an empty list, not an error.
+    ///
+    /// One `SCardListReaders` into a buffer that holds any usual list (each call is a round
+    /// trip to pcscd with its reader states); only a longer list asks for its length first.
     pub fn readers(&self) -> Result<Vec<String>, LinkError> {
-        match self.ctx.list_readers_owned() {
-            Ok(names) => Ok(names.into_iter().map(|n| n.to_string_lossy().into_owned()).collect()),
+        let mut buf = [0u8; 4096];
+        let listed = match self.ctx.list_readers(&mut buf) {
+            Ok(names) => Ok(names.map(|n| n.to_string_lossy().into_owned()).collect()),
+            Err(pcsc::Error::InsufficientBuffer) => self
+                .ctx
+                .list_readers_owned()
+                .map(|names| names.into_iter().map(|n| n.to_string_lossy().into_owned()).collect()),
+            Err(e) => Err(e),
+        };
+        match listed {
+            Ok(names) => Ok(names),
             Err(pcsc::Error::NoReadersAvailable) => Ok(Vec::new()),
             Err(e) => Err(map_error(e)),
         }
+    }
+
+    /// For each of `readers`, whether a card may be in it: `false` only where pcscd says the
+    /// reader is empty. One `SCardGetStatusChange` for all of them, without waiting; when
+    /// that fails, every reader may have a card.
+    pub fn cards_present(&self, readers: &[String]) -> Vec<bool> {
+        let names: Option<Vec<CString>> = readers.iter().map(|r| CString::new(r.as_str()).ok()).collect();
+        let Some(names) = names else { return vec![true; readers.len()] };
+        let mut states: Vec<ReaderState> = names.into_iter().map(|n| ReaderState::new(n, State::UNAWARE)).collect();
+        if let Err(e) = self.ctx.get_status_change(Duration::ZERO, &mut states) {
+            tracing::debug!("reader states: {e}");
+            return vec![true; readers.len()];
+        }
+        states
+            .iter()
+            .map(|s| !(s.event_state().contains(State::EMPTY) && !s.event_state().contains(State::PRESENT)))
+            .collect()
     }
 
     /// Connects to the card in `reader` in SHARED mode. `Ok(None)` means the reader is empty.
@@ -83,7 +112,14 @@ pub struct PcscCard {
 
 impl PcscCard {
     fn new(card: Card, reader: &str) -> Result<Self, LinkError> {
-        let atr = card.status2_owned().map_err(map_error)?.atr().to_vec();
+        // One `SCardStatus` (a round trip to pcscd) into buffers that fit any reader name and
+        // ATR, rather than one call for the lengths and one for the values.
+        let (mut names, mut atr) = ([0u8; 1024], [0u8; pcsc::MAX_ATR_SIZE]);
+        let atr = match card.status2(&mut names, &mut atr) {
+            Ok(status) => status.atr().to_vec(),
+            Err(pcsc::Error::InsufficientBuffer) => card.status2_owned().map_err(map_error)?.atr().to_vec(),
+            Err(e) => return Err(map_error(e)),
+        };
         let transport = transport_of(is_yubikey_reader(reader), &atr);
         Ok(Self { card, atr, transport })
     }

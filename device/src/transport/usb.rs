@@ -41,8 +41,10 @@ fn port_of(d: &nusb::DeviceInfo) -> String {
 
 /// Lists the devices with `vendor_id` and attaches the HID nodes to the device they sit on.
 /// HID nodes that cannot be placed (no sysfs, or another OS) become devices of their own,
-/// with the node path as their port.
-pub fn list_devices(vendor_id: u16, hid_nodes: Vec<HidNodeInfo>) -> Result<Vec<UsbDevice>, LinkError> {
+/// with the node path as their port. `hid_nodes` is called only when the vendor has a
+/// device on the bus: a machine without one pays for the USB listing alone (sysfs on
+/// Linux), not for the HID one (udev and every hidraw node).
+pub fn list_devices(vendor_id: u16, hid_nodes: impl FnOnce() -> Vec<HidNodeInfo>) -> Result<Vec<UsbDevice>, LinkError> {
     use nusb::MaybeFuture;
     let found = nusb::list_devices().wait().map_err(|e| LinkError::Other(format!("USB: {e}")))?;
     let mut devices: Vec<(UsbDevice, Option<PathBuf>)> = found
@@ -58,7 +60,10 @@ pub fn list_devices(vendor_id: u16, hid_nodes: Vec<HidNodeInfo>) -> Result<Vec<U
             (device, sysfs_of(&d))
         })
         .collect();
-    for node in hid_nodes {
+    if devices.is_empty() {
+        return Ok(Vec::new());
+    }
+    for node in hid_nodes() {
         let parent = hid_parent(&node.path);
         let slot = devices.iter_mut().find(|(_, sysfs)| match (&parent, sysfs) {
             (Some(p), Some(s)) => p.starts_with(s),
