@@ -24,6 +24,8 @@
 #   KEYTALLY_WINE_CACHE  cache directory (default tests/windows/.cache)
 #   KEYTALLY_WINE_MIRROR Debian mirror (default http://deb.debian.org/debian)
 #   KEYTALLY_LAB_KEEP_PREFIX=1  COMMAND writes the cached prefix itself (no overlay)
+#   KEYTALLY_LAB_TRANSIENT_SERVER=1  no persistent wineserver (Wine shuts the prefix and its
+#                        services down whenever no program runs, unlike a real machine)
 #   WINEDEBUG / WINEDLLOVERRIDES are kept if already set.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -67,7 +69,7 @@ prepare() {
     fi
     # The Wine prefix, initialised once (wineboot, ~20 s); every run overlays it.
     echo "lab.sh: initialising the Wine prefix (once)" >&2
-    __KEYTALLY_LAB_INNER=1 KEYTALLY_LAB_KEEP_PREFIX=1 \
+    __KEYTALLY_LAB_INNER=1 KEYTALLY_LAB_KEEP_PREFIX=1 KEYTALLY_LAB_TRANSIENT_SERVER=1 \
         unshare --mount --pid --fork --kill-child --propagation private -- "$0" --vpcd-port "$PORT" -- \
         sh -c 'wine wineboot --init && wineserver -w' > "$CACHE/wineboot.log" 2>&1 9>&- \
         || { tail -n 30 "$CACHE/wineboot.log" >&2; echo "lab.sh: wineboot failed (log: $CACHE/wineboot.log)" >&2; exit 1; }
@@ -144,6 +146,16 @@ EOF
         sleep 0.1
     done
     [ -S "$ROOT/run/pcscd/pcscd.comm" ] || { cat "$tmp/pcscd.log" >&2; echo "lab.sh: pcscd did not start" >&2; return 1; }
+
+    # One Wine "machine" for the whole session: a persistent wineserver. Without it, the moment
+    # no program is running (a `sleep` between two `wine sc …` calls) Wine shuts the prefix
+    # down, services included (SERVICE_CONTROL_SHUTDOWN to services.exe, which exits), and the
+    # next `wine` boots it again and auto-starts the services: seen as a `sc stop` answered
+    # STOP_PENDING while the service was being started again, then RUNNING and deaf to it.
+    # Not for the one-time wineboot (it waits for the server to exit).
+    if [ "${KEYTALLY_LAB_TRANSIENT_SERVER:-0}" != 1 ]; then
+        chroot "$ROOT" /usr/bin/env HOME=/tmp/home WINEPREFIX=/tmp/home/.wine /usr/lib/wine/wineserver -p
+    fi
 
     local cwd="$PWD"
     case "$cwd" in "$REPO"|"$REPO"/*) ;; *) cwd="$REPO" ;; esac

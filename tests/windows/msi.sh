@@ -3,7 +3,7 @@
 # silently (msiexec /i … /qn), checks the service's registration (auto start, LocalSystem, the
 # `service` entry point) and that it stops with exit code 2 without a config, then with a config
 # (server + token file under C:\ProgramData\keytally) starts it, sees it push a virtual YubiKey 5
-# NFC to the sandbox, stops it (sc stop, timed), and uninstalls (msiexec /x … /qn: service and
+# NFC to the sandbox, stops it (sc stop, timed), starts and at once stops it again, and uninstalls (msiexec /x … /qn: service and
 # program gone, C:\ProgramData\keytally kept).
 # Prints `ok    …` / `FAIL  …` lines; exit 1 if any failed.
 #
@@ -68,6 +68,9 @@ wait_state RUNNING 20 && say running yes
 i=0; while [ $i -lt 30 ] && [ ! -f "$out/arrived" ]; do sleep 1; i=$((i + 1)); done
 t=$(date +%s%N); say stop_answer "$(wine sc stop keytally 2>&1 | tr -d '\r' | awk '/STATE|FAILED|error/' | tr -s ' \n' ' ')"
 if wait_state STOPPED 15; then say stopped_ms $(( ($(date +%s%N) - t) / 1000000 )); else say stop_state "$(state) after 15 s"; fi
+# A stop right after the start (the SCM may deliver it while the service is still starting).
+t=$(date +%s%N); wine sc start keytally >/dev/null 2>&1; say quick_stop_answer "$(wine sc stop keytally 2>&1 | tr -d '\r' | awk '/STATE|FAILED|error/' | tr -s ' \n' ' ')"
+if wait_state STOPPED 15; then say quick_stopped_ms $(( ($(date +%s%N) - t) / 1000000 )); else say quick_stop_state "$(state) after 15 s"; fi
 t=$(date +%s); wine msiexec /x "$msi" /qn; say uninstall_rc $?; say uninstall_s $(( $(date +%s) - t ))
 [ -z "$(svc ImagePath)" ] && say service_removed yes
 [ ! -e "$pf/keytally.exe" ] && say exe_removed yes
@@ -103,6 +106,7 @@ case "$(r image)" in *keytally.exe*config.toml*service*) c=0 ;; *) c=1 ;; esac; 
 [ "$(r noconfig_state)" = STOPPED ] && [ "$(r noconfig_exit)" = "2" ]; c=$?; check "without a config the service stops with exit code 2 (state $(r noconfig_state), service exit $(r noconfig_exit))"
 [ -f "$WORK/arrived" ] && [ "$(r running)" = yes ]; c=$?; check "with a config the started service pushed the virtual key to the sandbox"
 [ -n "$(r stopped_ms)" ]; c=$?; check "sc stop stops the service ($(r stopped_ms) ms$(r stop_state))"
+[ -n "$(r quick_stopped_ms)" ]; c=$?; check "sc stop right after sc start stops the service ($(r quick_stopped_ms) ms from the start$(r quick_stop_state); sc stop said: $(r quick_stop_answer))"
 [ "$(r uninstall_rc)" = 0 ] && [ "$(r service_removed)" = yes ] && [ "$(r exe_removed)" = yes ] && [ "$(r data_kept)" = yes ]
 c=$?; check "msiexec /x /qn removes the service and the program, keeps C:\\ProgramData\\keytally (exit $(r uninstall_rc), $(r uninstall_s) s)"
 if [ "$FAILED" != 0 ]; then sed 's/^/      | /' "$WORK/results" "$WORK/lab.log" 2>/dev/null | tail -n 40; fi

@@ -14,6 +14,7 @@
 
 use std::ffi::OsString;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -102,7 +103,10 @@ fn run_service() -> windows_service::Result<()> {
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let handler = move |control| match control {
         ServiceControl::Stop | ServiceControl::Shutdown => {
-            // The loop thread may already be gone; nothing to do then.
+            // Sticky at once, before anything can fail: the loop sees it whenever it gets to
+            // wait (even if the SCM sent it while the service was still starting), and the
+            // status loop below reports StopPending. The status loop may be gone already.
+            request_stop();
             let _ = stop_tx.send(());
             ServiceControlHandlerResult::NoError
         }
@@ -110,11 +114,15 @@ fn run_service() -> windows_service::Result<()> {
         _ => ServiceControlHandlerResult::NotImplemented,
     };
     let status = service_control_handler::register(SERVICE_NAME, handler)?;
-    report(&status, ServiceState::StartPending, ServiceControlAccept::empty(), 0, 1, START_HINT)?;
+    // From here on a failed status report is logged and never ends this function early: an
+    // early return left the loop running with nobody to tell it to stop (seen under Wine: `sc
+    // stop` answered STOP_PENDING, then the service was RUNNING and ignored every later stop).
+    report(&status, ServiceState::StartPending, ServiceControlAccept::empty(), 0, 1, START_HINT);
 
     let Some((Cli { config, command: Command::Run(args), .. }, run)) = SERVICE.get() else {
         // run_if_started_by_it always sets a `run` command line before starting the dispatcher.
-        return report(&status, ServiceState::Stopped, ServiceControlAccept::empty(), 1, 0, Duration::ZERO);
+        report(&status, ServiceState::Stopped, ServiceControlAccept::empty(), 1, 0, Duration::ZERO);
+        return Ok(());
     };
     let (done_tx, done_rx) = mpsc::channel::<ExitCode>();
     let spawned = std::thread::Builder::new().name("service".into()).spawn(move || {
@@ -123,16 +131,21 @@ fn run_service() -> windows_service::Result<()> {
     });
     if let Err(e) = spawned {
         tracing::error!("cannot start the service thread: {e}");
-        return report(&status, ServiceState::Stopped, ServiceControlAccept::empty(), 1, 0, Duration::ZERO);
+        report(&status, ServiceState::Stopped, ServiceControlAccept::empty(), 1, 0, Duration::ZERO);
+        return Ok(());
     }
-    report(&status, ServiceState::Running, ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN, 0, 0, Duration::ZERO)?;
-    tracing::info!("keytally Windows service running");
+    // A stop that came while starting (Wine delivers Stop in StartPending) is not overwritten
+    // by Running: the stop below reports StopPending instead.
+    if !stop_requested() {
+        report(&status, ServiceState::Running, ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN, 0, 0, Duration::ZERO);
+        tracing::info!("keytally Windows service running");
+    }
 
     // Wait for a Stop control or for the loop to end by itself (bad config: exit 2).
     let code = loop {
-        if stop_rx.recv_timeout(Duration::from_millis(500)).is_ok() {
-            report(&status, ServiceState::StopPending, ServiceControlAccept::empty(), 0, 1, STOP_HINT)?;
-            STOP_REQUEST.notify_one();
+        if stop_rx.recv_timeout(Duration::from_millis(500)).is_ok() || stop_requested() {
+            tracing::info!("stop requested by the Service Control Manager");
+            report(&status, ServiceState::StopPending, ServiceControlAccept::empty(), 0, 1, STOP_HINT);
             // Every second, tell the SCM the stop is still progressing (a new checkpoint), for
             // at most STOP_HINT: then report Stopped anyway; the process exits with main.
             let mut checkpoint = 1;
@@ -147,7 +160,7 @@ fn run_service() -> windows_service::Result<()> {
                     }
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         checkpoint += 1;
-                        report(&status, ServiceState::StopPending, ServiceControlAccept::empty(), 0, checkpoint, STOP_HINT)?;
+                        report(&status, ServiceState::StopPending, ServiceControlAccept::empty(), 0, checkpoint, STOP_HINT);
                     }
                 }
             };
@@ -167,19 +180,15 @@ fn run_service() -> windows_service::Result<()> {
     } else {
         1
     };
-    report(&status, ServiceState::Stopped, ServiceControlAccept::empty(), exit, 0, Duration::ZERO)
+    report(&status, ServiceState::Stopped, ServiceControlAccept::empty(), exit, 0, Duration::ZERO);
+    Ok(())
 }
 
-fn report(
-    status: &ServiceStatusHandle,
-    state: ServiceState,
-    accept: ServiceControlAccept,
-    exit: u32,
-    checkpoint: u32,
-    wait_hint: Duration,
-) -> windows_service::Result<()> {
+/// Tells the SCM the service's state; a failure is logged (the caller goes on: the stop must
+/// still reach the loop, and Stopped must still be tried).
+fn report(status: &ServiceStatusHandle, state: ServiceState, accept: ServiceControlAccept, exit: u32, checkpoint: u32, wait_hint: Duration) {
     let exit_code = if exit == 0 { ServiceExitCode::Win32(0) } else { ServiceExitCode::ServiceSpecific(exit) };
-    status.set_service_status(ServiceStatus {
+    let reported = status.set_service_status(ServiceStatus {
         service_type: SERVICE_TYPE,
         current_state: state,
         controls_accepted: accept,
@@ -187,16 +196,37 @@ fn report(
         checkpoint,
         wait_hint,
         process_id: None,
-    })
+    });
+    if let Err(e) = reported {
+        tracing::warn!("cannot report {state:?} to the Service Control Manager: {e}");
+    }
 }
 
-/// The SCM's Stop (or Shutdown) control, for the push worker. `notify_one` keeps the request
-/// when the worker is not waiting yet.
+/// The SCM's Stop (or Shutdown) control, sticky: once raised it stays raised for the process.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+/// Wakes whoever awaits [`asked_to_stop`] when [`STOPPING`] is raised.
 static STOP_REQUEST: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
-/// Resolves when the SCM asks the service to stop (Ctrl-C in a console is tokio's `ctrl_c`).
+fn request_stop() {
+    STOPPING.store(true, Ordering::SeqCst);
+    STOP_REQUEST.notify_waiters();
+}
+
+fn stop_requested() -> bool {
+    STOPPING.load(Ordering::SeqCst)
+}
+
+/// Resolves when the SCM has asked the service to stop, however long ago (Ctrl-C in a console
+/// is tokio's `ctrl_c`). Any number of waiters, any number of times.
 pub async fn asked_to_stop() {
-    STOP_REQUEST.notified().await
+    let notified = STOP_REQUEST.notified();
+    tokio::pin!(notified);
+    // Registered before the flag is read: a request between the two still wakes this waiter.
+    notified.as_mut().enable();
+    if stop_requested() {
+        return;
+    }
+    notified.await
 }
 
 /// The SCM does not stamp stderr (a service's stderr goes nowhere); the Event Log comes with
