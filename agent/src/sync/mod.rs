@@ -171,19 +171,27 @@ mod tests {
             f.fail_status = Some(503);
             f.retry_after = Some(2);
         }
-        let s = sync_once(&c, &records(10, 1)).await.unwrap();
+        // The engine's clock, not the wall's: a slow run (Wine, a loaded CI) cannot let the
+        // Retry-After pass between two calls.
+        let t0 = 1_000_000;
+        let clock = ManualClock::at(t0);
+        let s = sync_once_at(&c, &records(10, 1), &clock).await.unwrap();
         assert_eq!(s.remaining, 10);
         assert_eq!(sb.device_request_count(), 0, "503 answered by the fault layer");
         assert_eq!(sb.request_count(), 1, "one request, then back off");
         let state = Outbox::open(&c.outbox_path(), 1000).unwrap().sync_state("default").unwrap();
-        assert!(state.next_attempt_at.unwrap() > unix_now(), "Retry-After is the floor");
-        // The server is back, but the Retry-After has not passed: no request.
+        let next = state.next_attempt_at.unwrap();
+        assert!(next >= t0 + 2 && next <= t0 + 3, "Retry-After (2 s) is the floor, plus a little jitter: {next} - {t0}");
+        // The server is back, but the Retry-After has not passed: no request, at once or 1 s on.
         sb.faults().down = false;
-        let s = sync_once(&c, &[]).await.unwrap();
+        let s = sync_once_at(&c, &[], &clock).await.unwrap();
         assert_eq!(s.remaining, 10);
         assert_eq!(sb.request_count(), 1);
-        tokio::time::sleep(Duration::from_millis(3300)).await;
-        let s = sync_once(&c, &[]).await.unwrap();
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(sync_once_at(&c, &[], &clock).await.unwrap().remaining, 10);
+        assert_eq!(sb.request_count(), 1);
+        clock.advance(Duration::from_secs(3));
+        let s = sync_once_at(&c, &[], &clock).await.unwrap();
         assert_eq!(s.remaining, 0);
         assert_eq!(sb.store().device_count(), 10);
     }
@@ -192,6 +200,8 @@ mod tests {
     async fn revoked_key_stops_with_credential_rejected_and_bounded_requests() {
         let (sb, id, _dir, c) = with_api_key().await;
         sb.revoke_api_key(&id);
+        // Before the loop: its 20 runs take seconds where each is slow (0.7 s under Wine).
+        let start = unix_now();
         for _ in 0..20 {
             let s = sync_once(&c, &records(5, 1)).await.unwrap();
             assert_eq!(s.remaining, 5);
@@ -200,7 +210,10 @@ mod tests {
         let ob = Outbox::open(&c.outbox_path(), 1000).unwrap();
         let st = ob.sync_state("default").unwrap();
         assert!(st.credential_rejected);
-        assert!(st.next_attempt_at.unwrap() > unix_now() + 898);
+        // The one request was at or after `start`; the wait after it is the cap (900 s) plus up
+        // to 10 %, so never more than 990 s after now.
+        let next = st.next_attempt_at.unwrap();
+        assert!(next > start + 898 && next <= unix_now() + 991, "the cap: {next} - {start}");
         assert!(st.last_error.unwrap().contains("credential rejected"));
     }
 
