@@ -1,7 +1,9 @@
 //! The kiosk (`keytally kiosk`, `run --kiosk`): a headless NFC tap station. Each tap is read
 //! from its reader, recorded, pushed, and reported in one line on stdout (the push worker
 //! prints it once the record is synced or queued); taps of the same key within the merge
-//! window are merged. ACS readers beep and blink for a tap (see [`Feedback`]).
+//! window are merged. ACS readers beep and blink for a tap (see [`Feedback`]). A key's posture
+//! is read at most once per `sync.posture_every` (24 h by default, [`PostureSchedule`]); its
+//! taps in between carry the posture last read.
 //!
 //! Readers are independent: each tap is handled on a thread of its own, its read (on a
 //! thread and PC/SC context of its own, `enumerate::read_readers`) given up at
@@ -14,16 +16,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use keytally_device::enumerate::{read_readers, reader_stalled, FoundKey};
+use keytally_device::enumerate::{read_readers_with, reader_stalled, FoundKey};
 use keytally_device::error::{LinkError, NFC_RESTRICTED_MESSAGE};
 use keytally_device::transport::pcsc::PcscContext;
 use keytally_device::transport::pcsc_watch::PcscEvent;
 use keytally_device::transport::reader_signal::{driver_for, Signal};
 use keytally_device::Error;
-use keytally_protocol::mapping::{record_for, rfc3339, ObservationContext};
+use keytally_protocol::mapping::{record_for, rfc3339, set_posture, ObservationContext};
 
 use crate::config::Config;
 use crate::outbox::Outbox;
+use crate::posture::PostureSchedule;
 use crate::pusher::{Job, PushTiming, Pusher, TapLine};
 use crate::watch::Watch;
 
@@ -36,12 +39,13 @@ pub const READ_DEADLINE: Duration = Duration::from_secs(5);
 /// opened or the push worker cannot start.
 pub fn run(cfg: Config, reader: Option<&str>, merge_window: Duration, timing: PushTiming) -> anyhow::Result<()> {
     let observer = Observer { agent_id: crate::agent_id::agent_id(&cfg.state_dir), host: gethostname::gethostname().to_string_lossy().into_owned() };
+    let posture = PostureSchedule::new(cfg.posture_every, Some(&cfg.state_dir));
     // No one looks at a kiosk's tray: no tray state.
     let outbox = Outbox::open(&cfg.outbox_path(), cfg.max_pending).context("cannot open the outbox")?;
     let pusher = Pusher::start(cfg, outbox, timing, None).context("cannot start the push worker")?;
     eprintln!("keytally kiosk: waiting for taps (Ctrl-C to stop)");
     let mut watch = Watch::start(reader, false, pusher.wake.clone()).stop_on(Arc::clone(&pusher.stop));
-    let kiosk = Kiosk { observer, merge_window, last_tap: Mutex::default(), feedback: Feedback::default() };
+    let kiosk = Kiosk { observer, merge_window, last_tap: Mutex::default(), feedback: Feedback::default(), posture };
     // Every tap's thread ends within its read deadline (plus the hand-over and the reader
     // signal), so the scope ends soon after the loop.
     std::thread::scope(|taps| {
@@ -88,13 +92,15 @@ struct Kiosk {
     /// When each key was last tapped (the merge window), by uniqueId.
     last_tap: Mutex<HashMap<String, Instant>>,
     feedback: Feedback,
+    /// Whose posture to read, and the posture last read of each key.
+    posture: PostureSchedule,
 }
 
 impl Kiosk {
     /// Reads the card that PC/SC saw arrive on `reader` at `present_at`, and hands its record
     /// to the push worker unless it merges with the key's previous tap.
     fn on_tap(&self, reader: &str, present_at: Instant, pusher: &Pusher) {
-        let outcome = read_readers(&[reader.to_string()], READ_DEADLINE).next().map_or(Ok(None), |(_, outcome)| outcome);
+        let outcome = read_readers_with(&[reader.to_string()], READ_DEADLINE, &self.posture.wanted()).next().map_or(Ok(None), |(_, outcome)| outcome);
         let key = match outcome {
             Ok(Some(key)) => key,
             Ok(None) => return, // gone before it could be read: not a tap
@@ -119,6 +125,13 @@ impl Kiosk {
     fn record_tap(&self, key: &FoundKey, reader: &str, present_at: Instant) -> Option<Job> {
         let ctx = self.observer.context();
         let mut record = record_for(&key.key, Some(&key.reader), &ctx);
+        set_posture(&mut record, key.posture.as_ref().map(|p| &p.posture));
+        self.posture.remember(&[&key.key], &[key.posture.as_ref()], std::slice::from_mut(&mut record));
+        if let Some(read) = &key.posture {
+            for line in crate::posture::warning_lines(&crate::posture::place_words(Some(reader), None), read) {
+                eprintln!("{line}");
+            }
+        }
         let unique_id = record.yubikey.unique_id.clone();
         {
             let mut last_tap = lock(&self.last_tap);

@@ -13,7 +13,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keytally_device::enumerate::{discover, read_readers, scan_with, FoundKey, FullScanOptions, HidapiReader, PcscReport, ReaderOutcome, UsbKeyDevice};
+use keytally_device::enumerate::{
+    discover, read_readers_with, scan_with, FoundKey, FullScanOptions, HidapiReader, PcscReport, PostureWanted, ReaderOutcome, ScanOptions, UsbKeyDevice,
+};
 use keytally_device::error::NFC_RESTRICTED_MESSAGE;
 use keytally_device::transport::pcsc_watch::PcscEvent;
 use keytally_device::Error;
@@ -88,7 +90,8 @@ impl Arrivals {
     fn start_read(&mut self, reader: String) {
         let (tx, wake) = (self.reads.0.clone(), self.wake.clone());
         let spawned = std::thread::Builder::new().name(format!("read:{reader}")).spawn(move || {
-            let outcome = read_readers(std::slice::from_ref(&reader), READ_DEADLINE).next().map_or(Ok(None), |(_, outcome)| outcome);
+            // The desk always reads the posture (issue 13 §2).
+            let outcome = read_readers_with(std::slice::from_ref(&reader), READ_DEADLINE, &PostureWanted::Always).next().map_or(Ok(None), |(_, outcome)| outcome);
             let _ = tx.send((reader, outcome));
             wake.now();
         });
@@ -170,7 +173,8 @@ impl Arrivals {
             return;
         }
         self.offered.extend(fresh.iter().map(|d| d.port.clone()));
-        let report = scan_with(&FullScanOptions::default(), |_| Ok(PcscReport::default()), Ok(fresh), Arc::new(HidapiReader::default()));
+        let opts = FullScanOptions { pcsc: ScanOptions { posture: PostureWanted::Always, ..ScanOptions::default() }, ..FullScanOptions::default() };
+        let report = scan_with(&opts, |_| Ok(PcscReport::default()), Ok(fresh), Arc::new(HidapiReader::default()));
         for u in &report.unreadable {
             let why = u.attempts.first().map_or_else(|| "no interface keytally can open".to_string(), |a| a.error.to_string());
             println!("Could not read the {} on USB port {}: {why}. Remove it and try again.", u.description(), u.port);

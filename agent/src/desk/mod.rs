@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use keytally_device::enumerate::FoundKey;
-use keytally_protocol::mapping::{record_for, ObservationContext};
+use keytally_protocol::mapping::{record_for, set_posture, ObservationContext};
 use keytally_protocol::record::{DeviceRecord, Label, Owner, Owners, Status};
 
 use crate::cli::EnrollArgs;
@@ -112,7 +112,18 @@ impl Desk<'_> {
             key.reader
         );
         let mut record = record_for(k, Some(&key.reader), observed);
+        set_posture(&mut record, key.posture.as_ref().map(|p| &p.posture));
         println!("Advisories: {}", crate::advisories::summary(crate::advisories::labels(&record).as_deref(), ", "));
+        if let Some(read) = &key.posture {
+            println!("Posture:");
+            for line in crate::posture::lines(&read.posture) {
+                println!("  {line}");
+            }
+            let place = if key.atr.is_empty() { crate::posture::place_words(None, Some(&key.reader)) } else { crate::posture::place_words(Some(&key.reader), None) };
+            for line in crate::posture::warning_lines(&place, read) {
+                eprintln!("{line}");
+            }
+        }
 
         if let Some(owner) = self.enrolled_owner(&record.yubikey.unique_id) {
             println!("! This key is already enrolled to {owner}.");

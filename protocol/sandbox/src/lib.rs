@@ -261,13 +261,15 @@ async fn put_device(
 }
 
 /// The parts of the agent's `observation` that `openapi.yaml` types: when present it is an
-/// object, and its `advisories` is `null` or a list of objects with the strings `id`, `url` and
-/// `applies`. Everything else in it is stored as sent.
+/// object, its `advisories` is `null` or a list of objects with the strings `id`, `url` and
+/// `applies`, and its `posture` is `null` or an object whose known fields have their types
+/// ([`check_posture`]). Everything else in it is stored as sent.
 fn check_observation(record: &Value) -> Result<(), &'static str> {
     let Some(observation) = record.get("observation") else { return Ok(()) };
     let Some(observation) = observation.as_object() else {
         return Err("observation must be an object");
     };
+    check_posture(observation.get("posture"))?;
     let advisories = match observation.get("advisories") {
         None | Some(Value::Null) => return Ok(()),
         Some(Value::Array(a)) => a,
@@ -277,6 +279,39 @@ fn check_observation(record: &Value) -> Result<(), &'static str> {
         let field = |name| a.get(name).and_then(Value::as_str);
         if field("id").is_none() || field("url").is_none() || field("applies").is_none() {
             return Err("each of observation.advisories must have the strings id, url and applies");
+        }
+    }
+    Ok(())
+}
+
+/// `observation.posture`: absent, `null`, or an object whose known fields are `null` or of
+/// their type (booleans; retries 0–255; lengths and counts 0–2^32-1; three retries; two slots).
+fn check_posture(posture: Option<&Value>) -> Result<(), &'static str> {
+    let posture = match posture {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Object(p)) => p,
+        Some(_) => return Err("observation.posture must be null or an object"),
+    };
+    let int_to = |max: u64| move |v: &Value| v.as_u64().is_some_and(|n| n <= max);
+    let list = |len: usize, item: &dyn Fn(&Value) -> bool, v: &Value| v.as_array().is_some_and(|a| a.len() == len && a.iter().all(item));
+    let fields: [(&str, &dyn Fn(&Value) -> bool); 13] = [
+        ("pivPinDefault", &Value::is_boolean),
+        ("pivPukDefault", &Value::is_boolean),
+        ("pivManagementKeyDefault", &Value::is_boolean),
+        ("pivPinRetries", &int_to(255)),
+        ("pivPukRetries", &int_to(255)),
+        ("fido2PinSet", &Value::is_boolean),
+        ("fido2UvEnrolled", &Value::is_boolean),
+        ("fido2ForcePinChange", &Value::is_boolean),
+        ("fido2MinPinLength", &int_to(u64::from(u32::MAX))),
+        ("fido2RemainingDiscoverableCredentials", &int_to(u64::from(u32::MAX))),
+        ("openpgpPinRetries", &|v: &Value| list(3, &int_to(255), v)),
+        ("oathPasswordSet", &Value::is_boolean),
+        ("otpSlotsConfigured", &|v: &Value| list(2, &Value::is_boolean, v)),
+    ];
+    for (name, ok) in fields {
+        if posture.get(name).is_some_and(|v| !v.is_null() && !ok(v)) {
+            return Err("a field of observation.posture has the wrong type (see openapi.yaml)");
         }
     }
     Ok(())
@@ -492,6 +527,19 @@ mod tests {
         assert_eq!(parse_hyphenated_uuid(id).as_deref(), Some("67e55044-10b1-426f-9247-bb680e5fe0c8"));
         for bad in ["67e5504410b1426f9247bb680e5fe0c8", "{67e55044-10b1-426f-9247-bb680e5fe0c8}", "urn:uuid:67e55044-10b1-426f-9247-bb680e5fe0c8", "67e55044-10b1-426f-9247-bb680e5fe0cg", ""] {
             assert_eq!(parse_hyphenated_uuid(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn observation_posture_fields_are_checked() {
+        let with = |posture: Value| json!({"yubikey": {"uniqueId": "1"}, "observation": {"posture": posture}});
+        assert!(check_observation(&with(json!(null))).is_ok());
+        let good = json!({"pivPinDefault": true, "pivPinRetries": 3, "fido2MinPinLength": 4, "fido2UvEnrolled": null,
+            "openpgpPinRetries": [3, 0, 3], "otpSlotsConfigured": [true, false], "more": "kept"});
+        assert!(check_observation(&with(good)).is_ok());
+        for bad in [json!([]), json!({"pivPinDefault": 1}), json!({"pivPinRetries": 256}), json!({"fido2MinPinLength": -1}),
+            json!({"openpgpPinRetries": [3, 0]}), json!({"otpSlotsConfigured": [true, 1]})] {
+            assert!(check_observation(&with(bad.clone())).is_err(), "{bad}");
         }
     }
 
