@@ -214,3 +214,65 @@ fn each_posture_fault_spoils_its_fields_only_with_a_warning_naming_the_reader() 
         drop(card);
     }
 }
+
+/// Kills the child when dropped, also when the test fails before it could.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The service reads a key's posture when it first sees it, and not again within
+/// `sync.posture_every`: the key tapped again costs what a plain scan costs, and the server
+/// keeps the posture read the first time.
+#[test]
+fn the_service_reads_posture_on_first_sight_and_not_again_the_same_day() {
+    let Some(lab) = lab() else { return };
+    let model = KeyModel::preset("yk5cnfc").unwrap().with_posture(posture::hardened());
+    // What a plain scan and a posture scan of this key cost.
+    let card = insert(&lab, model.clone());
+    scan(&lab, false);
+    let plain = card.apdu_count();
+    scan(&lab, true);
+    let with_posture = card.apdu_count() - plain;
+    println!("yk5cnfc: scan {plain} APDUs, scan --posture {with_posture} APDUs");
+    card.remove().unwrap();
+
+    let sb = support::sandbox();
+    let state = tempfile::tempdir().unwrap();
+    let (_, token) = sb.create_api_key("e2e-posture");
+    let _service = KillOnDrop(
+        Command::new(KEYTALLY)
+            .args(["run", "--retry-every", "1s"])
+            .envs(lab.env())
+            .env("KEYTALLY_SERVER", sb.devices_base())
+            .env("KEYTALLY_TOKEN", &token)
+            .env("KEYTALLY_STATE_DIR", state.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start keytally run"),
+    );
+    let on_server = |what: &str| {
+        support::wait_for(what, std::time::Duration::from_secs(15), || {
+            sb.store().device("23456789").filter(|d| d["observation"]["posture"]["oathPasswordSet"] == json!(true))
+        })
+    };
+    let card = insert(&lab, model.clone());
+    on_server("the key on the server with its posture");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(card.apdu_count(), with_posture, "first sight: identification and posture");
+    assert!(state.path().join("posture-read.json").is_file(), "the schedule is kept in the state dir");
+    drop(card);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+
+    let card = insert(&lab, model);
+    support::wait_until("the second read", std::time::Duration::from_secs(10), || card.apdu_count() >= plain);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(card.apdu_count(), plain, "posture is not read again the same day");
+    let record = on_server("the key still on the server with its posture");
+    assert_eq!(record["observation"]["posture"]["pivPinRetries"], json!(2));
+}
