@@ -202,7 +202,7 @@ impl Service {
 /// and the account's id (the uid on Unix, where Windows gives the SID). Marked `suggested`, so the server can tell
 /// it from an owner it assigned (kiosk and enrollment-desk records carry none).
 fn suggested_owner(user: &LocalUser) -> Owner {
-    Owner::suggestion(&user.name, &user.sid())
+    Owner { entra_id: user.entra_id(), ..Owner::suggestion(&user.name, &user.sid()) }
 }
 
 #[cfg(all(test, unix))]

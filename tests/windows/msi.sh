@@ -81,12 +81,14 @@ chmod +x "$WORK/inside.sh"
 # On the host: wait for the service's push, then tell the lab.
 (
     for _ in $(seq 60); do
-        if python3 - "$SERVER/devices" <<'PY' 2>/dev/null; then touch "$WORK/arrived"; exit 0; fi
+        if python3 - "$SERVER/devices" "$WORK/device.json" <<'PY' 2>/dev/null; then touch "$WORK/arrived"; exit 0; fi
 import json, sys, urllib.request
 req = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer sandbox-admin-token"})
 body = json.load(urllib.request.urlopen(req, timeout=2))
 items = body["items"] if isinstance(body, dict) else body
-assert any(d["yubikey"].get("serialNumber") == "12345678" for d in items)
+ours = [d for d in items if d["yubikey"].get("serialNumber") == "12345678"]
+assert ours
+json.dump(ours[0], open(sys.argv[2], "w"))
 PY
         sleep 1
     done
@@ -105,6 +107,9 @@ check() {   # $1 description; the condition is the command that ran just before:
 case "$(r image)" in *keytally.exe*config.toml*service*) c=0 ;; *) c=1 ;; esac; check "the service runs keytally.exe --config …config.toml service ($(r image))"
 [ "$(r noconfig_state)" = STOPPED ] && [ "$(r noconfig_exit)" = "2" ]; c=$?; check "without a config the service stops with exit code 2 (state $(r noconfig_state), service exit $(r noconfig_exit))"
 [ -f "$WORK/arrived" ] && [ "$(r running)" = yes ]; c=$?; check "with a config the started service pushed the virtual key to the sandbox"
+# The owner suggestion: the console session's user (WTS), as Wine gives it.
+owner="$(python3 -c 'import json, sys; o = json.load(open(sys.argv[1]))["owners"]["items"][0]; print(o.get("name"), o.get("sid"), o.get("entraId"), o.get("suggested"))' "$WORK/device.json" 2>/dev/null)"
+case "$owner" in *' S-1-'*' True') c=0 ;; *) c=1 ;; esac; check "the pushed record suggests the console session's user as owner (name, sid, entraId, suggested: ${owner:-none})"
 [ -n "$(r stopped_ms)" ]; c=$?; check "sc stop stops the service ($(r stopped_ms) ms$(r stop_state))"
 [ -n "$(r quick_stopped_ms)" ]; c=$?; check "sc stop right after sc start stops the service ($(r quick_stopped_ms) ms from the start$(r quick_stop_state); sc stop said: $(r quick_stop_answer))"
 [ "$(r uninstall_rc)" = 0 ] && [ "$(r service_removed)" = yes ] && [ "$(r exe_removed)" = yes ] && [ "$(r data_kept)" = yes ]

@@ -4,7 +4,7 @@
 //!
 //! | part | what it answers | Linux and the BSDs (`unix/`) | macOS | Windows (`windows/`) |
 //! |---|---|---|---|---|
-//! | [`user`] | who is logged in at this machine: `logged_in_user() -> Option<LocalUser>`, a `LocalUser` having `name` and `sid()` (the id the owner record's `sid` carries) | systemd-logind's sessions, NSS names | as Unix (no logind: the agent's own user) | not yet: the console session's user and SID (issue 11) |
+//! | [`user`] | who is logged in at this machine: `logged_in_user() -> Option<LocalUser>`, a `LocalUser` having `name`, `sid()` (the id the owner record's `sid` carries) and `entra_id()` | systemd-logind's sessions, NSS names | as Unix (no logind: the agent's own user) | the active console session's `DOMAIN\name` and SID (WTS + its token), the Entra ID object id from an `S-1-12-1-…` SID ([`entra_sid`]) |
 //! | [`channel`] | the tray↔service channel: where it lives (`server_endpoint`, `client_endpoints`), the client's blocking `Stream` (`connect`), the service's `Listener` (`bind`, `accept`) and who connected (`peer`, `Peer::admit`) | a stream socket in the runtime directory, `SO_PEERCRED` | as Unix | not yet: a named pipe and its client's token (issue 11) |
 //! | [`service_manager`] | running under the OS's service manager: `run_if_started_by_it(run, init_logging)`, its stop request (`asked_to_stop`), and whether it stamps log lines itself (`stamps_log_lines`) | systemd runs `keytally run` as is, SIGTERM; journald | as Unix | the Service Control Manager (`keytally service`, its Stop control) |
 //! | [`secrets`] | the OS keyring: `read`/`write` of an entry's bytes, [`SecretStoreError`], `UNAVAILABLE` (what "no keyring here" means, for messages) | the freedesktop Secret Service (D-Bus) | the login Keychain | Credential Manager |
@@ -23,6 +23,11 @@ mod windows;
 #[cfg(windows)]
 use self::windows as os;
 
+/// The Entra ID object id in an Entra account's SID (pure; used by the Windows user module,
+/// tested everywhere).
+#[cfg_attr(not(windows), allow(dead_code))]
+pub mod entra_sid;
+
 /// The secret store of macOS and Windows (the `keyring` crate's native stores), which their
 /// modules re-export as `secrets`.
 #[cfg(any(target_os = "macos", windows))]
@@ -40,6 +45,7 @@ fn interface() {
 
     let _: fn() -> Option<user::LocalUser> = user::logged_in_user;
     let _: fn(&user::LocalUser) -> String = user::LocalUser::sid;
+    let _: fn(&user::LocalUser) -> Option<String> = user::LocalUser::entra_id;
     let _: fn() -> Option<PathBuf> = channel::server_endpoint;
     let _: fn() -> Vec<PathBuf> = channel::client_endpoints;
     let _: fn(&Path) -> io::Result<channel::Stream> = channel::connect;

@@ -18,6 +18,11 @@ impl LocalUser {
     pub fn sid(&self) -> String {
         self.uid.to_string()
     }
+
+    /// The Microsoft Entra ID object id: a Windows notion, none here.
+    pub fn entra_id(&self) -> Option<String> {
+        None
+    }
 }
 
 /// logind's session state files (`key=value` lines, one file per session).

@@ -1,5 +1,5 @@
-//! Windows: the Service Control Manager and Credential Manager today; the console session's
-//! user and the tray's named pipe are still to come (issue 11), and say so.
+//! Windows: the Service Control Manager, Credential Manager and the console session's user;
+//! the tray's named pipe is still to come (issue 11), and says so.
 
 pub mod channel;
 pub mod service_manager;
