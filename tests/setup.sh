@@ -33,7 +33,8 @@ TEST_APT_PACKAGES=(
   python3-venv
   xvfb xfce4-panel dbus-daemon xdotool imagemagick fonts-dejavu-core   # keytally tray: a StatusNotifier host on a virtual screen
   dbus gnome-keyring libsecret-tools      # the keyring test: a private session bus, Secret Service, secret-tool
-  gcc-mingw-w64-x86-64                    # C parts of dependencies, for the Windows type-check
+  gcc-mingw-w64-x86-64                    # C parts of dependencies, for keytally.exe
+  wixl                                    # the MSI (installer/windows/build-msi.sh)
 )
 packages=("${DEMO_APT_PACKAGES[@]}")
 [ "$demo_only" = 1 ] || packages+=("${TEST_APT_PACKAGES[@]}")
