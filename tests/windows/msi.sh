@@ -51,6 +51,7 @@ state() { wine sc query keytally 2>/dev/null | tr -d '\r' | awk '/STATE/ { print
 wait_state() { i=0; while [ $i -lt "$2" ]; do [ "$(state)" = "$1" ] && return 0; sleep 1; i=$((i + 1)); done; return 1; }
 t=$(date +%s); wine msiexec /i "$msi" /qn; say install_rc $?; say install_s $(( $(date +%s) - t ))
 say start_type "$(svc Start)"; say account "$(svc ObjectName)"; say image "$(svc ImagePath)"
+say event_source "$(wine reg query 'HKLM\SYSTEM\CurrentControlSet\Services\EventLog\Application\keytally' /v EventMessageFile 2>/dev/null | tr -d '\r' | awk '$1 == "EventMessageFile" { $1 = ""; $2 = ""; sub(/^ +/, ""); print }')"
 pf="$WINEPREFIX/drive_c/Program Files/keytally"; data="$WINEPREFIX/drive_c/ProgramData/keytally"
 [ -f "$pf/keytally.exe" ] && say exe_installed yes
 wait_state STOPPED 20; say noconfig_state "$(state)"
@@ -96,7 +97,9 @@ PY
 PIDS+=($!)
 
 t0=$SECONDS
-"$HERE/lab.sh" --vpcd-port "$VPORT" -- "$WORK/inside.sh" "$MSI" "$WORK" "$SERVER" >"$WORK/lab.log" 2>&1
+# Wine's ReportEventW writes each event's text on its `eventlog` debug channel (err: for an
+# error event, warn: for a warning, trace: otherwise): that is how the Event Log is seen here.
+WINEDEBUG="-all,+eventlog" "$HERE/lab.sh" --vpcd-port "$VPORT" -- "$WORK/inside.sh" "$MSI" "$WORK" "$SERVER" >"$WORK/lab.log" 2>&1
 r() { sed -n "s/^$1=//p" "$WORK/results" 2>/dev/null | tail -n1; }
 check() {   # $1 description; the condition is the command that ran just before: c=$?
     if [ "$c" = 0 ]; then ok "windows: msi: $1"; else fail "windows: msi: $1"; fi
@@ -106,6 +109,9 @@ check() {   # $1 description; the condition is the command that ran just before:
 [ "$(r account)" = LocalSystem ]; c=$?; check "the service runs as LocalSystem ($(r account))"
 case "$(r image)" in *keytally.exe*config.toml*service*) c=0 ;; *) c=1 ;; esac; check "the service runs keytally.exe --config …config.toml service ($(r image))"
 [ "$(r noconfig_state)" = STOPPED ] && [ "$(r noconfig_exit)" = "2" ]; c=$?; check "without a config the service stops with exit code 2 (state $(r noconfig_state), service exit $(r noconfig_exit))"
+case "$(r event_source)" in *'\Microsoft.NET\Framework64\'*'\EventLogMessages.dll') c=0 ;; *) c=1 ;; esac; check "the MSI registers the event source keytally (Application log, EventMessageFile $(r event_source))"
+event="$(grep -a -m1 'err:eventlog:ReportEventW L"keytally: ' "$WORK/lab.log" | cut -c1-160)"
+[ -n "$event" ]; c=$?; check "without a config the service says why in the Event Log (${event:-no error event})"
 [ -f "$WORK/arrived" ] && [ "$(r running)" = yes ]; c=$?; check "with a config the started service pushed the virtual key to the sandbox"
 # The owner suggestion: the console session's user (WTS), as Wine gives it.
 owner="$(python3 -c 'import json, sys; o = json.load(open(sys.argv[1]))["owners"]["items"][0]; print(o.get("name"), o.get("sid"), o.get("entraId"), o.get("suggested"))' "$WORK/device.json" 2>/dev/null)"

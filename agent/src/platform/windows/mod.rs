@@ -1,7 +1,9 @@
-//! Windows: the Service Control Manager, Credential Manager and the console session's user;
+//! Windows: the Service Control Manager (its log in the Event Log), Credential Manager and the
+//! console session's user;
 //! the tray's named pipe is still to come (issue 11), and says so.
 
 pub mod channel;
+mod event_log;
 pub mod service_manager;
 pub mod user;
 

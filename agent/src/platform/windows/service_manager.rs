@@ -24,6 +24,7 @@ use windows_service::service::{ServiceControl, ServiceControlAccept, ServiceExit
 use windows_service::service_control_handler::{self, ServiceControlHandlerResult, ServiceStatusHandle};
 use windows_service::{define_windows_service, service_dispatcher};
 
+use super::event_log;
 use crate::cli::{Cli, Command};
 use crate::platform::RunService;
 
@@ -36,6 +37,8 @@ const NOT_STARTED_BY_SCM: i32 = 1063;
 /// (2 s by default) plus the PC/SC wait to return; 30 s leaves room for a slow flush.
 const START_HINT: Duration = Duration::from_secs(10);
 const STOP_HINT: Duration = Duration::from_secs(30);
+/// How long the last log lines may take to reach the Event Log before Stopped is reported.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 /// The parsed command line and the `run` entry, handed from `main` to the service thread the
 /// SCM starts.
@@ -48,12 +51,17 @@ pub fn run_if_started_by_it(run: RunService, init_logging: fn(u8)) -> Option<Exi
     let args = as_run_args(std::env::args_os().collect())?;
     // `service` takes the flags of `run`; clap prints usage errors and exits.
     let cli = Cli::parse_from(args);
+    // The log goes to the Event Log (the lines journald gets on Linux), set up before logging
+    // so tracing's lines go there too; undone below if the SCM did not start us.
+    event_log::capture_stderr();
     init_logging(cli.verbose);
     if SERVICE.set((cli, run)).is_err() {
         return Some(ExitCode::FAILURE);
     }
     // Blocks until the service has stopped.
-    match service_dispatcher::start(SERVICE_NAME, ffi_service_main) {
+    let started = service_dispatcher::start(SERVICE_NAME, ffi_service_main);
+    event_log::flush(FLUSH_WAIT);
+    match started {
         Ok(()) => Some(ExitCode::SUCCESS),
         Err(windows_service::Error::Winapi(e)) if e.raw_os_error() == Some(NOT_STARTED_BY_SCM) => {
             eprintln!(
@@ -180,6 +188,10 @@ fn run_service() -> windows_service::Result<()> {
     } else {
         1
     };
+    tracing::info!("keytally Windows service stopped (exit code {exit})");
+    // The loop's last lines (a configuration error, say) are in the Event Log before the SCM
+    // hears Stopped and may end the process.
+    event_log::flush(FLUSH_WAIT);
     report(&status, ServiceState::Stopped, ServiceControlAccept::empty(), exit, 0, Duration::ZERO);
     Ok(())
 }
@@ -229,10 +241,10 @@ pub async fn asked_to_stop() {
     notified.await
 }
 
-/// The SCM does not stamp stderr (a service's stderr goes nowhere); the Event Log comes with
-/// issue 11.
+/// As the service, log lines go to the Event Log, which stamps them (no timestamps, no
+/// colours, as under journald); in a console, lines are stamped.
 pub fn stamps_log_lines() -> bool {
-    false
+    event_log::capturing()
 }
 
 #[cfg(test)]
