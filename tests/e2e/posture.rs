@@ -230,6 +230,18 @@ impl Drop for KillOnDrop {
 /// keeps the posture read the first time.
 #[test]
 fn the_service_reads_posture_on_first_sight_and_not_again_the_same_day() {
+    posture_on_first_sight_only(&["run", "--retry-every", "1s"]);
+}
+
+/// The kiosk likewise: the first tap of a key reads its posture, a second tap the same day
+/// does not, and its record still carries the posture.
+#[test]
+fn the_kiosk_reads_posture_on_the_first_tap_and_not_again_the_same_day() {
+    posture_on_first_sight_only(&["kiosk", "--merge-window", "0s"]);
+}
+
+/// `keytally ARGS` (a long-running mode) sees the key twice: posture the first time only.
+fn posture_on_first_sight_only(args: &[&str]) {
     let Some(lab) = lab() else { return };
     let model = KeyModel::preset("yk5cnfc").unwrap().with_posture(posture::hardened());
     // What a plain scan and a posture scan of this key cost.
@@ -246,7 +258,7 @@ fn the_service_reads_posture_on_first_sight_and_not_again_the_same_day() {
     let (_, token) = sb.create_api_key("e2e-posture");
     let _service = KillOnDrop(
         Command::new(KEYTALLY)
-            .args(["run", "--retry-every", "1s"])
+            .args(args)
             .envs(lab.env())
             .env("KEYTALLY_SERVER", sb.devices_base())
             .env("KEYTALLY_TOKEN", &token)
@@ -254,8 +266,10 @@ fn the_service_reads_posture_on_first_sight_and_not_again_the_same_day() {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("start keytally run"),
+            .expect("start keytally"),
     );
+    // The kiosk reads taps it sees arrive: let it start watching first.
+    std::thread::sleep(std::time::Duration::from_secs(1));
     let on_server = |what: &str| {
         support::wait_for(what, std::time::Duration::from_secs(15), || {
             sb.store().device("23456789").filter(|d| d["observation"]["posture"]["oathPasswordSet"] == json!(true))
@@ -275,4 +289,6 @@ fn the_service_reads_posture_on_first_sight_and_not_again_the_same_day() {
     assert_eq!(card.apdu_count(), plain, "posture is not read again the same day");
     let record = on_server("the key still on the server with its posture");
     assert_eq!(record["observation"]["posture"]["pivPinRetries"], json!(2));
+    // The advisories settled by posture stay settled (5.7.4: none apply).
+    assert_eq!(record["observation"]["advisories"], json!([]));
 }
