@@ -367,3 +367,44 @@ fn a_card_that_leaves_mid_read_warns_for_each_applet_and_does_not_panic() {
         ]
     );
 }
+
+#[test]
+fn fido2_over_ctaphid_and_a_deep_answer_there_is_a_warning() {
+    use crate::transport::ctaphid::tests::{fast, FakeFido};
+    use crate::transport::ctaphid::{cmd, CtapHidDevice};
+    const NONCE: [u8; 8] = [9; 8];
+    const CID: u32 = 0x0102_0304;
+
+    let mut dev = FakeFido::new();
+    dev.init_answer(NONCE, CID, [5, 7, 4], 0x05);
+    dev.respond(CID, cmd::CBOR, &get_info());
+    let mut ctap = CtapHidDevice::init(&mut dev, NONCE, fast()).unwrap();
+    let mut read = PostureRead::default();
+    read_fido2_hid(&mut ctap, &info(Version::new(5, 7, 4), ALL), &mut read);
+    assert_eq!(read.warnings, vec![]);
+    assert_eq!((read.posture.fido2_pin_set, read.posture.fido2_min_pin_length), (Some(false), Some(4)));
+    assert_eq!(read.posture.fido2_remaining_discoverable_credentials, Some(100));
+    assert!(read.transfers >= 2, "one request and one answer packet at least");
+    // The request was CTAPHID_CBOR with the getInfo command byte only.
+    assert_eq!(&dev.written[1][4..8], &[0x80 | cmd::CBOR, 0x00, 0x01, 0x04]);
+
+    let mut dev = FakeFido::new();
+    dev.init_answer(NONCE, CID, [5, 7, 4], 0x05);
+    let mut deep = vec![0x00, 0xA1, 0x01];
+    deep.extend(std::iter::repeat_n(0x81, 199));
+    deep.push(0x80);
+    dev.respond(CID, cmd::CBOR, &deep);
+    let mut ctap = CtapHidDevice::init(&mut dev, NONCE, fast()).unwrap();
+    let mut read = PostureRead::default();
+    read_fido2_hid(&mut ctap, &info(Version::new(5, 7, 4), ALL), &mut read);
+    assert_eq!(read.posture, Posture::default());
+    assert_eq!(read.warnings, vec![PostureWarning { applet: Applet::Fido2, error: PostureError::Cbor(cbor::CborError::TooDeep) }]);
+
+    // FIDO2 disabled over USB: not asked at all.
+    let mut dev = FakeFido::new();
+    dev.init_answer(NONCE, CID, [5, 7, 4], 0x05);
+    let mut ctap = CtapHidDevice::init(&mut dev, NONCE, fast()).unwrap();
+    let mut read = PostureRead::default();
+    read_fido2_hid(&mut ctap, &info(Version::new(5, 7, 4), Capabilities::OTP), &mut read);
+    assert_eq!((read.warnings.len(), read.transfers), (0, 0));
+}
