@@ -69,7 +69,7 @@ def sh(cmd, timeout=60, env=None, user=None):
 
 class Key:
     def __init__(self, label, model, pid, udc, serial=None, unplug_after=None, hid_fault=None,
-                 posture=None, ykman_shows=(), nfc_restricted=False):
+                 posture=None, ykman_shows=(), nfc_restricted=False, count=False):
         self.label, self.model, self.pid, self.udc = label, model, pid, udc
         self.serial_arg, self.unplug_after, self.hid_fault = serial, unplug_after, hid_fault
         # posture: keytally-gadget --posture SPEC; ykman_shows: (command, label, value) that
@@ -89,12 +89,15 @@ class Key:
         self.expect = json.loads(out)
         self.proc = None
         self.port = None
+        # count: the gadget keeps its running transfer counts in this file (--count-file).
+        self.count_path = f"{RUN}/{label}.count" if count else None
 
     def start(self):
         os.makedirs(RUN, exist_ok=True)
         self.logf = open(f"{RUN}/{self.label}.log", "w")
         extra = ["--unplug-after", self.unplug_after] if self.unplug_after else []
         extra += ["--hid-fault", self.hid_fault] if self.hid_fault else []
+        extra += ["--count-file", self.count_path] if self.count_path else []
         self.proc = subprocess.Popen(
             [GADGET] + self.args + ["--udc", f"dummy_udc.{self.udc}"] + extra,
             stdout=self.logf, stderr=self.logf)
@@ -137,6 +140,15 @@ class Key:
                 return True
             time.sleep(0.1)
         return False
+
+    def transfers(self):
+        """The gadget's running counts: (APDUs, OTP feature reports, CTAPHID packets)."""
+        time.sleep(0.2)  # the gadget rewrites the file within 20 ms of a change
+        try:
+            with open(self.count_path) as f:
+                return tuple(int(n) for n in f.read().split())
+        except (OSError, ValueError):
+            return (0, 0, 0)
 
     def unplug(self):
         self.proc.send_signal(signal.SIGUSR1)
@@ -578,6 +590,86 @@ def posture_body(name, keys):
                    f"exit {rc}, got {got!r}; {err.strip()[:300]}")
 
 
+FIGURE_RUNS = int(ENV.get("KT_FIGURE_RUNS", "3"))
+
+
+def usb_figures_body(name, keys):
+    """Issue 12 §5: one key with all three USB interfaces, read through each alone by keytally
+    (`keytally -v scan --json --interfaces X`, the whole process timed) and by ykman (its own
+    listing and DeviceInfo read, `ykman.device.list_all_devices([X])`, timed in this
+    interpreter, so without Python's start-up), with the transfers the gadget counted for each
+    read (APDUs, OTP feature reports, CTAPHID packets). Each read must find the key; the
+    times and counts are printed side by side (medians of KT_FIGURE_RUNS reads), not judged."""
+    import statistics
+    k = keys[0]
+    serial = k.expect["serial"]
+    kinds = [("ccid", "SmartCardConnection", 0), ("otp", "OtpConnection", 1), ("fido", "FidoConnection", 2)]
+    try:
+        from ykman.device import list_all_devices
+        from yubikit.core.fido import FidoConnection
+        from yubikit.core.otp import OtpConnection
+        from yubikit.core.smartcard import SmartCardConnection
+        conns = {"SmartCardConnection": SmartCardConnection, "OtpConnection": OtpConnection,
+                 "FidoConnection": FidoConnection}
+    except ImportError as e:
+        if CI:
+            report(False, f"{name}: ykman's library", str(e))
+        else:
+            print(f"# SKIP: ykman's library not importable ({e}); keytally figures only", flush=True)
+        conns = None
+    rows = []
+    for iface, conn_name, slot in kinds:
+        kt_secs, kt_n, kt_own, kt_ok, kt_err = [], [], [], True, ""
+        for _ in range(FIGURE_RUNS):
+            before = k.transfers()
+            rc, out, err, secs = sh([KEYTALLY, "-v", "scan", "--json", "--interfaces", iface], timeout=60,
+                                    env=dict(ENV, HOME=ENV.get("HOME", "/root")))
+            after = k.transfers()
+            try:
+                records = json.loads(out) if out.strip() else []
+            except ValueError:
+                records = []
+            own = re.search(rf'interface="?{iface}"? transfers=(\d+)', err)
+            got = [r for r in records if r.get("yubikey", {}).get("serialNumber") == serial]
+            if rc != 0 or len(got) != 1 or not own:
+                kt_ok, kt_err = False, f"exit {rc}, {len(got)} record(s) with serial {serial}; stderr: {err.strip()[:400]}"
+            kt_secs.append(secs)
+            kt_n.append(after[slot] - before[slot])
+            kt_own.append(int(own.group(1)) if own else -1)
+        report(kt_ok, f"{name}: keytally reads {k.label} over {iface.upper()} alone", kt_err)
+        yk = None
+        if conns:
+            yk_secs, yk_n, yk_ok, yk_err = [], [], True, ""
+            for _ in range(FIGURE_RUNS):
+                before = k.transfers()
+                t = time.monotonic()
+                try:
+                    found = [info for _, info in list_all_devices([conns[conn_name]]) if str(info.serial) == str(serial)]
+                except Exception as e:  # noqa: BLE001
+                    found, yk_err = [], f"{type(e).__name__}: {e}"
+                yk_secs.append(time.monotonic() - t)
+                after = k.transfers()
+                yk_n.append(after[slot] - before[slot])
+                if len(found) != 1:
+                    yk_ok, yk_err = False, yk_err or f"{len(found)} device(s) with serial {serial}"
+            report(yk_ok, f"{name}: ykman reads {k.label} over {iface.upper()} alone", yk_err)
+            yk = (statistics.median(yk_secs), statistics.median(yk_n))
+        rows.append((iface.upper(), statistics.median(kt_secs), statistics.median(kt_n), statistics.median(kt_own), yk))
+    # What keytally's process costs before it reads anything (ykman's interpreter start-up is
+    # not in its figures).
+    start = statistics.median(sh([KEYTALLY, "--version"])[3] for _ in range(FIGURE_RUNS))
+    unit = {"CCID": "APDUs", "OTP": "OTP feature reports", "FIDO": "CTAPHID packets"}
+    lines = [f"USB read figures ({k.model} @ 1050:{k.pid:04x}, medians of {FIGURE_RUNS}; transfers as the gadget "
+             f"counted them (host to key), keytally's own count in brackets (CTAPHID: both directions)):",
+             f"keytally: the whole process ({os.path.basename(os.path.dirname(KEYTALLY))} build; `keytally --version` alone "
+             f"takes {start * 1000:.0f} ms here); ykman: ykman.device.list_all_devices([X]) in-process",
+             f"{'transport':<9} | {'keytally: time, transfers (own count)':<38} | {'ykman: time, transfers':<24} | unit"]
+    for iface, kt_s, kt_n, kt_own, yk in rows:
+        yk_txt = f"{yk[0] * 1000:7.0f} ms {yk[1]:4.0f}" if yk else "-"
+        lines.append(f"{iface:<9} | {kt_s * 1000:7.0f} ms {kt_n:4.0f} ({kt_own:.0f}){'':<19} | {yk_txt:<24} | {unit[iface]}")
+    print("\n".join("# " + l for l in lines), flush=True)
+
+
 def ensure_user(name, groups=()):
     subprocess.run(["groupadd", "-f", "keytally"], check=False)
     if subprocess.run(["id", name], capture_output=True).returncode != 0:
@@ -808,6 +900,9 @@ def main():
         Key("otp-slot2", "yk4", 0x0401, 2, posture="otp-slots=false/true", ykman_shows=[
             ("otp", "Slot 1", "empty"), ("otp", "Slot 2", "programmed")]),
     ], posture_body)
+
+    # Issue 12 §5: each USB transport read alone, keytally beside ykman, timed and counted.
+    phase("usb-figures", [Key("yk5nfc", "yk5nfc", 0x0407, 0, count=True)], usb_figures_body)
 
     passed = sum(1 for ok, _, _ in results if ok)
     failed = len(results) - passed

@@ -28,14 +28,15 @@ const USAGE: &str =
     "usage: keytally-gadget --model NAME --pid 0xPPPP [--udc dummy_udc.0] [--serial N|none]
                        [--unplugged] [--unplug-after apdu:N|otp:N|ctap:N] [--state-file PATH]
                        [--hid-fault otp-bad-crc|ctap-wrong-cid] [--posture SPEC] [--nfc-restricted]
-                       [--posture-fault NAME]
+                       [--posture-fault NAME] [--count-file PATH]
        keytally-gadget --describe --model NAME [--serial N|none] [--pid 0xPPPP]
        keytally-gadget --list
 Presents the model as a YubiKey with the PID's interfaces (OTP HID on ep0 feature reports, FIDO
 HID on interrupt endpoints, CCID on bulk + interrupt) and serves it until SIGTERM/SIGINT.
 SIGUSR1 unplugs (unbinds the UDC), SIGUSR2 plugs back in. --unplug-after unplugs when the N-th
 APDU / OTP feature report / CTAPHID packet arrives, before answering it (a key pulled out in
-the middle of a read). --hid-fault answers wrongly over HID: OTP responses whose CRC does not
+the middle of a read). --count-file is rewritten with `APDUS OTP CTAP` (the running counts of APDUs,
+OTP feature reports and CTAPHID packets) within 20 ms of a change. --hid-fault answers wrongly over HID: OTP responses whose CRC does not
 match (one data byte flipped), or CTAPHID replies on a channel the host was never given.
 --state-file is rewritten with \"plugged\" or \"unplugged\". --posture KEY=VALUE,... sets what the
 applets report (as keytally-vkey's; the OTP status report carries the slot bits, FIDO HID answers
@@ -81,6 +82,7 @@ struct Args {
     unplug_after: Option<(Kind, u64)>,
     hid_fault: Option<HidFault>,
     state_file: Option<PathBuf>,
+    count_file: Option<PathBuf>,
     describe: bool,
 }
 
@@ -98,6 +100,7 @@ fn parse_args() -> Result<Option<Args>, String> {
     let mut posture_specs = Vec::new();
     let mut nfc_restricted = false;
     let mut m_posture_fault = None;
+    let mut count_file = None;
     while let Some(a) = it.next() {
         let mut value = |n: &str| it.next().ok_or_else(|| format!("{n} needs a value"));
         match a.as_str() {
@@ -121,6 +124,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--unplugged" => unplugged = true,
             "--describe" => describe = true,
             "--state-file" => state_file = Some(PathBuf::from(value("--state-file")?)),
+            "--count-file" => count_file = Some(PathBuf::from(value("--count-file")?)),
             "--unplug-after" => {
                 let v = value("--unplug-after")?;
                 let (k, n) = v.split_once(':').ok_or("--unplug-after KIND:N")?;
@@ -180,6 +184,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         unplug_after,
         hid_fault,
         state_file,
+        count_file,
         describe,
     }))
 }
@@ -610,7 +615,15 @@ fn run(args: Args) -> io::Result<()> {
     );
 
     let started = Instant::now();
+    let mut counted = None;
     while !STOP.load(Ordering::SeqCst) {
+        if args.count_file.is_some() {
+            let now = trip.counts.each_ref().map(|c| c.load(Ordering::SeqCst));
+            if counted != Some(now) {
+                write_state(&args.count_file, &format!("{} {} {}", now[0], now[1], now[2]));
+                counted = Some(now);
+            }
+        }
         if UNPLUG.swap(false, Ordering::SeqCst) && plugged {
             reg.bind(None)?;
             plugged = false;
