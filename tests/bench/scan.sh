@@ -11,14 +11,16 @@
 # and the ratios. Figures, not a pass/fail test: the machines are shared and noisy.
 #
 # Usage: tests/bench/scan.sh [MODEL...]   (default: every preset; KEYTALLY_YKMAN=path/to/ykman,
-#        KT_RUNS (default 40) runs of keytally and the floor, YK_RUNS (default 5) of ykman)
+#        KT_RUNS (default 40) runs of keytally and the floor, YK_RUNS (default 5) of ykman,
+#        KT_BUILD=0 to skip the release build)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 YKMAN=${KEYTALLY_YKMAN:-.venv/bin/ykman}
 [ -x "$YKMAN" ] || { echo "bench: ykman not found at $YKMAN (run tests/setup.sh or set KEYTALLY_YKMAN)" >&2; exit 2; }
 KT_RUNS=${KT_RUNS:-40}
 YK_RUNS=${YK_RUNS:-5}
-cargo build --release -q -p keytally -p keytally-virtual-key -p keytally-scan-floor
+# KT_BUILD=0: use the release binaries as they are (e.g. right after another build).
+[ "${KT_BUILD:-1}" = 0 ] || cargo build --release -q -p keytally -p keytally-virtual-key -p keytally-scan-floor
 KT=target/release/keytally
 VKEY=target/release/keytally-vkey
 FLOOR=target/release/keytally-scan-floor

@@ -30,10 +30,14 @@ pub struct HidNodeInfo {
 /// Lists HID nodes of one vendor. On Linux this reads udev and sysfs only, so nodes the user
 /// may not open are listed too.
 pub fn list_nodes(vendor_id: u16) -> Result<Vec<HidNodeInfo>, LinkError> {
-    let mut api = api()?;
-    api.reset_devices().and_then(|()| api.add_devices(vendor_id, 0)).map_err(|e| LinkError::Other(format!("hidapi: {e}")))?;
+    let (mut api, fresh) = api_and_fresh()?;
+    // A context made just now has listed every HID device already: no second listing.
+    if !fresh {
+        api.reset_devices().and_then(|()| api.add_devices(vendor_id, 0)).map_err(|e| LinkError::Other(format!("hidapi: {e}")))?;
+    }
     let mut nodes: Vec<HidNodeInfo> = api
         .device_list()
+        .filter(|d| d.vendor_id() == vendor_id)
         .map(|d| HidNodeInfo {
             path: d.path().to_string_lossy().into_owned(),
             vendor_id: d.vendor_id(),
@@ -47,17 +51,21 @@ pub fn list_nodes(vendor_id: u16) -> Result<Vec<HidNodeInfo>, LinkError> {
     Ok(nodes)
 }
 
-/// The process's hidapi context (hidapi wants one, and this is the only place that makes
-/// it). Made without hidapi's listing of every HID device on the machine: [`list_nodes`]
-/// lists one vendor's, and opening a node needs none.
+/// The process's hidapi context (hidapi wants one; creating it lists every HID device once).
 fn api() -> Result<MutexGuard<'static, HidApi>, LinkError> {
+    api_and_fresh().map(|(api, _)| api)
+}
+
+/// [`api`], and whether this call made it (so its device list is the full one, just made).
+fn api_and_fresh() -> Result<(MutexGuard<'static, HidApi>, bool), LinkError> {
     static API: OnceLock<Result<Mutex<HidApi>, String>> = OnceLock::new();
-    let make = || {
-        HidApi::disable_device_discovery();
+    let mut fresh = false;
+    let made = API.get_or_init(|| {
+        fresh = true;
         HidApi::new().map(Mutex::new).map_err(|e| e.to_string())
-    };
-    match API.get_or_init(make) {
-        Ok(api) => Ok(api.lock().unwrap_or_else(std::sync::PoisonError::into_inner)),
+    });
+    match made {
+        Ok(api) => Ok((api.lock().unwrap_or_else(std::sync::PoisonError::into_inner), fresh)),
         Err(e) => Err(LinkError::Other(format!("hidapi: {e}"))),
     }
 }
