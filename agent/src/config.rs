@@ -239,13 +239,42 @@ pub fn default_state_dir() -> PathBuf {
 }
 
 /// Loads the configuration: `explicit` (must exist) or the default path (may be absent),
-/// then the environment (`env` is a lookup so tests need not touch the process env).
+/// then the environment (`env` is a lookup so tests need not touch the process env), then
+/// the OS's settings store ([`crate::platform::settings`]: the Windows registry).
 pub fn load(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    load_with(explicit, env, &crate::platform::settings::read())
+}
+
+/// The config keys an OS setting may set: the top-level `state_dir` and these keys of the
+/// profile named "default".
+const OS_SETTINGS: [&str; 8] = ["state_dir", "server", "token_file", "client_id", "client_secret_file", "token_url", "scope", "ca_file"];
+
+/// [`load`] with the OS settings given. Precedence: the file, then the environment, then
+/// `HKLM\SOFTWARE\keytally`, then the policy key (a policy value wins). An unusable or
+/// unknown OS setting is a configuration error naming the registry key and the value. With OS
+/// settings, an absent file is no error (the registry may be the whole configuration).
+pub fn load_with(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>, os: &[crate::platform::Setting]) -> Result<Config, ConfigError> {
     let path = explicit.map(Path::to_path_buf).or_else(default_path);
     let file = path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<no config file>".into());
-    let bad = |key: &str, message: String| ConfigError { file: file.clone(), key: key.to_owned(), message };
+    // Which config key each OS setting sets (the policy's last, so it wins), checked first.
+    let mut os_values: Vec<(String, String, &str)> = Vec::new();
+    for policy in [false, true] {
+        for st in os.iter().filter(|st| st.policy == policy) {
+            let name = st.name.to_ascii_lowercase();
+            let key = if name == "state_dir" { name.clone() } else { format!("profiles.default.{name}") };
+            let unusable = |message: String| ConfigError { file: st.source.clone(), key: st.name.clone(), message };
+            if !OS_SETTINGS.contains(&name.as_str()) {
+                return Err(unusable(format!("unknown setting; the registry may set {}", OS_SETTINGS.join(", "))));
+            }
+            let value = st.value.clone().map_err(unusable)?;
+            os_values.retain(|(k, _, _)| *k != key);
+            os_values.push((key, value, st.source.as_str()));
+        }
+    }
+    let from_os = |key: &str| os_values.iter().find(|(k, _, _)| k == key).map(|(_, _, source)| source.to_string());
+    let bad = |key: &str, message: String| ConfigError { file: from_os(key).unwrap_or_else(|| file.clone()), key: key.to_owned(), message };
     let raw: RawFile = match &path {
-        Some(p) if p.exists() || explicit.is_some() => {
+        Some(p) if p.exists() || (explicit.is_some() && os_values.is_empty()) => {
             let text = std::fs::read_to_string(p).map_err(|e| bad("(file)", e.to_string()))?;
             toml::from_str(&text).map_err(|e| {
                 let key = match e.span() {
@@ -275,7 +304,8 @@ pub fn load(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Re
     if !(drain_rate.is_finite() && drain_rate > 0.0 && drain_rate <= 1000.0) {
         return Err(bad("sync.drain_rate", format!("{drain_rate} must be between 0 and 1000 requests per second")));
     }
-    let state_dir = env("KEYTALLY_STATE_DIR").map(PathBuf::from).or(raw.state_dir).unwrap_or_else(default_state_dir);
+    let os_state_dir = os_values.iter().find(|(k, _, _)| k == "state_dir").map(|(_, v, _)| PathBuf::from(v));
+    let state_dir = os_state_dir.or_else(|| env("KEYTALLY_STATE_DIR").map(PathBuf::from)).or(raw.state_dir).unwrap_or_else(default_state_dir);
 
     let mut raws = raw.profiles;
     // Environment overrides apply to the profile named "default" (created when needed).
@@ -305,6 +335,29 @@ pub fn load(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Re
         }
         if let Some(v) = env("KEYTALLY_TOKEN_URL") {
             p.token_url = Some(v);
+        }
+    }
+    // The registry's settings apply to the profile named "default", after the environment.
+    for (key, value, _) in &os_values {
+        let Some(field) = key.strip_prefix("profiles.default.") else { continue };
+        let p = raws.entry("default".into()).or_default();
+        match field {
+            "server" => p.server = Some(value.clone()),
+            "token_file" => {
+                p.token_file = Some(value.into());
+                p.token_env = None;
+                p.token_keyring = None;
+            }
+            "client_id" => p.client_id = Some(value.clone()),
+            "client_secret_file" => {
+                p.client_secret_file = Some(value.into());
+                p.client_secret_env = None;
+                p.client_secret_keyring = None;
+            }
+            "token_url" => p.token_url = Some(value.clone()),
+            "scope" => p.scope = Some(value.clone()),
+            "ca_file" => p.ca_file = Some(value.into()),
+            _ => {}
         }
     }
     let mut profiles = Vec::new();
@@ -376,6 +429,13 @@ pub fn load(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Re
         }
         profiles.push(Profile { name, server, auth, ca_file: p.ca_file, pins: p.pin_sha256, match_prefixes: p.match_prefixes });
     }
+    // Where each setting came from, for doctor and status: the file, and the registry values.
+    let file = if os_values.is_empty() {
+        file
+    } else {
+        let from: Vec<String> = os_values.iter().map(|(k, _, source)| format!("{} from {source}", k.trim_start_matches("profiles.default."))).collect();
+        format!("{file} (if present), {}", from.join(", "))
+    };
     Ok(Config { file, state_dir, max_pending: raw.sync.max_pending.unwrap_or(crate::outbox::DEFAULT_MAX_PENDING), backoff_cap, drain_rate, heartbeat, timeout, posture_every, profiles })
 }
 
@@ -516,5 +576,64 @@ mod tests {
         let file = profile(AuthConfig::TokenFile("/etc/keytally/secret".into()));
         assert!(file.keyring_entry().is_none());
         assert_eq!(file.shown_source("file /etc/keytally/secret"), "file /etc/keytally/secret");
+    }
+
+    fn os(source: &str, policy: bool, name: &str, value: Result<&str, &str>) -> crate::platform::Setting {
+        crate::platform::Setting { source: source.into(), policy, name: name.into(), value: value.map(str::to_owned).map_err(str::to_owned) }
+    }
+    const MACHINE: &str = r"HKLM\SOFTWARE\keytally";
+    const POLICY: &str = r"HKLM\SOFTWARE\Policies\keytally";
+
+    #[test]
+    fn registry_settings_merge_and_the_policy_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "[profiles.default]\nserver = \"https://file.example/api\"\ntoken_file = \"/file/token\"\n");
+        let settings = [
+            os(POLICY, true, "server", Ok("https://policy.example/api")),
+            os(MACHINE, false, "server", Ok("https://machine.example/api")),
+            os(MACHINE, false, "Token_File", Ok("C:\\ProgramData\\keytally\\secret")),
+            os(MACHINE, false, "state_dir", Ok("C:\\ProgramData\\keytally\\state")),
+        ];
+        let env = |k: &str| (k == "KEYTALLY_SERVER").then(|| "https://env.example/api".to_string());
+        let c = load_with(Some(&p), &env, &settings).unwrap();
+        assert_eq!(c.profiles[0].server, "https://policy.example/api");
+        assert_eq!(c.profiles[0].auth, AuthConfig::TokenFile("C:\\ProgramData\\keytally\\secret".into()));
+        assert_eq!(c.state_dir, PathBuf::from("C:\\ProgramData\\keytally\\state"));
+        // doctor and status show where each registry setting came from.
+        assert!(c.file.starts_with(&p.display().to_string()), "{}", c.file);
+        assert!(c.file.contains(&format!("server from {POLICY}")), "{}", c.file);
+        assert!(c.file.contains(&format!("token_file from {MACHINE}")), "{}", c.file);
+        assert!(c.file.contains(&format!("state_dir from {MACHINE}")), "{}", c.file);
+        // Without registry settings nothing changes.
+        let c = load_with(Some(&p), &no_env, &[]).unwrap();
+        assert_eq!((c.profiles[0].server.as_str(), c.file), ("https://file.example/api", p.display().to_string()));
+    }
+
+    #[test]
+    fn the_registry_alone_is_a_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = dir.path().join("config.toml");
+        let settings = [os(MACHINE, false, "server", Ok("https://machine.example/api")), os(MACHINE, false, "token_file", Ok("/t"))];
+        let c = load_with(Some(&absent), &no_env, &settings).unwrap();
+        assert_eq!(c.profiles.len(), 1);
+        // Without any, an explicit file that is absent is still an error.
+        assert_eq!(load_with(Some(&absent), &no_env, &[]).unwrap_err().key, "(file)");
+    }
+
+    #[test]
+    fn a_bad_registry_value_is_one_line_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "");
+        let wrong_type = [os(POLICY, true, "server", Err("is a number (REG_DWORD); keytally reads text values (REG_SZ)"))];
+        let e = load_with(Some(&p), &no_env, &wrong_type).unwrap_err();
+        assert_eq!(e.to_string(), format!("configuration error in {POLICY}: server: is a number (REG_DWORD); keytally reads text values (REG_SZ)"));
+        let unknown = [os(MACHINE, false, "sever", Ok("https://x.example"))];
+        let e = load_with(Some(&p), &no_env, &unknown).unwrap_err();
+        assert_eq!((e.file.as_str(), e.key.as_str()), (MACHINE, "sever"));
+        assert!(e.message.contains("unknown setting"), "{e}");
+        // A value of the right type that is no URL: the error names the policy key, not the file.
+        let not_url = [os(POLICY, true, "server", Ok("not a url")), os(MACHINE, false, "token_file", Ok("/t"))];
+        let e = load_with(Some(&p), &no_env, &not_url).unwrap_err();
+        assert_eq!((e.file.as_str(), e.key.as_str()), (POLICY, "profiles.default.server"), "{e}");
     }
 }

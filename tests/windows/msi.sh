@@ -56,6 +56,15 @@ pf="$WINEPREFIX/drive_c/Program Files/keytally"; data="$WINEPREFIX/drive_c/Progr
 [ -f "$pf/keytally.exe" ] && say exe_installed yes
 wait_state STOPPED 20; say noconfig_state "$(state)"
 say noconfig_exit "$(wine sc query keytally | tr -d '\r' | awk '/SERVICE_EXIT_CODE/ { print $3 }')"
+# Registry settings (policy key): a number where text belongs is one doctor line; a text value
+# is used and doctor says where it came from.
+exe="$pf/keytally.exe"
+wine reg add 'HKLM\SOFTWARE\Policies\keytally' /v server /t REG_DWORD /d 1 /f >/dev/null 2>&1
+say reg_wrong_type "$(wine "$exe" --config 'C:\ProgramData\keytally\config.toml' doctor 2>&1 | tr -d '\r' | grep -m1 -i 'config' | tr -s ' ')"
+wine reg add 'HKLM\SOFTWARE\Policies\keytally' /v server /t REG_SZ /d "$server" /f >/dev/null 2>&1
+wine reg add 'HKLM\SOFTWARE\keytally' /v token_file /t REG_SZ /d 'C:\ProgramData\keytally\secret' /f >/dev/null 2>&1
+say reg_doctor "$(wine "$exe" --config 'C:\ProgramData\keytally\config.toml' doctor 2>&1 | tr -d '\r' | grep -m1 -i 'config' | tr -s ' ')"
+wine reg delete 'HKLM\SOFTWARE\Policies\keytally' /f >/dev/null 2>&1; wine reg delete 'HKLM\SOFTWARE\keytally' /f >/dev/null 2>&1
 printf 'msi-static-token\n' >"$data/secret"
 cat >"$data/config.toml" <<CFG
 state_dir = 'C:\\ProgramData\\keytally\\state'
@@ -112,6 +121,9 @@ case "$(r image)" in *keytally.exe*config.toml*service*) c=0 ;; *) c=1 ;; esac; 
 case "$(r event_source)" in *'\Microsoft.NET\Framework64\'*'\EventLogMessages.dll') c=0 ;; *) c=1 ;; esac; check "the MSI registers the event source keytally (Application log, EventMessageFile $(r event_source))"
 event="$(grep -a -m1 'err:eventlog:ReportEventW L"keytally: ' "$WORK/lab.log" | cut -c1-160)"
 [ -n "$event" ]; c=$?; check "without a config the service says why in the Event Log (${event:-no error event})"
+case "$(r reg_wrong_type)" in *'Policies\keytally: server: is a number (REG_DWORD)'*) c=0 ;; *) c=1 ;; esac; check "a policy value of the wrong type is one doctor line ($(r reg_wrong_type))"
+case "$(r reg_doctor)" in *'server from HKLM\SOFTWARE\Policies\keytally'*'token_file from HKLM\SOFTWARE\keytally'*|*'token_file from HKLM\SOFTWARE\keytally'*'server from HKLM\SOFTWARE\Policies\keytally'*) c=0 ;; *) c=1 ;; esac
+check "settings from the registry (policy key, machine key) are used and doctor says where from ($(r reg_doctor))"
 [ -f "$WORK/arrived" ] && [ "$(r running)" = yes ]; c=$?; check "with a config the started service pushed the virtual key to the sandbox"
 # The owner suggestion: the console session's user (WTS), as Wine gives it.
 owner="$(python3 -c 'import json, sys; o = json.load(open(sys.argv[1]))["owners"]["items"][0]; print(o.get("name"), o.get("sid"), o.get("entraId"), o.get("suggested"))' "$WORK/device.json" 2>/dev/null)"

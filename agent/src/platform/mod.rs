@@ -1,5 +1,5 @@
 //! What differs per operating system, behind one small interface (in the style of nusb's
-//! `platform/`): each OS module provides the same four parts under the same names, and the
+//! `platform/`): each OS module provides the same five parts under the same names, and the
 //! rest of the agent uses them only through `crate::platform::…`.
 //!
 //! | part | what it answers | Linux and the BSDs (`unix/`) | macOS | Windows (`windows/`) |
@@ -7,6 +7,7 @@
 //! | [`user`] | who is logged in at this machine: `logged_in_user() -> Option<LocalUser>`, a `LocalUser` having `name`, `sid()` (the id the owner record's `sid` carries) and `entra_id()` | systemd-logind's sessions, NSS names | as Unix (no logind: the agent's own user) | the active console session's `DOMAIN\name` and SID (WTS + its token), the Entra ID object id from an `S-1-12-1-…` SID ([`entra_sid`]) |
 //! | [`channel`] | the tray↔service channel: where it lives (`server_endpoint`, `client_endpoints`), the client's blocking `Stream` (`connect`), the service's `Listener` (`bind`, `accept`) and who connected (`peer`, `Peer::admit`) | a stream socket in the runtime directory, `SO_PEERCRED` | as Unix | not yet: a named pipe and its client's token (issue 11) |
 //! | [`service_manager`] | running under the OS's service manager: `run_if_started_by_it(run, init_logging)`, its stop request (`asked_to_stop`), and whether it stamps log lines itself (`stamps_log_lines`) | systemd runs `keytally run` as is, SIGTERM; journald | as Unix | the Service Control Manager (`keytally service`, its Stop control) |
+//! | [`settings`] | configuration from the OS's settings store: `read() -> Vec<Setting>` | none | none | `HKLM\SOFTWARE\keytally` and the policy key `HKLM\SOFTWARE\Policies\keytally` (Group Policy, Intune) |
 //! | [`secrets`] | the OS keyring: `read`/`write` of an entry's bytes, [`SecretStoreError`], `UNAVAILABLE` (what "no keyring here" means, for messages) | the freedesktop Secret Service (D-Bus) | the login Keychain | Credential Manager |
 //!
 //! The cross-platform parts stay outside: the control channel's messages and its client and
@@ -33,7 +34,7 @@ pub mod entra_sid;
 #[cfg(any(target_os = "macos", windows))]
 pub mod native_keyring;
 
-pub use os::{channel, secrets, service_manager, user};
+pub use os::{channel, secrets, service_manager, settings, user};
 
 /// The interface, written out: each OS module must provide these names with these types, or
 /// this does not build on that OS. (Never called.)
@@ -67,6 +68,20 @@ fn interface() {
     let _: fn(&str, &str, Duration) -> Result<Vec<u8>, SecretStoreError> = secrets::read;
     let _: fn(&str, &str, &str, &str, Duration) -> Result<(), SecretStoreError> = secrets::write;
     let _: &str = secrets::UNAVAILABLE;
+    let _: fn() -> Vec<Setting> = settings::read;
+}
+
+/// One configuration value from the OS's settings store (the Windows registry), for
+/// `crate::config` to merge: `name` is the config key it sets (`server`, `token_file`, …),
+/// `source` where it was read (`HKLM\SOFTWARE\Policies\keytally`), `policy` whether that
+/// is the policy key (which wins over everything), and `value` the text or why the stored
+/// value is unusable (one line, e.g. a number where text belongs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub source: String,
+    pub policy: bool,
+    pub name: String,
+    pub value: Result<String, String>,
 }
 
 /// The `run` command's entry, which `main` hands to [`service_manager::run_if_started_by_it`]

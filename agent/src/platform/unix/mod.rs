@@ -5,6 +5,7 @@ pub mod channel;
 #[cfg(not(target_os = "macos"))]
 pub mod secrets;
 pub mod service_manager;
+pub mod settings;
 pub mod user;
 
 #[cfg(target_os = "macos")]

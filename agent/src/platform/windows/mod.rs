@@ -5,6 +5,7 @@
 pub mod channel;
 mod event_log;
 pub mod service_manager;
+pub mod settings;
 pub mod user;
 
 pub use super::native_keyring as secrets;
