@@ -34,14 +34,12 @@ printf '%-8s | %-33s | %-33s | %-33s | %-33s | %s\n' model "keytally: wall, CPU,
   "floor: wall, CPU, RSS, APDUs" "ykman: wall, CPU, RSS, APDUs" "keytally / floor (--reader / floor), ykman / keytally"
 for m in "${models[@]}"; do
   count="$tmp/$m.count"
-  # One lab per model: the key stays inserted while every tool reads it in turn.
-  "$VKEY" --model "$m" --count-file "$count" --lab -- bash -c '
-    measure() { python3 tests/bench/scan_measure.py --count-file "$0" "$@"; }
-    measure --runs "$1" --label keytally -- "$2" scan --json
-    measure --runs "$1" --label reader -- "$2" scan --json --reader "$KEYTALLY_VKEY_READER"
-    measure --runs "$1" --label floor -- "$3" "$KEYTALLY_VKEY_READER"
-    measure --runs "$4" --label ykman -- "$5" --reader "$KEYTALLY_VKEY_READER" info
-  ' "$count" "$KT_RUNS" "$KT" "$FLOOR" "$YK_RUNS" "$YKMAN" >"$tmp/$m.json"
+  # One lab per model: the key stays inserted while the tools take turns reading it.
+  "$VKEY" --model "$m" --count-file "$count" --lab -- python3 tests/bench/scan_measure.py --count-file "$count" \
+    --tool "keytally:$KT_RUNS" "$KT scan --json" \
+    --tool "reader:$KT_RUNS" "$KT scan --json --reader '{reader}'" \
+    --tool "floor:$KT_RUNS" "$FLOOR '{reader}'" \
+    --tool "ykman:$YK_RUNS" "$YKMAN --reader '{reader}' info" >"$tmp/$m.json"
   python3 - "$m" "$tmp/$m.json" <<'PY'
 import json, sys
 model, path = sys.argv[1], sys.argv[2]

@@ -3,10 +3,12 @@
 //!
 //! It establishes a PC/SC context, connects to the named reader and sends the APDUs keytally
 //! sends to a 5.x key: SELECT the management applet, then READ CONFIG page by page while tag
-//! 0x10 says more pages follow (and GET RESPONSE on `61xx`). No reader listing, no
-//! transaction, no parsing beyond that, no USB, no logging, no configuration.
+//! 0x10 says more pages follow (and GET RESPONSE on `61xx`); a status word other than 9000
+//! ends the read (a key without READ CONFIG, such as a NEO, answers the first one so). No
+//! reader listing, no transaction, no parsing beyond that, no USB, no logging, no
+//! configuration.
 //!
-//! Usage: `keytally-scan-floor READER` — prints the number of APDUs sent; exits 1 on any
+//! Usage: `keytally-scan-floor READER` — prints the number of APDUs sent; exits 1 on a PC/SC
 //! error (with the error on stderr).
 
 use std::ffi::CString;
@@ -43,7 +45,8 @@ fn read(reader: &str) -> Result<u32, String> {
         .connect(&name, ShareMode::Shared, Protocols::ANY)
         .map_err(|e| format!("connect: {e}"))?;
     let mut apdus = 0;
-    let mut send = |command: &[u8]| -> Result<Vec<u8>, String> {
+    // The answer's data, or None for a status word other than 9000.
+    let mut send = |command: &[u8]| -> Result<Option<Vec<u8>>, String> {
         let mut data = Vec::new();
         let mut buf = [0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
         let mut command = command.to_vec();
@@ -55,17 +58,21 @@ fn read(reader: &str) -> Result<u32, String> {
             let (body, sw) = resp.split_at(resp.len().checked_sub(2).ok_or("no status word")?);
             data.extend_from_slice(body);
             match sw {
-                [0x90, 0x00] => return Ok(data),
+                [0x90, 0x00] => return Ok(Some(data)),
                 [0x61, n] => command = vec![0x00, 0xC0, 0x00, 0x00, *n],
-                _ => return Err(format!("status {:02X}{:02X}", sw[0], sw[1])),
+                _ => return Ok(None),
             }
         }
     };
-    send(&SELECT_MANAGEMENT)?;
+    if send(&SELECT_MANAGEMENT)?.is_none() {
+        return Ok(apdus);
+    }
     let (mut page, mut remaining) = (0u8, 1u32);
     while remaining > 0 && page < 16 {
         remaining -= 1;
-        let raw = send(&[0x00, 0x1D, page, 0x00, 0x00])?;
+        let Some(raw) = send(&[0x00, 0x1D, page, 0x00, 0x00])? else {
+            break;
+        };
         if let Some(more) = more_pages(&raw) {
             remaining = more;
         }
