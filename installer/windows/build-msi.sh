@@ -11,10 +11,10 @@
 # wixl builds a reduced MSI: the .wxs marks what wixl 0.101 cannot build with
 # <?ifndef var.Wixl?> (this script defines Wixl=1), so these are NOT in it: the service's
 # failure actions (ServiceConfig, util:ServiceConfig), the data folder's ACL (util:PermissionEx),
-# the PATH entry (Environment), the service's KEYTALLY_STATE_DIR (multiString RegistryValue), and
-# the config-writing custom action (SetProperty, DirectorySearch for PowerShell, WixCA's
-# WixQuietExec64). wixl also ignores Secure/Hidden on properties (no SecureCustomProperties) and
-# MajorUpgrade's Schedule. For the full MSI, build the same .wxs with WiX 3's candle/light
+# the PATH entry (Environment), the service's KEYTALLY_STATE_DIR (multiString RegistryValue; the
+# install-config custom action writes state_dir to the registry instead, and protects the data
+# folder itself). wixl also ignores Secure/Hidden on properties (no SecureCustomProperties),
+# HideTarget and MajorUpgrade's Schedule. For the full MSI, build the same .wxs with WiX 3's candle/light
 # (see the comment at the top of keytally.wxs).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -51,7 +51,6 @@ OUT="$(dirname "$EXE")/keytally-$MSI_VERSION-x64.msi"
 STAGE="$(mktemp -d)"
 trap 'rm -rf "$STAGE"' EXIT
 cp "$EXE" "$STAGE/keytally.exe"
-cp "$HERE/write-config.ps1" "$STAGE/"
 (cd "$STAGE" && wixl --arch x64 -D Wixl=1 -D "Version=$MSI_VERSION" -D KeytallyExe=keytally.exe \
     -o "$STAGE/out.msi" "$HERE/keytally.wxs" 2>"$STAGE/wixl.log") \
     || { cat "$STAGE/wixl.log" >&2; echo "build-msi.sh: wixl failed" >&2; exit 1; }

@@ -3,7 +3,9 @@
 # silently (msiexec /i … /qn), checks the service's registration (auto start, LocalSystem, the
 # `service` entry point) and that it stops with exit code 2 without a config, then with a config
 # (server + token file under C:\ProgramData\keytally) starts it, sees it push a virtual YubiKey 5
-# NFC to the sandbox, stops it (sc stop, timed), starts and at once stops it again, and uninstalls (msiexec /x … /qn: service and
+# NFC to the sandbox, stops it (sc stop, timed), starts and at once stops it again, and uninstalls;
+# then the MSI's properties: a bad SERVER_URL rolls back, SERVER_URL + TOKEN configure it (registry
+# + secret file), an upgrade keeps that, and uninstall with PURGE=1 removes the data (msiexec /x … /qn: service and
 # program gone, C:\ProgramData\keytally kept).
 # Prints `ok    …` / `FAIL  …` lines; exit 1 if any failed.
 #
@@ -25,6 +27,9 @@ if ! MSI="$("$REPO/installer/windows/build-msi.sh" --exe "$EXE")"; then
     fail "windows: build-msi.sh (wixl)"; exit 1
 fi
 ok "windows: build-msi.sh built $(basename "$MSI") ($(du -h "$MSI" | cut -f1), $((SECONDS - t0)) s)"
+if ! MSI2="$("$REPO/installer/windows/build-msi.sh" --exe "$EXE" --version 0.1.1)"; then
+    fail "windows: build-msi.sh --version 0.1.1 (the upgrade)"; exit 1
+fi
 
 mkdir -p "$HERE/.cache"
 WORK="$(mktemp -d "$HERE/.cache/msi.XXXXXX")"
@@ -44,7 +49,7 @@ SERVER="http://127.0.0.1:$SB_PORT/api/external/ybk-management"
 # results go to $WORK as key=value lines.
 cat >"$WORK/inside.sh" <<'EOF'
 #!/bin/sh
-msi="$1" out="$2" server="$3"
+msi="$1" out="$2" server="$3" msi2="$4"
 say() { printf "%s=%s\n" "$1" "$2" >>"$out/results"; }
 svc() { wine reg query 'HKLM\SYSTEM\CurrentControlSet\Services\keytally' /v "$1" 2>/dev/null | tr -d '\r' | awk -v n="$1" '$1 == n { $1 = ""; $2 = ""; sub(/^ +/, ""); print }'; }
 state() { wine sc query keytally 2>/dev/null | tr -d '\r' | awk '/STATE/ { print $4; exit }'; }
@@ -85,6 +90,23 @@ t=$(date +%s); wine msiexec /x "$msi" /qn; say uninstall_rc $?; say uninstall_s 
 [ -z "$(svc ImagePath)" ] && say service_removed yes
 [ ! -e "$pf/keytally.exe" ] && say exe_removed yes
 [ -f "$data/config.toml" ] && say data_kept yes
+# The MSI's properties, written by keytally.exe itself (install-config custom action, as SYSTEM).
+regv() { wine reg query 'HKLM\SOFTWARE\keytally' /v "$1" 2>/dev/null | tr -d '\r' | awk -v n="$1" '$1 == n { $1 = ""; $2 = ""; sub(/^ +/, ""); print }'; }
+wine msiexec /i "$msi" /qn SERVER_URL=notaurl TOKEN=abc >/dev/null 2>&1; say badurl_rc $?
+[ ! -e "$pf/keytally.exe" ] && [ -z "$(svc ImagePath)" ] && say badurl_rolled_back yes
+rm -f "$data/config.toml"
+wine msiexec /i "$msi" /qn SERVER_URL="$server" TOKEN=msi-static-token; say props_rc $?
+say props_settings "server=$(regv server) token_file=$(regv token_file) state_dir=$(regv state_dir)"
+[ "$(cat "$data/secret" 2>/dev/null)" = msi-static-token ] && say props_secret yes
+[ "$(wine reg query 'HKLM\SOFTWARE' /s 2>/dev/null | grep -c msi-static-token)" = 0 ] && say secret_not_in_registry yes
+wait_state RUNNING 20 && say props_running yes
+# The service's outbox (state_dir from the registry) exists before the upgrade.
+i=0; while [ $i -lt 20 ] && [ ! -e "$data/state/outbox.sqlite" ]; do sleep 1; i=$((i + 1)); done
+t=$(date +%s); wine msiexec /i "$msi2" /qn; say upgrade_rc $?; say upgrade_s $(( $(date +%s) - t ))
+[ "$(regv server)" = "$server" ] && [ "$(cat "$data/secret" 2>/dev/null)" = msi-static-token ] && [ -e "$data/state/outbox.sqlite" ] && say upgrade_kept yes
+wait_state RUNNING 20 && say upgrade_running yes
+wine msiexec /x "$msi2" /qn PURGE=1; say purge_rc $?
+[ ! -e "$data" ] && ! wine reg query 'HKLM\SOFTWARE\keytally' >/dev/null 2>&1 && say purged yes
 EOF
 chmod +x "$WORK/inside.sh"
 
@@ -108,7 +130,7 @@ PIDS+=($!)
 t0=$SECONDS
 # Wine's ReportEventW writes each event's text on its `eventlog` debug channel (err: for an
 # error event, warn: for a warning, trace: otherwise): that is how the Event Log is seen here.
-WINEDEBUG="-all,+eventlog" "$HERE/lab.sh" --vpcd-port "$VPORT" -- "$WORK/inside.sh" "$MSI" "$WORK" "$SERVER" >"$WORK/lab.log" 2>&1
+WINEDEBUG="-all,+eventlog" "$HERE/lab.sh" --vpcd-port "$VPORT" -- "$WORK/inside.sh" "$MSI" "$WORK" "$SERVER" "$MSI2" >"$WORK/lab.log" 2>&1
 r() { sed -n "s/^$1=//p" "$WORK/results" 2>/dev/null | tail -n1; }
 check() {   # $1 description; the condition is the command that ran just before: c=$?
     if [ "$c" = 0 ]; then ok "windows: msi: $1"; else fail "windows: msi: $1"; fi
@@ -132,6 +154,11 @@ case "$owner" in *' S-1-'*' True') c=0 ;; *) c=1 ;; esac; check "the pushed reco
 [ -n "$(r quick_stopped_ms)" ]; c=$?; check "sc stop right after sc start stops the service ($(r quick_stopped_ms) ms from the start$(r quick_stop_state); sc stop said: $(r quick_stop_answer))"
 [ "$(r uninstall_rc)" = 0 ] && [ "$(r service_removed)" = yes ] && [ "$(r exe_removed)" = yes ] && [ "$(r data_kept)" = yes ]
 c=$?; check "msiexec /x /qn removes the service and the program, keeps C:\\ProgramData\\keytally (exit $(r uninstall_rc), $(r uninstall_s) s)"
+[ "$(r badurl_rc)" != 0 ] && [ "$(r badurl_rolled_back)" = yes ]; c=$?; check "SERVER_URL that is not a URL: the install fails and rolls back (exit $(r badurl_rc))"
+[ "$(r props_rc)" = 0 ] && [ "$(r props_secret)" = yes ] && [ "$(r secret_not_in_registry)" = yes ] && [ "$(r props_running)" = yes ]
+c=$?; check "msiexec /qn SERVER_URL=… TOKEN=… without PowerShell: settings in HKLM\\SOFTWARE\\keytally ($(r props_settings)), the token only in the secret file, the service running on them (exit $(r props_rc))"
+[ "$(r upgrade_rc)" = 0 ] && [ "$(r upgrade_kept)" = yes ] && [ "$(r upgrade_running)" = yes ]; c=$?; check "upgrade to 0.1.1 without properties keeps the settings, the secret and the outbox, service running (exit $(r upgrade_rc), $(r upgrade_s) s)"
+[ "$(r purge_rc)" = 0 ] && [ "$(r purged)" = yes ]; c=$?; check "msiexec /x PURGE=1 also removes C:\\ProgramData\\keytally and HKLM\\SOFTWARE\\keytally (exit $(r purge_rc))"
 if [ "$FAILED" != 0 ]; then sed 's/^/      | /' "$WORK/results" "$WORK/lab.log" 2>/dev/null | tail -n 40; fi
 echo "windows msi: $PASS passed, $FAILED failed ($((SECONDS - t0)) s under the lab)"
 [ "$FAILED" = 0 ]

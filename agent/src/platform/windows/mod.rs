@@ -4,6 +4,7 @@
 
 pub mod channel;
 mod event_log;
+mod install;
 pub mod service_manager;
 pub mod settings;
 pub mod user;

@@ -44,11 +44,18 @@ const FLUSH_WAIT: Duration = Duration::from_secs(2);
 /// SCM starts.
 static SERVICE: OnceLock<(Cli, RunService)> = OnceLock::new();
 
-/// When the command line's subcommand is `service`: starts logging (`init_logging` with the
+/// When the command line's subcommand is `install-config` (the MSI's custom action): runs it
+/// ([`super::install`]). When it is `service`: starts logging (`init_logging` with the
 /// `-v` count), runs `run` as the Windows service and returns its exit code. Otherwise
 /// `None`, and `main` goes on as usual.
 pub fn run_if_started_by_it(run: RunService, init_logging: fn(u8)) -> Option<ExitCode> {
-    let args = as_run_args(std::env::args_os().collect())?;
+    let all: Vec<OsString> = std::env::args_os().collect();
+    // The MSI's custom action (installer/windows/keytally.wxs), not a clap subcommand either.
+    if all.get(1).and_then(|a| a.to_str()) == Some("install-config") {
+        let rest: Vec<String> = all[2..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        return Some(super::install::run(&rest));
+    }
+    let args = as_run_args(all)?;
     // `service` takes the flags of `run`; clap prints usage errors and exits.
     let cli = Cli::parse_from(args);
     // The log goes to the Event Log (the lines journald gets on Linux), set up before logging
