@@ -69,12 +69,14 @@ def sh(cmd, timeout=60, env=None, user=None):
 
 class Key:
     def __init__(self, label, model, pid, udc, serial=None, unplug_after=None, hid_fault=None,
-                 posture=None, ykman_shows=(), nfc_restricted=False, count=False):
+                 posture=None, ykman_shows=(), nfc_restricted=False, count=False, posture_want=None):
         self.label, self.model, self.pid, self.udc = label, model, pid, udc
         self.serial_arg, self.unplug_after, self.hid_fault = serial, unplug_after, hid_fault
         # posture: keytally-gadget --posture SPEC; ykman_shows: (command, label, value) that
-        # `ykman --device SERIAL COMMAND info` must print for it.
+        # `ykman --device SERIAL COMMAND info` must print for it; posture_want: the
+        # `observation.posture` fields `keytally scan --posture` must report (the others null).
         self.ykman_shows = ykman_shows
+        self.posture_want = posture_want
         args = ["--model", model, "--pid", f"0x{pid:04x}"]
         if serial is not None:
             args += ["--serial", serial]
@@ -568,19 +570,88 @@ def hid_fault_body(name, keys):
                f"records for it: {len(leaked)}; stderr: {err.strip()[:600]!r}")
 
 
+POSTURE_FIELDS = ["pivPinDefault", "pivPukDefault", "pivManagementKeyDefault", "pivPinRetries", "pivPukRetries",
+                  "fido2PinSet", "fido2UvEnrolled", "fido2ForcePinChange", "fido2MinPinLength",
+                  "fido2RemainingDiscoverableCredentials", "openpgpPinRetries", "oathPasswordSet",
+                  "otpSlotsConfigured"]
+
+
+def posture_ykman_commands(k):
+    """The `ykman … info` commands that reach the key's applets over its USB interfaces:
+    otp over OTP HID, fido over FIDO HID, piv/openpgp/oath over CCID."""
+    ifaces, caps = k.expect["interfaces"], k.expect["usbEnabled"] or k.expect["usbSupported"]
+    cmds = []
+    if ifaces & 1 and caps & APP_BITS["Yubico OTP"]:
+        cmds.append("otp")
+    if ifaces & 2 and caps & APP_BITS["FIDO2"]:
+        cmds.append("fido")
+    if ifaces & 4:
+        cmds += [c for c, app in (("piv", "PIV"), ("openpgp", "OpenPGP"), ("oath", "OATH")) if caps & APP_BITS[app]]
+    return cmds
+
+
+def posture_as_ykman_reads_it(outputs):
+    """`observation.posture` as ykman's `info` outputs ({command: text}) say it, for the
+    fields ykman printed (as tests/e2e/posture.rs reads them)."""
+    def field(text, label):
+        return next((l.strip()[len(label):].strip() for l in text.splitlines() if l.strip().startswith(label)), None)
+
+    def tries(v):
+        return None if v is None else int(v.split("/")[0])
+
+    got = {}
+    if "otp" in outputs:
+        slots = [field(outputs["otp"], f"Slot {n}:") for n in (1, 2)]
+        if None not in slots:
+            got["otpSlotsConfigured"] = [s != "empty" for s in slots]
+    if "fido" in outputs:
+        fido = outputs["fido"]
+        pin = field(fido, "PIN:")
+        if pin is not None:
+            got["fido2PinSet"] = pin != "Not set"
+            if pin != "Not set":  # ykman notes forcePINChange only when a PIN is set
+                got["fido2ForcePinChange"] = any(l.startswith("NOTE: The FIDO PIN is disabled and must be changed")
+                                                 for l in fido.splitlines())
+        fp = field(fido, "Fingerprints:")
+        got["fido2UvEnrolled"] = None if fp is None else fp.startswith("Registered")
+        for key, label in (("fido2MinPinLength", "Minimum PIN length:"),
+                           ("fido2RemainingDiscoverableCredentials", "Credential storage remaining:")):
+            v = field(fido, label)
+            got[key] = None if v is None else int(v)
+    if "piv" in outputs:
+        piv = outputs["piv"]
+        lines = [l.strip() for l in piv.splitlines()]
+        got["pivPinDefault"] = "WARNING: Using default PIN!" in lines
+        got["pivPukDefault"] = "WARNING: Using default PUK!" in lines
+        got["pivManagementKeyDefault"] = "WARNING: Using default Management key!" in lines
+        got["pivPinRetries"] = tries(field(piv, "PIN tries remaining:"))
+        got["pivPukRetries"] = tries(field(piv, "PUK tries remaining:"))
+    if "openpgp" in outputs:
+        pgp = outputs["openpgp"]
+        got["openpgpPinRetries"] = [tries(field(pgp, l)) for l in
+                                    ("PIN tries remaining:", "Reset code tries remaining:", "Admin PIN tries remaining:")]
+    if "oath" in outputs:
+        got["oathPasswordSet"] = field(outputs["oath"], "Password protection:") == "enabled"
+    return got
+
+
 def posture_body(name, keys):
-    """Posture over USB HID, ykman as the referee: the OTP slots come from the OTP status
-    report (feature reports), the FIDO2 PIN, minimum length, credential count and Bio
-    fingerprints from CTAP2 getInfo / clientPIN over FIDO HID (CTAPHID_CBOR)."""
+    """Posture over USB, ykman as the referee: the OTP slots come from the OTP status report
+    (feature reports), the FIDO2 PIN, minimum length, credential count and Bio fingerprints
+    from CTAP2 getInfo / clientPIN over FIDO HID (CTAPHID_CBOR), PIV, OpenPGP and OATH over
+    CCID. Then `keytally scan --posture --json` on the same keys: every field as configured
+    (null where no USB interface of the key reaches the applet) and as ykman printed it."""
+    ykman_outputs = {}
     for k in keys:
-        outputs = {}
+        outputs = ykman_outputs.setdefault(k.label, {})
+        cmds = [c for c, _, _ in k.ykman_shows] + (posture_ykman_commands(k) if k.posture_want else [])
+        for cmd in dict.fromkeys(cmds):
+            t = time.monotonic()
+            outputs[cmd] = ykman(["--device", str(k.expect["serial"])] + ([cmd] if cmd else []) + ["info"])
+            rc, out, err = outputs[cmd]
+            log(f"{name}: ykman --device {k.expect['serial']} {cmd} info on {k.label}: exit {rc} in "
+                f"{time.monotonic() - t:.1f}s\n" + "\n".join("#   " + l for l in (out + err).strip().splitlines()))
         for cmd, label, want in k.ykman_shows:
-            if cmd not in outputs:
-                t = time.monotonic()
-                outputs[cmd] = ykman(["--device", str(k.expect["serial"])] + ([cmd] if cmd else []) + ["info"])
-                rc, out, err = outputs[cmd]
-                log(f"{name}: ykman --device {k.expect['serial']} {cmd} info on {k.label}: exit {rc} in "
-                    f"{time.monotonic() - t:.1f}s\n" + "\n".join("#   " + l for l in (out + err).strip().splitlines()))
             rc, out, err = outputs[cmd]
             if want is None:  # the whole line must be there
                 got, want = ("present" if label in out.splitlines() else None), "present"
@@ -588,6 +659,44 @@ def posture_body(name, keys):
                 got = next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith(label)), None)
             report(rc == 0 and got == want, f"{name}: ykman {cmd} info on {k.label} shows {label} {want}",
                    f"exit {rc}, got {got!r}; {err.strip()[:300]}")
+    keys = [k for k in keys if k.posture_want is not None]
+    if not keys:
+        return
+    rc, out, err, secs = sh([KEYTALLY, "scan", "--posture", "--json"], timeout=90, env=dict(ENV, HOME="/root"))
+    log(f"{name}: keytally scan --posture --json: exit {rc} in {secs:.1f}s; stderr:\n" +
+        "\n".join("#   " + l for l in err.strip().splitlines()))
+    try:
+        records = json.loads(out)
+    except ValueError as e:
+        records = []
+        err += f"\n(unparseable JSON: {e}: {out[:300]!r})"
+    report(rc == 0 and "warning" not in err.lower() and "panicked" not in err,
+           f"{name}: keytally scan --posture --json exits 0 without warnings ({secs:.1f}s)", f"exit {rc}; stderr: {err.strip()[:600]}")
+    pairs = match_records(keys, records)
+    for k in keys:
+        r = pairs.get(k.label)
+        got = ((r or {}).get("observation") or {}).get("posture")
+        want = {f: k.posture_want.get(f) for f in POSTURE_FIELDS}
+        if r is None or not isinstance(got, dict):
+            report(False, f"{name}: keytally scan --posture reads {k.label}'s posture",
+                   f"record: {r is not None}, posture: {got!r}; stderr: {err.strip()[:300]}")
+            continue
+        probs = check_record(k, r)
+        probs += [f"{f}: keytally {got.get(f)!r}, configured {want[f]!r}" for f in POSTURE_FIELDS if got.get(f) != want[f]]
+        probs += [f"unexpected field {f}" for f in got if f not in want]
+        report(not probs, f"{name}: keytally scan --posture reads {k.label}'s posture as configured "
+               f"({sum(v is not None for v in want.values())} fields set, the rest null)", "; ".join(probs))
+        theirs = posture_as_ykman_reads_it({c: o for c, (yrc, o, _) in ykman_outputs[k.label].items() if c and yrc == 0})
+        failed = [c for c, (yrc, _, _) in ykman_outputs[k.label].items() if yrc != 0]
+        probs = [f"ykman {c} info failed" for c in failed]
+        probs += [f"{f}: keytally {got.get(f)!r}, ykman {v!r}" for f, v in theirs.items() if got.get(f) != v]
+        report(not probs and bool(theirs), f"{name}: keytally's posture on {k.label} agrees with ykman "
+               f"({', '.join(posture_ykman_commands(k))} info; {len(theirs)} fields)", "; ".join(probs))
+    rc, plain, err, secs = keytally_scan()
+    with_posture = [r.get("yubikey", {}).get("name") for r in (plain or []) if "posture" in (r.get("observation") or {})]
+    report(rc == 0 and plain and len(plain) == len(records) and not with_posture,
+           f"{name}: plain keytally scan --json carries no observation.posture ({len(plain or [])} records)",
+           f"exit {rc}; records with posture: {with_posture}; stderr: {err.strip()[:300]}")
 
 
 FIGURE_RUNS = int(ENV.get("KT_FIGURE_RUNS", "3"))
@@ -893,12 +1002,35 @@ def main():
             ("", "NFC transport is restricted", None),
             ("otp", "Slot 1", "programmed"), ("otp", "Slot 2", "programmed"),
             ("fido", "PIN", "5 attempt(s) remaining"), ("fido", "Minimum PIN length", "6"),
-            ("fido", "Credential storage remaining", "17")]),
+            ("fido", "Credential storage remaining", "17")],
+            # No CCID: OTP slots over OTP HID, FIDO2 over CTAPHID; no built-in UV (not a Bio).
+            posture_want=dict(fido2PinSet=True, fido2ForcePinChange=True, fido2MinPinLength=6,
+                              fido2RemainingDiscoverableCredentials=17, otpSlotsConfigured=[True, True])),
         Key("bio-enrolled", "bio", 0x0402, 1, posture="fido2-pin-set=true,fido2-uv-enrolled=true", ykman_shows=[
             ("fido", "Fingerprints", "Registered, 3 attempt(s) remaining"),
-            ("fido", "PIN", "8 attempt(s) remaining")]),
+            ("fido", "PIN", "8 attempt(s) remaining")],
+            posture_want=dict(fido2PinSet=True, fido2UvEnrolled=True, fido2ForcePinChange=False, fido2MinPinLength=4,
+                              fido2RemainingDiscoverableCredentials=100)),
         Key("otp-slot2", "yk4", 0x0401, 2, posture="otp-slots=false/true", ykman_shows=[
-            ("otp", "Slot 1", "empty"), ("otp", "Slot 2", "programmed")]),
+            ("otp", "Slot 1", "empty"), ("otp", "Slot 2", "programmed")],
+            posture_want=dict(otpSlotsConfigured=[False, True])),
+    ], posture_body)
+    # The same with CCID: keytally reads PIV, OpenPGP, OATH and OTP over CCID and FIDO2 from the
+    # same key's FIDO HID node; ykman reads each applet (piv/openpgp/oath/otp/fido info).
+    phase("posture-usb-ccid", [
+        Key("mixed", "yk5cnfc", 0x0407, 0, posture="piv-pin-retries=1,piv-puk-default=false,piv-mgmt-key-default=false,"
+            "fido2-pin-set=true,fido2-min-pin-length=8,fido2-remaining-creds=42,openpgp-retries=0/0/3,"
+            "oath-password=true,otp-slots=true/false",
+            posture_want=dict(pivPinDefault=True, pivPukDefault=False, pivManagementKeyDefault=False, pivPinRetries=1,
+                              pivPukRetries=3, fido2PinSet=True, fido2ForcePinChange=False, fido2MinPinLength=8,
+                              fido2RemainingDiscoverableCredentials=42, openpgpPinRetries=[0, 0, 3],
+                              oathPasswordSet=True, otpSlotsConfigured=[True, False])),
+        # FIDO+CCID with OTP disabled over USB: no OTP posture at all.
+        Key("factory-nano", "yk5nano", 0x0406, 1, posture="factory",
+            posture_want=dict(pivPinDefault=True, pivPukDefault=True, pivManagementKeyDefault=True, pivPinRetries=3,
+                              pivPukRetries=3, fido2PinSet=False, fido2ForcePinChange=False, fido2MinPinLength=4,
+                              fido2RemainingDiscoverableCredentials=100, openpgpPinRetries=[3, 0, 3],
+                              oathPasswordSet=False)),
     ], posture_body)
 
     # Issue 12 §5: each USB transport read alone, keytally beside ykman, timed and counted.

@@ -194,15 +194,15 @@ pub fn scan_with(
     report
 }
 
-/// A USB key read through its CCID reader has its FIDO2 posture on its FIDO HID node (CCID
-/// on USB has no FIDO applet): read it there, one key after the other, each bounded by
-/// CTAPHID's deadline.
+/// A USB key read through its CCID reader or its OTP HID node has its FIDO2 posture on its
+/// FIDO HID node (CCID on USB has no FIDO applet; OTP HID has none at all): read it there,
+/// one key after the other, each bounded by CTAPHID's deadline.
 fn add_fido2_posture(report: &mut Report, devices: &[UsbKeyDevice], reader: &dyn HidReader) {
     for k in &mut report.keys {
         let Some(read) = k.posture.as_mut() else { continue };
         let fido2_known = read.posture.fido2_pin_set.is_some() || read.warnings.iter().any(|w| w.applet == crate::posture::Applet::Fido2);
         let fido2_on_usb = k.key.info.enabled.usb.or(k.key.info.supported.usb).is_some_and(|c| c.contains(Capabilities::FIDO2));
-        if k.interface != Interface::Ccid || k.key.transport != Transport::Usb || fido2_known || !fido2_on_usb {
+        if !matches!(k.interface, Interface::Ccid | Interface::Otp) || k.key.transport != Transport::Usb || fido2_known || !fido2_on_usb {
             continue;
         }
         let node = k.port.as_deref().and_then(|port| devices.iter().find(|d| d.port == port)).and_then(|d| d.fido.first());
