@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 
+use crate::identify::nfc_key_type;
 use crate::posture::Posture;
 use crate::{Capabilities, DeviceInfo, FormFactor, Identified, KeyType, Transport, Version};
 
@@ -56,26 +57,20 @@ impl Series {
     /// not read (0.0.0) still gets a series when its PID says which.
     pub fn of(info: &DeviceInfo, key_type: Option<KeyType>) -> Option<Series> {
         let v = info.version;
-        match key_type {
-            Some(KeyType::Neo) => return Some(Series::Neo),
-            Some(KeyType::Sky) => return Some(Series::SecurityKey),
-            Some(KeyType::Standard | KeyType::Plus) => return None,
-            Some(KeyType::Yk4) | None => {}
+        // Over NFC (no PID) the family is the one identify's product name guesses.
+        match key_type.unwrap_or_else(|| nfc_key_type(info)) {
+            KeyType::Neo => return Some(Series::Neo),
+            KeyType::Sky => return Some(Series::SecurityKey),
+            KeyType::Standard | KeyType::Plus => return None,
+            KeyType::Yk4 => {}
         }
         if info.form_factor.is_bio() {
             return Some(Series::YubikeyBio);
         }
-        // Over NFC (no PID) a FIDO-only key without a serial before 5.2.8 is a Security Key,
-        // the same guess identify's product_name makes.
-        let nfc_sky_guess = key_type.is_none()
-            && info.serial.is_none()
-            && info.supported.usb.unwrap_or_default().is_fido_only()
-            && v < Version::new(5, 2, 8);
-        if info.is_sky || nfc_sky_guess {
+        if info.is_sky {
             return Some(Series::SecurityKey);
         }
         match v.major {
-            3 if key_type.is_none() => Some(Series::Neo),
             4 if info.is_fips => Some(Series::Yubikey4Fips),
             4 => Some(Series::Yubikey4),
             5.. if info.is_fips => Some(Series::Yubikey5Fips),

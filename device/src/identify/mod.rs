@@ -10,7 +10,7 @@ mod nfc_restricted;
 
 pub use fixups::apply_fixups;
 pub use hid::{identify_ctap, identify_otp, Reclaim};
-pub use name::product_name;
+pub use name::{nfc_key_type, product_name};
 pub use nfc_restricted::{is_nfc_restricted, RESTRICTED_NDEF};
 
 use crate::caps::Transport;

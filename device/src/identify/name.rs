@@ -17,23 +17,28 @@ fn is_preview(v: Version) -> bool {
     PREVIEW_RANGES.iter().any(|(lo, hi)| *lo <= v && v < *hi)
 }
 
-/// Names a key. `key_type` is the family from the USB PID, or `None` over NFC, where the
-/// family is guessed from the version and capabilities.
-pub fn product_name(info: &DeviceInfo, key_type: Option<KeyType>) -> String {
-    let usb = info.supported.usb.unwrap_or_default();
-    let key_type = key_type.unwrap_or_else(|| {
-        if info.version.major == 3 {
-            KeyType::Neo
-        } else if info.serial.is_none() && usb.is_fido_only() {
-            if info.version < Version::new(5, 2, 8) {
-                KeyType::Sky
-            } else {
-                KeyType::Yk4
-            }
+/// The family of a key read without a USB PID (over NFC), guessed from its version and
+/// capabilities as yubikit's `get_name` does: 3.x is a NEO, a FIDO-only key without a serial
+/// is a Security Key before 5.2.8, anything else is named as a YubiKey 4/5.
+pub fn nfc_key_type(info: &DeviceInfo) -> KeyType {
+    if info.version.major == 3 {
+        KeyType::Neo
+    } else if info.serial.is_none() && info.supported.usb.unwrap_or_default().is_fido_only() {
+        if info.version < Version::new(5, 2, 8) {
+            KeyType::Sky
         } else {
             KeyType::Yk4
         }
-    });
+    } else {
+        KeyType::Yk4
+    }
+}
+
+/// Names a key. `key_type` is the family from the USB PID, or `None` over NFC, where the
+/// family is guessed from the version and capabilities ([`nfc_key_type`]).
+pub fn product_name(info: &DeviceInfo, key_type: Option<KeyType>) -> String {
+    let usb = info.supported.usb.unwrap_or_default();
+    let key_type = key_type.unwrap_or_else(|| nfc_key_type(info));
 
     match key_type {
         KeyType::Sky => {
