@@ -17,7 +17,7 @@ use keytally_protocol::mapping::{record_for, set_posture, ObservationContext};
 use keytally_protocol::record::{DeviceRecord, Label, Owner, Owners, Status};
 
 use crate::cli::EnrollArgs;
-use crate::clients::{client_for, Clients};
+use crate::clients::Clients;
 use crate::config::Config;
 use crate::outbox::Outbox;
 use crate::sync::{sync_records, SystemClock};
@@ -189,10 +189,11 @@ impl Desk<'_> {
         }
     }
 
-    /// The owner the server has for this key, if any (asked of every profile, briefly).
-    fn enrolled_owner(&self, unique_id: &str) -> Option<String> {
+    /// The owner the server has for this key, if any (asked of every profile, briefly, with
+    /// the desk's one client per profile: no new connection or OAuth2 token per key).
+    fn enrolled_owner(&mut self, unique_id: &str) -> Option<String> {
         for p in &self.cfg.profiles {
-            let Ok(client) = client_for(&self.cfg, p) else { continue };
+            let Ok(client) = self.clients.get(&self.cfg, p) else { continue };
             let listed = self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(3), client.list_all(500, 100_000)).await });
             let Ok(Ok(devices)) = listed else {
                 println!("  (could not ask {} whether this key is enrolled)", p.name);
