@@ -3,7 +3,6 @@
 //! advisories the table (device/advisories.toml) gives its series and firmware, with their
 //! URLs; the table names them; `sync --once` delivers them to the server.
 
-use std::process::Command;
 
 use keytally_virtual_key::PcscLab;
 use serde_json::{json, Value};
@@ -11,7 +10,7 @@ use serde_json::{json, Value};
 #[path = "../support/mod.rs"]
 mod support;
 
-use support::{insert_preset, lab, KEYTALLY};
+use support::{insert_preset, keytally_in_lab, lab};
 
 fn url(id: &str) -> String {
     format!("https://www.yubico.com/support/security-advisories/{}/", id.to_lowercase())
@@ -24,7 +23,7 @@ fn certain(ids: &[&str]) -> Value {
 
 fn scan(lab: &PcscLab, args: &[&str]) -> String {
     let state = tempfile::tempdir().unwrap();
-    let out = Command::new(KEYTALLY).arg("scan").args(args).envs(lab.env()).env("KEYTALLY_STATE_DIR", state.path()).output().unwrap();
+    let out = keytally_in_lab(lab, state.path(), &[&["scan"], args].concat());
     assert!(out.status.success(), "keytally scan: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }

@@ -18,15 +18,11 @@ use serde_json::Value;
 #[path = "../support/mod.rs"]
 mod support;
 
-use support::{insert, lab, ykman, KEYTALLY};
+use support::{insert, keytally_in_lab, lab, ykman, KEYTALLY};
 
+/// keytally on the lab, with one state dir for the whole file (stable uniqueIds).
 fn keytally(lab: &PcscLab, args: &[&str]) -> Output {
-    Command::new(KEYTALLY)
-        .args(args)
-        .envs(lab.env())
-        .env("KEYTALLY_STATE_DIR", std::env::temp_dir().join("keytally-e2e-state"))
-        .output()
-        .expect("run keytally")
+    keytally_in_lab(lab, &std::env::temp_dir().join("keytally-e2e-state"), args)
 }
 
 fn scan_json(lab: &PcscLab, extra: &[&str]) -> (Vec<Value>, String) {

@@ -14,15 +14,11 @@ use serde_json::{json, Value};
 #[path = "../support/mod.rs"]
 mod support;
 
-use support::{insert, lab, ykman, KEYTALLY};
+use support::{insert, keytally_in_lab, lab, ykman, KEYTALLY};
 
+/// keytally on the lab, with one state dir for the whole file (stable uniqueIds).
 fn keytally(lab: &PcscLab, args: &[&str]) -> Output {
-    Command::new(KEYTALLY)
-        .args(args)
-        .envs(lab.env())
-        .env("KEYTALLY_STATE_DIR", std::env::temp_dir().join("keytally-e2e-posture-state"))
-        .output()
-        .expect("run keytally")
+    keytally_in_lab(lab, &std::env::temp_dir().join("keytally-e2e-posture-state"), args)
 }
 
 /// `scan --json [--posture]`: the one record and stderr.

@@ -2,14 +2,22 @@
 //! (`keytally_virtual_key::PcscLab`), virtual YubiKeys put on its reader, and Yubico's ykman
 //! as the referee.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use keytally_virtual_key::lab::InsertedCard;
 use keytally_virtual_key::model::KeyModel;
 use keytally_virtual_key::{Card, PcscLab, ReaderModel};
 
+use super::agent::KEYTALLY;
 use super::skip::{skip, skip_part};
+
+/// Runs the freshly built `keytally ARGS` against the lab's pcscd, with its state (the agent
+/// id that serial-less keys' uniqueIds derive from) in `state_dir`.
+pub fn keytally_in_lab(lab: &PcscLab, state_dir: &Path, args: &[&str]) -> Output {
+    Command::new(KEYTALLY).args(args).envs(lab.env()).env("KEYTALLY_STATE_DIR", state_dir).output().expect("run keytally")
+}
 
 /// The lab with a plain reader; `None` (skipped, see [`skip`]) when pcscd or vpcd is not
 /// installed.
