@@ -8,7 +8,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use keytally_device::error::LinkError;
-use keytally_device::enumerate::{reader_stalled, PostureWanted, ScanOptions};
+use keytally_device::enumerate::{reader_stalled, FoundKey, OnKey, PostureWanted, ScanOptions};
+use keytally_device::identify::Identified;
+use keytally_device::posture::PostureRead;
 use keytally_device::enumerate::{scan_all, FullScanOptions, InterfaceOrder, Report, ScannedKey, UnreadableKey};
 use keytally_protocol::mapping::{record_for, set_posture, ObservationContext};
 use keytally_protocol::record::DeviceRecord;
@@ -41,13 +43,26 @@ pub fn scan(reader: Option<&str>, interfaces: &InterfaceOrder, state_dir: &Path)
 /// [`scan`], reading the posture of the keys `posture` wants (into `observation.posture`);
 /// an applet whose posture could not be read is a warning naming the reader or port.
 pub fn scan_with_posture(reader: Option<&str>, interfaces: &InterfaceOrder, state_dir: &Path, posture: PostureWanted) -> Result<ScanResult, LinkError> {
+    scan_telling(reader, interfaces, state_dir, posture, None)
+}
+
+/// [`scan_with_posture`], telling `on_key` of each key on an NFC or contact reader as soon as
+/// its read ends, while slower readers are still being read (`ScanOptions::on_key`); make its
+/// record with [`record_of_found`].
+pub fn scan_telling(
+    reader: Option<&str>,
+    interfaces: &InterfaceOrder,
+    state_dir: &Path,
+    posture: PostureWanted,
+    on_key: Option<OnKey>,
+) -> Result<ScanResult, LinkError> {
     let opts = FullScanOptions {
         pcsc: ScanOptions { reader_filter: reader.map(str::to_string), reader_timeout: READER_DEADLINE, ..ScanOptions::default() },
         order: interfaces.clone(),
         usb: reader.is_none(),
         ..FullScanOptions::default()
     };
-    let opts = FullScanOptions { pcsc: ScanOptions { posture, ..opts.pcsc }, ..opts };
+    let opts = FullScanOptions { pcsc: ScanOptions { posture, on_key, ..opts.pcsc }, ..opts };
     let report = scan_all(&opts);
     if let Some(e) = &report.usb_error {
         tracing::info!("USB devices cannot be listed: {e}");
@@ -75,20 +90,8 @@ pub fn scan_with_posture(reader: Option<&str>, interfaces: &InterfaceOrder, stat
             k.key.name
         );
     }
-    let ctx = ObservationContext {
-        agent_id: crate::agent_id::agent_id(state_dir),
-        host: gethostname::gethostname().to_string_lossy().into_owned(),
-        observed_at: SystemTime::now(),
-    };
-    let records = report
-        .keys
-        .iter()
-        .map(|k| {
-            let mut record = record_for(&k.key, k.place(), &ctx);
-            set_posture(&mut record, k.posture.as_ref().map(|p| &p.posture));
-            record
-        })
-        .collect();
+    let ctx = observation_context(state_dir);
+    let records = report.keys.iter().map(|k| record_of(&k.key, k.place(), k.posture.as_ref(), &ctx)).collect();
     let nfc_restricted: Vec<String> =
         report.reader_problems.iter().filter(|p| p.error == keytally_device::Error::NfcRestricted).map(|p| p.reader.clone()).collect();
     Ok(ScanResult {
@@ -98,6 +101,27 @@ pub fn scan_with_posture(reader: Option<&str>, interfaces: &InterfaceOrder, stat
         records,
         unreadable_keys: report.unreadable,
     })
+}
+
+/// Where and when keys are seen from this machine, now.
+fn observation_context(state_dir: &Path) -> ObservationContext {
+    ObservationContext {
+        agent_id: crate::agent_id::agent_id(state_dir),
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        observed_at: SystemTime::now(),
+    }
+}
+
+fn record_of(key: &Identified, place: Option<&str>, posture: Option<&PostureRead>, ctx: &ObservationContext) -> DeviceRecord {
+    let mut record = record_for(key, place, ctx);
+    set_posture(&mut record, posture.map(|p| &p.posture));
+    record
+}
+
+/// The record of a key [`scan_telling`] told of: the one its scan returns for it (a key on
+/// an NFC or contact reader is seen at that reader).
+pub fn record_of_found(found: &FoundKey, state_dir: &Path) -> DeviceRecord {
+    record_of(&found.key, Some(&found.reader), found.posture.as_ref(), &observation_context(state_dir))
 }
 
 /// Scans every transport and returns just the records (`sync --once`).

@@ -5,7 +5,8 @@
 //! going, the tray's "Sync now") with the next timer as its only timeout, and hands records to
 //! the [`Pusher`], the only part that talks to the server:
 //! - a full scan at start and after every change; keys it finds but cannot read yet are
-//!   scanned again 1, 2 and 4 s later;
+//!   scanned again 1, 2 and 4 s later; a key on an NFC or contact reader is pushed as soon as
+//!   its reader's read ends, never after another reader's stall;
 //! - attached keys are re-sent at a jittered heartbeat (the outbox pushes only changed
 //!   records otherwise);
 //! - each record carries the logged-in user as a suggested owner;
@@ -14,19 +15,21 @@
 //!   the records in between carry the posture last read;
 //! - the tray sees all this through the [`TrayState`] served on the control channel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use keytally_device::enumerate::InterfaceOrder;
+use keytally_device::enumerate::{FoundKey, InterfaceOrder, OnKey};
+use keytally_device::error::LinkError;
 use keytally_protocol::mapping::rfc3339;
 use keytally_protocol::record::{DeviceRecord, Owner, Owners};
 use rand::Rng;
 
 use crate::config::Config;
 use crate::control::TrayState;
+use crate::inventory::ScanResult;
 use crate::outbox::Outbox;
 use crate::posture::PostureSchedule;
 use crate::platform::user::{self, LocalUser};
@@ -123,8 +126,14 @@ impl Service {
 
     /// Reads every key and pushes what changed. `asked`: a "Sync now" (push even with no
     /// key, so a backlog goes at once, and ask the server for the owners).
+    ///
+    /// A key on an NFC or contact reader is pushed the moment its read ends ([`Self::scan`]),
+    /// not when the slowest reader is done: a card that stalls another reader (given up at
+    /// `inventory::READER_DEADLINE`) never holds it back. The scan's full set of records then
+    /// goes as before; the outbox drops the ones already pushed unchanged.
     fn rescan(&mut self, pusher: &Pusher, asked: bool) {
-        let scanned = crate::inventory::scan_with_posture(self.reader.as_deref(), &InterfaceOrder::default(), &self.state_dir, self.posture.wanted());
+        let suggestion = user::logged_in_user().map(|u| suggested_owner(&u));
+        let (scanned, early) = self.scan(pusher, suggestion.as_ref());
         let (records, unreadable) = match scanned {
             Ok(mut r) => {
                 let keys: Vec<_> = r.keys.iter().map(|k| &k.key).collect();
@@ -138,12 +147,11 @@ impl Service {
             }
         };
         self.schedule_unreadable_retry(unreadable);
-        let suggestion = user::logged_in_user().map(|u| suggested_owner(&u));
         let mut now_attached = HashMap::new();
         let mut arrived = false;
         for mut r in records {
             let uid = r.yubikey.unique_id.clone();
-            if !self.attached.contains_key(&uid) {
+            if !self.attached.contains_key(&uid) && !early.contains(&uid) {
                 tracing::info!(unique_id = uid, name = r.yubikey.name, "key attached");
                 arrived = true;
             }
@@ -161,6 +169,62 @@ impl Service {
         if !records.is_empty() || asked {
             pusher.send(Job { records, tap: None, lookup: asked || arrived });
         }
+    }
+
+    /// One scan of every transport on a thread of its own, while this one pushes each key
+    /// the scan tells of as its reader's read ends. Returns the scan and the uniqueIds
+    /// pushed early.
+    fn scan(&self, pusher: &Pusher, suggestion: Option<&Owner>) -> (Result<ScanResult, LinkError>, HashSet<String>) {
+        enum Told {
+            Key(Box<FoundKey>),
+            Done(Result<ScanResult, LinkError>),
+        }
+        let (tx, rx) = mpsc::channel();
+        let tell = tx.clone();
+        let on_key = OnKey(Arc::new(move |found: &FoundKey| {
+            let _ = tell.send(Told::Key(Box::new(found.clone())));
+        }));
+        let (reader, state_dir, wanted) = (self.reader.as_deref(), self.state_dir.as_path(), self.posture.wanted());
+        let mut early = HashSet::new();
+        let scanned = std::thread::scope(|s| {
+            let spawned = std::thread::Builder::new().name("scan".into()).spawn_scoped(s, move || {
+                let scanned = crate::inventory::scan_telling(reader, &InterfaceOrder::default(), state_dir, wanted, Some(on_key));
+                let _ = tx.send(Told::Done(scanned));
+            });
+            if let Err(e) = spawned {
+                return Err(LinkError::Other(format!("cannot start the scan thread: {e}")));
+            }
+            // The scan ends by its readers' deadlines; a scan thread that died without a word
+            // has dropped every sender.
+            loop {
+                match rx.recv() {
+                    Ok(Told::Key(found)) => {
+                        early.insert(self.push_early(&found, pusher, suggestion));
+                    }
+                    Ok(Told::Done(scanned)) => break scanned,
+                    Err(_) => break Err(LinkError::Other("the scan thread ended without a result".into())),
+                }
+            }
+        });
+        (scanned, early)
+    }
+
+    /// Pushes the record of a key read on an NFC or contact reader at once (as the scan will
+    /// return it: posture, suggested owner); returns its uniqueId.
+    fn push_early(&self, found: &FoundKey, pusher: &Pusher, suggestion: Option<&Owner>) -> String {
+        let mut records = [crate::inventory::record_of_found(found, &self.state_dir)];
+        self.posture.remember(&[&found.key], &[found.posture.as_ref()], &mut records);
+        let [mut record] = records;
+        if let Some(owner) = suggestion {
+            record.owners = Owners::one(owner.clone());
+        }
+        let uid = record.yubikey.unique_id.clone();
+        let arrived = !self.attached.contains_key(&uid);
+        if arrived {
+            tracing::info!(unique_id = uid, name = record.yubikey.name, reader = found.reader, "key attached");
+        }
+        pusher.send(Job { records: vec![record], tap: None, lookup: arrived });
+        uid
     }
 
     /// A key just plugged in is often scanned before udev has given its hidraw nodes to

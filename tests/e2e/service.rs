@@ -530,3 +530,58 @@ fn service_names_a_stalled_reader_once_and_pushes_the_keys_beside_it() {
     assert!(said.contains("did not answer in time") && !said.contains(good_reader.as_str()), "{said}");
     stalled.remove().unwrap();
 }
+
+/// Issue 12 §1 in the service, within one rescan: a good key on reader 1 and a card that
+/// stalls reader 0, both there when the service scans. The good key is on the server before
+/// the stalled read is given up at scan's 3 s reader deadline (the line naming the stall comes
+/// after the key has arrived), and the scan's full push that follows sends it no second time.
+/// The stall is named once; when its card leaves, reader 0 works again.
+#[test]
+fn service_pushes_a_key_before_a_stall_in_the_same_scan_is_given_up() {
+    let Some(lab) = lab() else { return };
+    let stalled_reader = lab.reader(0).name;
+    let sb = support::sandbox();
+    let state = tempfile::tempdir().unwrap();
+    let stall = KeyModel::preset("yk5cnfc").unwrap().with_fault(Some(Fault::Stall));
+    let stalled = lab.tap(0, keytally_virtual_key::Card::new(stall), Duration::from_secs(10)).unwrap();
+    let good = lab.tap(1, key("yk5nfc", 70_000_011), Duration::from_secs(10)).unwrap();
+
+    let mut service = keytally_on(&lab, &sb, state.path(), &["run", "--retry-every", "1s"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    // Each stderr line with the moment it came.
+    let stderr = BufReader::new(service.stderr.take().unwrap());
+    let (tx, said) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let names_the_stall = |line: &str| line.contains(stalled_reader.as_str()) && line.contains("did not answer in time");
+
+    wait_until("the good key reaching the server", Duration::from_secs(10), || sb.store().device("70000011").is_some());
+    let arrived = Instant::now();
+    let mut lines = Vec::new();
+    let named_at = loop {
+        let (at, line) = said.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("the stall was not named: {lines:#?}"));
+        let named = names_the_stall(&line);
+        lines.push(line);
+        if named {
+            break at;
+        }
+    };
+    assert!(arrived < named_at, "the good key reached the server only {:?} after the stall was given up", arrived - named_at);
+    eprintln!("good key on the server {:?} before the stall beside it was given up", named_at - arrived);
+    assert_eq!(sb.store().puts_applied(), 1, "the scan's full push after the stall sent the key again");
+    good.remove().unwrap();
+
+    // The stalled card leaves: reader 0 reads again (its key reaches the server).
+    stalled.remove().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let back = lab.tap(0, key("yk5nfc", 70_000_012), Duration::from_secs(10)).unwrap();
+    wait_until("a key on the once-stalled reader reaching the server", Duration::from_secs(10), || sb.store().device("70000012").is_some());
+    back.remove().unwrap();
+    terminate_within(&mut service, Duration::from_secs(5));
+    lines.extend(said.try_iter().map(|(_, line)| line));
+    assert_eq!(lines.iter().filter(|l| names_the_stall(l)).count(), 1, "the stall is named once: {lines:#?}");
+}

@@ -31,6 +31,20 @@ pub struct ScanOptions {
     pub skip_pids: Vec<Pid>,
     /// Which keys to read the posture of (in the same transaction, after identification).
     pub posture: PostureWanted,
+    /// Told of each key on a reader that is not a YubiKey's own (an NFC or contact reader,
+    /// whose entry no merge changes) the moment its read ends, before the scan waits for
+    /// slower readers: the long-running service pushes it without waiting out a stall.
+    pub on_key: Option<OnKey>,
+}
+
+/// A callback for [`ScanOptions::on_key`], called on the scanning thread.
+#[derive(Clone)]
+pub struct OnKey(pub Arc<dyn Fn(&FoundKey) + Send + Sync>);
+
+impl fmt::Debug for OnKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OnKey(..)")
+    }
 }
 
 /// Which keys' posture ([`crate::posture`]) a read takes: none (a plain scan, the APDUs of
@@ -75,6 +89,7 @@ impl Default for ScanOptions {
             skip_yubikey_readers: false,
             skip_pids: Vec::new(),
             posture: PostureWanted::Never,
+            on_key: None,
         }
     }
 }
@@ -151,7 +166,12 @@ pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, LinkError> {
     // The listing context goes on to read the first reader, in that reader's thread.
     for (reader, outcome) in start_reads(&to_read, Some(ctx), opts.reader_timeout, &opts.posture) {
         match outcome {
-            Ok(Some(found)) => report.keys.push(found),
+            Ok(Some(found)) => {
+                if let Some(OnKey(tell)) = opts.on_key.as_ref().filter(|_| Pid::from_reader_name(&found.reader).is_none()) {
+                    tell(&found);
+                }
+                report.keys.push(found);
+            }
             Ok(None) => tracing::debug!(reader, "empty reader"),
             Err(error) => report.problems.push(ReaderProblem { reader, error }),
         }
