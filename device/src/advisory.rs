@@ -1,9 +1,10 @@
 //! Which Yubico security advisories concern a key, from its series and firmware.
 //!
 //! The advisories live in one hand-maintained data file, `device/advisories.toml`, embedded at
-//! build time and parsed once, at first use ([`table`]). [`KeyFacts::from_device_info`] turns
-//! what identification read into the facts the table is matched on (series, firmware, NFC,
-//! form factor, applications); [`assess`] returns the advisories that apply, sorted by id, each
+//! build time and parsed once, at first use ([`table`]); `build.rs` embeds it in JSON syntax,
+//! since parsing the TOML was a third of the instructions of a `keytally scan`.
+//! [`KeyFacts::from_device_info`] turns what identification read into the facts the table is
+//! matched on (series, firmware, NFC, form factor, applications); [`assess`] returns the advisories that apply, sorted by id, each
 //! `yes` or `if <condition>`. A key whose firmware is unknown is never guessed:
 //! [`Assessment::Unknown`]. [`Assessment::settle`] lets a later posture read turn a condition
 //! into `yes` or drop the advisory; [`Assessment::settle_with_posture`] does so with what
@@ -19,8 +20,8 @@ use crate::identify::nfc_key_type;
 use crate::posture::Posture;
 use crate::{Capabilities, DeviceInfo, FormFactor, Identified, KeyType, Transport, Version};
 
-/// The data file, as shipped.
-const DATA: &str = include_str!("../advisories.toml");
+/// The data file, as shipped: `advisories.toml` in JSON syntax (see `build.rs`).
+const DATA_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/advisories.json"));
 
 /// A YubiKey product series, as Yubico's advisories name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
@@ -432,7 +433,7 @@ impl Advisory {
 /// Fails only if the embedded data file is broken, which the crate's tests rule out.
 pub fn table() -> Result<&'static [Advisory], &'static str> {
     static TABLE: OnceLock<Result<Vec<Advisory>, String>> = OnceLock::new();
-    match TABLE.get_or_init(|| parse_table(DATA)) {
+    match TABLE.get_or_init(|| parse_rows(serde_json::from_str::<TableFile>(DATA_JSON).map_err(|e| e.to_string()))) {
         Ok(rows) => Ok(rows),
         Err(e) => Err(e),
     }
@@ -441,14 +442,19 @@ pub fn table() -> Result<&'static [Advisory], &'static str> {
 /// Parses and checks a table in the data file's format: ids unique, every row's checks pass,
 /// rows sorted by id.
 pub fn parse_table(text: &str) -> Result<Vec<Advisory>, String> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct File {
-        advisory: Vec<Advisory>,
-    }
-    let mut rows = toml::from_str::<File>(text)
-        .map_err(|e| e.to_string())?
-        .advisory;
+    parse_rows(toml::from_str::<TableFile>(text).map_err(|e| e.to_string()))
+}
+
+/// The data file's layout, in whichever syntax.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableFile {
+    advisory: Vec<Advisory>,
+}
+
+/// [`parse_table`] after the parse: the checks and the order.
+fn parse_rows(file: Result<TableFile, String>) -> Result<Vec<Advisory>, String> {
+    let mut rows = file?.advisory;
     let mut ids = BTreeSet::new();
     for row in &rows {
         row.check()?;
