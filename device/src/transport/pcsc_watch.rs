@@ -6,7 +6,9 @@
 //! well-known busy loop). A lost context (pcscd restarted or stopped) is rebuilt on the next
 //! wait. A PC/SC layer that answers "changed" at once with nothing changed, again and again
 //! (Wine's winscard passes every current state to pcscd as UNAWARE), must not make the
-//! watcher spin: `SpinGuard` notices and slows the waits down, logged once.
+//! watcher spin: `SpinGuard` notices and slows the waits down, logged once. While the PC/SC
+//! service is not running, [`PcscWatcher::wait_for_service`] waits for it to start
+//! ([`super::pcsc_service`]: Windows' started event, a bounded poll for pcscd).
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use pcsc::{Context, ReaderState, Scope, State, PNP_NOTIFICATION};
 
 use super::pcsc::map_error;
+use super::pcsc_service::ServiceWait;
 use crate::error::LinkError;
 
 /// A change seen on the PC/SC side.
@@ -52,6 +55,7 @@ pub struct PcscWatcher {
     known: HashMap<String, Known>,
     filter: Option<String>,
     spin: SpinGuard,
+    service: ServiceWait,
 }
 
 /// How many early answers with nothing changed, in a row, make the PC/SC layer suspect.
@@ -100,12 +104,21 @@ impl PcscWatcher {
             known: HashMap::new(),
             filter: reader_filter.map(str::to_lowercase),
             spin: SpinGuard::default(),
+            service: ServiceWait::new(),
         }
     }
 
     /// A handle that wakes a blocked [`PcscWatcher::wait`] (for shutdown), once connected.
     pub fn canceller(&self) -> Option<Canceller> {
         self.ctx.clone().map(Canceller)
+    }
+
+    /// After [`PcscWatcher::wait`] failed with `LinkError::NoService`: blocks until the PC/SC
+    /// service says it has started (Windows), for a bounded poll's pause where it cannot say
+    /// (pcscd, Wine), or until `give_up` is true (checked every 100 ms). The next
+    /// [`PcscWatcher::wait`] connects again.
+    pub fn wait_for_service(&mut self, timeout: Duration, give_up: &dyn Fn() -> bool) {
+        self.service.wait(timeout, give_up);
     }
 
     /// Waits up to `timeout` and returns what changed (empty on timeout or cancel). The first
@@ -141,7 +154,7 @@ impl PcscWatcher {
             Err(pcsc::Error::Timeout | pcsc::Error::Cancelled) => return Ok(events),
             Err(e) => {
                 // The context is gone (pcscd restarted or stopped): forget it and every card.
-                tracing::debug!("PC/SC status wait failed: {e}; rebuilding the context");
+                tracing::debug!("PC/SC status wait failed: {e} ({:#010X}); rebuilding the context", e as u32);
                 self.drop_context(&mut events);
                 let mapped = map_error(e);
                 return if events.is_empty() { Err(mapped) } else { Ok(events) };
@@ -182,7 +195,11 @@ impl PcscWatcher {
     }
 
     fn connect(&mut self, events: &mut Vec<PcscEvent>) -> Result<(), LinkError> {
-        let ctx = Context::establish(Scope::User).map_err(map_error)?;
+        let ctx = Context::establish(Scope::User).map_err(|e| {
+            tracing::debug!("PC/SC context: {e} ({:#010X})", e as u32);
+            map_error(e)
+        })?;
+        self.service.back();
         self.states = vec![ReaderState::new(PNP_NOTIFICATION(), State::UNAWARE)];
         self.ctx = Some(ctx);
         self.refresh_readers(events)?;
