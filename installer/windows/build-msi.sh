@@ -9,11 +9,11 @@
 # defaults to target/windows-gnu). The MSI is written next to the exe.
 #
 # wixl builds a reduced MSI: the .wxs marks what wixl 0.101 cannot build with
-# <?ifndef var.Wixl?> (this script defines Wixl=1), so these are NOT in it: the service's
-# failure actions (ServiceConfig, util:ServiceConfig), the data folder's ACL (util:PermissionEx),
+# <?ifndef var.Wixl?> (this script defines Wixl=1), so these are NOT in it: the data folder's ACL (util:PermissionEx),
 # the PATH entry (Environment), the service's KEYTALLY_STATE_DIR (multiString RegistryValue; the
 # install-config custom action writes state_dir to the registry instead, and protects the data
-# folder itself). wixl also ignores Secure/Hidden on properties (no SecureCustomProperties),
+# folder itself). The service's failure actions are in both builds: the ServiceRecovery custom
+# action (keytally.exe install-config --service-recovery). wixl also ignores Secure/Hidden on properties (no SecureCustomProperties),
 # HideTarget and MajorUpgrade's Schedule. For the full MSI, build the same .wxs with WiX 3's candle/light
 # (see the comment at the top of keytally.wxs).
 set -euo pipefail

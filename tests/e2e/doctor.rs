@@ -3,6 +3,8 @@
 //! secret file each give a FAIL line with a fix and exit code 1. pcscd and the udev rules
 //! depend on the machine, so only their lines' presence is checked.
 
+#![cfg(unix)] // Unix sockets, file modes and signals (the Windows side runs under Wine: tests/windows/)
+
 use std::os::unix::fs::PermissionsExt;
 
 #[path = "../support/mod.rs"]

@@ -7,6 +7,8 @@
 //! gnome-keyring-daemon or secret-tool are not installed (tests/setup.sh installs them; on CI
 //! a missing one fails the test: tests/support/skip.rs).
 
+#![cfg(all(unix, not(target_os = "macos")))] // the freedesktop Secret Service over D-Bus
+
 #![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader, Write};

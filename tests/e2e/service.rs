@@ -4,6 +4,8 @@
 //! outage and delivered afterwards), repeated taps are merged, the service pushes a key as it
 //! arrives, and SIGTERM ends either within seconds.
 
+#![cfg(unix)] // signals, the Unix control socket (the Windows service: tests/windows/msi.sh)
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};

@@ -67,11 +67,15 @@ pub fn client_env(sb: &Sandbox) -> Vec<(String, String)> {
     .collect()
 }
 
-/// Writes `text` to `path`, readable by its owner only (as a secret file must be).
+/// Writes `text` to `path`, readable by its owner only (as a secret file must be). On
+/// Windows there is no mode to set (a secret file's ACL is the installer's job).
 pub fn write_private(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
 }
 
 /// The sandbox, an API key for it in a private token file, and a config file naming both.

@@ -8,7 +8,7 @@ pub mod scan;
 pub mod secret;
 pub mod status;
 pub mod sync;
-#[cfg(all(unix, not(target_os = "macos")))]
+#[cfg(any(windows, all(unix, not(target_os = "macos"))))]
 pub mod tray;
 
 use std::process::ExitCode;
@@ -25,11 +25,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Completions { shell } => docs::completions(shell),
         Command::Manpage => docs::manpage(),
         Command::Enroll(args) => enroll::run(cli.config.as_deref(), &args),
-        #[cfg(all(unix, not(target_os = "macos")))]
+        #[cfg(any(windows, all(unix, not(target_os = "macos"))))]
         Command::Tray(args) => tray::run(&args),
-        #[cfg(not(all(unix, not(target_os = "macos"))))]
+        #[cfg(not(any(windows, all(unix, not(target_os = "macos")))))]
         Command::Tray(_) => {
-            eprintln!("keytally tray: not available on this platform yet (the tray is a freedesktop StatusNotifierItem)");
+            eprintln!("keytally tray: not available on this platform yet (the tray is a freedesktop StatusNotifierItem or a Windows notification-area icon)");
             ExitCode::from(2)
         }
         Command::Run(args) => run::run(cli.config.as_deref(), &args),

@@ -19,7 +19,13 @@ impl Client {
     /// Connects to the first of the platform's client endpoints that exists.
     pub fn connect_default() -> Result<Client, ClientError> {
         let paths = channel::client_endpoints();
-        let path = paths.iter().find(|p| p.exists()).or(paths.first()).cloned().unwrap_or_default();
+        // Only a choice between several is looked at first: on Windows the one endpoint is a
+        // pipe, which looking at (`exists`) would open, taking a connection of the service's.
+        let path = match paths.as_slice() {
+            [one] => Some(one),
+            _ => paths.iter().find(|p| p.exists()).or(paths.first()),
+        };
+        let path = path.cloned().unwrap_or_default();
         Client::connect(&path)
     }
 

@@ -1,7 +1,7 @@
 //! The control channel between the service and the per-user tray: how the tray sees what the
 //! service sees (attached keys, the server's owner and status for each, the sync state,
 //! credential warnings) and asks it to sync now. The messages are the same on every OS; the
-//! channel itself (a Unix socket; on Windows a named pipe, to come) is the platform's
+//! channel itself (a Unix socket; on Windows a named pipe) is the platform's
 //! (`crate::platform::channel`).
 //!
 //! Newline-delimited JSON, one object per line:
@@ -10,7 +10,8 @@
 //!   answered with `{"type":"ack","op":"sync"}`);
 //! - service → client: `{"type":"state", ...}`, `{"type":"ack", ...}`, and
 //!   `{"type":"refused","reason":...}` just before the service closes a connection whose
-//!   peer (checked by the platform: `SO_PEERCRED` on Unix) it does not serve.
+//!   peer (checked by the platform: `SO_PEERCRED` on Unix, the client's process token on
+//!   Windows) it does not serve.
 //!
 //! The service publishes its [`TrayState`] and listens ([`server`]); the tray, `status` and
 //! `doctor` connect ([`client`]).

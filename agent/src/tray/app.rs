@@ -1,12 +1,14 @@
-//! The tray icon and its loop: a freedesktop StatusNotifierItem (tray-icon's ksni backend, no
-//! GTK) whose menu is a dbusmenu the desktop's tray host draws. The main thread owns the icon
-//! and runs one loop over the service's states, the menu's clicks, a 30 s tick (relative
-//! times) and SIGTERM/SIGINT.
+//! The tray icon and its loop. On Linux and the BSDs a freedesktop StatusNotifierItem
+//! (tray-icon's ksni backend, no GTK) whose menu is a dbusmenu the desktop's tray host draws;
+//! on Windows a notification-area icon whose window belongs to this thread. The main thread
+//! owns the icon and runs one loop ([`crate::platform::ui_loop`], the Win32 message loop on
+//! Windows) over one channel of events: the service's states, the menu's clicks, a 30 s tick
+//! (relative times) and stop requests. Every sender wakes the loop after sending.
 
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
-use crossbeam_channel::{select, Receiver};
+use crossbeam_channel::Sender;
 use tray_icon::menu::{Menu as MudaMenu, MenuEvent, MenuItem, PredefinedMenuItem};
 use tray_icon::{TrayIcon, TrayIconBuilder, TrayIconEvent};
 
@@ -14,18 +16,71 @@ use super::icon::icon;
 use super::menu::{self as tray_menu, Action, Entry, Menu, View};
 use super::service_link::{sync_now, watch_service};
 use crate::control::Client;
+use crate::platform::ui_loop::{self, Waker};
 
 /// Relative times in the menu ("3 min ago") are refreshed this often.
 const TICK: Duration = Duration::from_secs(30);
 
+/// What the loop handles.
+enum Event {
+    View(View),
+    /// The service watcher ended (it only does when the loop is gone, or by a bug).
+    WatcherGone,
+    Menu(String),
+    Tick,
+    Stop,
+}
+
+/// Sends an event to the loop and wakes it; false when the loop is gone.
+fn send(tx: &Sender<Event>, waker: &Waker, e: Event) -> bool {
+    let sent = tx.send(e).is_ok();
+    waker.wake();
+    sent
+}
+
 pub fn run_tray() -> Result<(), String> {
+    ui_loop::leave_console();
+    let waker = Waker::for_this_thread();
+    let (tx, events) = crossbeam_channel::unbounded::<Event>();
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| std::thread::Builder::new().name(name.into()).spawn(f).map(drop).map_err(|e| format!("cannot start a thread: {e}"));
+
     let (state_tx, state_rx) = crossbeam_channel::unbounded::<View>();
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
-    std::thread::Builder::new()
-        .name("tray-watch".into())
-        .spawn(move || watch_service(Client::connect_default, state_tx, stop_rx))
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
-    let signals = signal_channel();
+    spawn("tray-watch", Box::new(move || watch_service(Client::connect_default, state_tx, stop_rx)))?;
+    let t = tx.clone();
+    spawn(
+        "tray-states",
+        Box::new(move || {
+            for v in state_rx.iter() {
+                if !send(&t, &waker, Event::View(v)) {
+                    return;
+                }
+            }
+            send(&t, &waker, Event::WatcherGone);
+        }),
+    )?;
+    let t = tx.clone();
+    spawn(
+        "tray-tick",
+        Box::new(move || loop {
+            std::thread::sleep(TICK);
+            if !send(&t, &waker, Event::Tick) {
+                return;
+            }
+        }),
+    )?;
+    let t = tx.clone();
+    ui_loop::on_stop_request(Box::new(move || {
+        send(&t, &waker, Event::Stop);
+    }));
+    // The menu's clicks come through muda's handler (on Windows from this thread's message
+    // dispatch, on Linux from ksni's thread); the icon's own clicks need nothing here.
+    let t = tx.clone();
+    MenuEvent::set_event_handler(Some(move |e: MenuEvent| {
+        send(&t, &waker, Event::Menu(e.id.0));
+    }));
+    TrayIconEvent::set_event_handler(Some(|_: TrayIconEvent| {}));
+    drop(tx);
 
     let mut view = View::Connecting;
     let mut shown = tray_menu::build(&view, SystemTime::now());
@@ -40,38 +95,48 @@ pub fn run_tray() -> Result<(), String> {
     let mut tray = Some(tray);
     tracing::info!("tray icon registered");
 
-    let menu_events = MenuEvent::receiver();
-    let icon_events = TrayIconEvent::receiver();
-    let tick = crossbeam_channel::tick(TICK);
-    loop {
-        let mut refresh = false;
-        select! {
-            recv(state_rx) -> v => match v {
-                Ok(v) => { view = v; refresh = true; }
-                Err(_) => { tracing::warn!("the service watcher stopped"); break; }
-            },
-            recv(menu_events) -> ev => if let Ok(ev) = ev {
-                match Action::from_id(ev.id.as_ref()) {
-                    Some(Action::Quit) => { tracing::info!("Quit from the menu"); break; }
-                    Some(Action::SyncNow) => sync_now(),
-                    None => {}
+    let mut failed = None;
+    ui_loop::run(&events, |event| {
+        let refresh = match event {
+            Event::View(v) => {
+                view = v;
+                true
+            }
+            Event::WatcherGone => {
+                tracing::warn!("the service watcher stopped");
+                return false;
+            }
+            Event::Menu(id) => match Action::from_id(&id) {
+                Some(Action::Quit) => {
+                    tracing::info!("Quit from the menu");
+                    return false;
                 }
+                Some(Action::SyncNow) => {
+                    sync_now();
+                    false
+                }
+                None => false,
             },
-            // A click on the icon itself: the host opens the menu; nothing else to do.
-            recv(icon_events) -> _ => {},
-            recv(tick) -> _ => refresh = true,
-            recv(signals) -> _ => { tracing::info!("stopping on a signal"); break; }
-        }
+            Event::Tick => true,
+            Event::Stop => {
+                tracing::info!("stopping on request (signal or console)");
+                return false;
+            }
+        };
         if refresh {
             let menu = tray_menu::build(&view, SystemTime::now());
             if menu != shown {
                 if let Some(t) = tray.as_mut() {
-                    update(t, &menu, menu.tone != shown.tone)?;
+                    if let Err(e) = update(t, &menu, menu.tone != shown.tone) {
+                        failed = Some(e);
+                        return false;
+                    }
                 }
                 shown = menu;
             }
         }
-    }
+        true
+    });
     let _ = stop_tx.try_send(());
     // Dropping the icon unregisters it; do not hang on a bus that went away.
     let (done_tx, done_rx) = mpsc::channel();
@@ -84,7 +149,7 @@ pub fn run_tray() -> Result<(), String> {
     });
     drop(t);
     let _ = done_tx.send(());
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 fn update(tray: &mut TrayIcon, menu: &Menu, tone_changed: bool) -> Result<(), String> {
@@ -119,26 +184,4 @@ fn muda_menu(menu: &Menu) -> Result<MudaMenu, String> {
         r.map_err(|e| format!("cannot build the menu: {e}"))?;
     }
     Ok(m)
-}
-
-/// SIGTERM and SIGINT, as messages (a clean exit unregisters the item).
-fn signal_channel() -> Receiver<()> {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let _ = std::thread::Builder::new().name("tray-signals".into()).spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-            return;
-        };
-        rt.block_on(async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-                return;
-            };
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = int.recv() => {},
-            }
-        });
-        let _ = tx.send(());
-    });
-    rx
 }

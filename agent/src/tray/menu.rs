@@ -2,8 +2,8 @@
 //! into menu entries, a title and an icon colour. No GUI here, so `keytally tray --once` prints
 //! exactly what the tray's menu would show, and the tests need no desktop.
 
-// The tray itself is built for Linux and the BSDs; elsewhere only `key_label` is used.
-#![cfg_attr(not(all(unix, not(target_os = "macos"))), allow(dead_code))]
+// The tray itself is built for Linux, the BSDs and Windows; elsewhere only `key_label` is used.
+#![cfg_attr(not(any(windows, all(unix, not(target_os = "macos")))), allow(dead_code))]
 
 use std::time::{Duration, SystemTime};
 

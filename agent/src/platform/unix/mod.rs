@@ -6,6 +6,8 @@ pub mod channel;
 pub mod secrets;
 pub mod service_manager;
 pub mod settings;
+#[cfg(not(target_os = "macos"))]
+pub mod ui_loop;
 pub mod user;
 
 #[cfg(target_os = "macos")]

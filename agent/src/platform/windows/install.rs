@@ -7,6 +7,7 @@
 //! keytally.exe install-config --data-dir DIR --server URL
 //!     [--token TOKEN | --client-id ID --token-url URL --client-secret SECRET]
 //! keytally.exe install-config --data-dir DIR --purge      (uninstall with PURGE=1)
+//! keytally.exe install-config --service-recovery NAME     (every install and upgrade)
 //! ```
 //! An empty value counts as absent (an unset MSI property expands to ""). It checks the URLs
 //! (one line and exit 1, so the install rolls back), gives DIR a protected ACL (SYSTEM and
@@ -15,6 +16,12 @@
 //! [`super::settings`] reads them): `server`, `token_file` or `client_id` + `token_url` +
 //! `client_secret_file`, and `state_dir`. The secret never goes to the registry or to any
 //! output. Run without a server it changes nothing.
+//!
+//! `--service-recovery NAME` sets the service's failure actions (`ChangeServiceConfig2W`):
+//! restart after 10 s on the first, second and later failures, the count reset after a day,
+//! and only on a crash (the process ending without reporting Stopped): a service that stops
+//! itself with an exit code (2: no usable configuration) stays stopped, as the README says.
+//! The MSI runs it for both builds (wixl cannot build WiX's `ServiceConfig` elements).
 
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
@@ -47,6 +54,7 @@ struct Args {
     token_url: Option<String>,
     client_secret: Option<String>,
     purge: bool,
+    service_recovery: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -63,6 +71,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--client-id" => &mut a.client_id,
             "--token-url" => &mut a.token_url,
             "--client-secret" => &mut a.client_secret,
+            "--service-recovery" => &mut a.service_recovery,
             "--data-dir" => {
                 a.data_dir = it.next().filter(|v| !v.is_empty()).map(PathBuf::from);
                 continue;
@@ -87,6 +96,9 @@ pub fn run(args: &[String]) -> ExitCode {
 }
 
 fn apply(a: &Args) -> Result<(), String> {
+    if let Some(name) = &a.service_recovery {
+        return set_failure_actions(name);
+    }
     let dir = a.data_dir.as_deref().ok_or("--data-dir is missing")?;
     if a.purge {
         return purge(dir);
@@ -253,6 +265,60 @@ fn write_machine_settings(values: &[(&str, String)]) -> Result<(), String> {
     result
 }
 
+/// Restart after a delay, on a crash only; see the module's doc.
+const RESTART_DELAY_MS: u32 = 10_000;
+const RESET_PERIOD_S: u32 = 24 * 3600;
+
+/// Sets the failure actions of service `name` (see the module's doc).
+fn set_failure_actions(name: &str) -> Result<(), String> {
+    use windows_sys::Win32::System::Services::{
+        ChangeServiceConfig2W, CloseServiceHandle, OpenSCManagerW, OpenServiceW, SC_ACTION, SC_ACTION_RESTART, SC_MANAGER_CONNECT,
+        SERVICE_CHANGE_CONFIG, SERVICE_CONFIG_FAILURE_ACTIONS, SERVICE_CONFIG_FAILURE_ACTIONS_FLAG, SERVICE_FAILURE_ACTIONSW,
+        SERVICE_FAILURE_ACTIONS_FLAG, SERVICE_START,
+    };
+    let last = || std::io::Error::last_os_error();
+    // SAFETY: the local SCM's active database.
+    let scm = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
+    if scm.is_null() {
+        return Err(format!("cannot open the Service Control Manager: {}", last()));
+    }
+    let wide_name: Vec<u16> = name.encode_utf16().chain(Some(0)).collect();
+    // SAFETY: an open SCM handle and a NUL-terminated name. A restart action needs SERVICE_START.
+    let service = unsafe { OpenServiceW(scm, wide_name.as_ptr(), SERVICE_CHANGE_CONFIG | SERVICE_START) };
+    let result = if service.is_null() {
+        Err(format!("cannot open the service {name}: {}", last()))
+    } else {
+        let mut actions = [SC_ACTION { Type: SC_ACTION_RESTART, Delay: RESTART_DELAY_MS }; 3];
+        let failure = SERVICE_FAILURE_ACTIONSW {
+            dwResetPeriod: RESET_PERIOD_S,
+            lpRebootMsg: std::ptr::null_mut(),
+            lpCommand: std::ptr::null_mut(),
+            cActions: actions.len() as u32,
+            lpsaActions: actions.as_mut_ptr(),
+        };
+        // Only a crash: a service that reports Stopped with an exit code is not restarted.
+        let flag = SERVICE_FAILURE_ACTIONS_FLAG { fFailureActionsOnNonCrashFailures: 0 };
+        // SAFETY: an open service handle and structures that outlive the calls.
+        let r = if unsafe { ChangeServiceConfig2W(service, SERVICE_CONFIG_FAILURE_ACTIONS, &failure as *const _ as *const c_void) } == 0 {
+            Err(format!("cannot set the failure actions of {name}: {}", last()))
+        } else {
+            // Off is also the default: a service manager without this level (Wine's answers
+            // "not implemented") leaves it off, so its failure is said and not fatal.
+            // SAFETY: as above.
+            if unsafe { ChangeServiceConfig2W(service, SERVICE_CONFIG_FAILURE_ACTIONS_FLAG, &flag as *const _ as *const c_void) } == 0 {
+                eprintln!("keytally: install-config: the failure actions flag of {name} was left as it was ({})", last());
+            }
+            Ok(())
+        };
+        // SAFETY: opened above.
+        unsafe { CloseServiceHandle(service) };
+        r
+    };
+    // SAFETY: opened above.
+    unsafe { CloseServiceHandle(scm) };
+    result
+}
+
 /// Uninstall with PURGE=1: the data folder and the machine key go.
 fn purge(dir: &Path) -> Result<(), String> {
     if dir.exists() {
@@ -299,13 +365,6 @@ mod tests {
         apply(&parse(&v(&["--data-dir", &d])).unwrap()).unwrap();
     }
 
-    /// Whether this runs under Wine (ntdll exports wine_get_version there).
-    fn under_wine() -> bool {
-        use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
-        // SAFETY: NUL-terminated names; ntdll is always loaded.
-        unsafe { GetProcAddress(GetModuleHandleA(c"ntdll.dll".as_ptr() as *const u8), c"wine_get_version".as_ptr() as *const u8).is_some() }
-    }
-
     /// The secret file gets the protected ACL: on Windows it reads back as SYSTEM and
     /// Administrators only. Wine accepts the ACL but does not keep it for files (it derives
     /// one from the Unix mode: SYSTEM, the user, Everyone read), so there only the write is
@@ -317,7 +376,7 @@ mod tests {
         write_secret(&f, "sekrit").unwrap();
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "sekrit\n");
         let sddl = dacl_sddl(&f).unwrap();
-        if !under_wine() {
+        if !super::super::under_wine() {
             assert!(sddl.starts_with("D:P") && sddl.contains(";;;SY)") && sddl.contains(";;;BA)") && !sddl.contains(";;;BU)") && !sddl.contains(";;;WD)"), "{sddl}");
         }
     }

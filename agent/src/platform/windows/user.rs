@@ -129,7 +129,7 @@ fn account_sid(name: &str) -> Option<String> {
 }
 
 /// `S-1-…` of a binary SID.
-fn sid_string(sid: *mut c_void) -> Option<String> {
+pub(super) fn sid_string(sid: *mut c_void) -> Option<String> {
     let mut text: *mut u16 = std::ptr::null_mut();
     // SAFETY: `sid` points to a valid SID; Windows allocates `text` (freed with LocalFree).
     if unsafe { ConvertSidToStringSidW(sid, &mut text) } == 0 || text.is_null() {
