@@ -70,7 +70,8 @@ pub fn scan_telling(
     if let Some(e) = &report.pcsc_error {
         match e {
             LinkError::NoService => eprintln!(
-                "keytally: PC/SC is not available (pcscd is not running): smart-card and NFC readers cannot be scanned"
+                "keytally: PC/SC is not available ({} is not running): smart-card and NFC readers cannot be scanned",
+                keytally_device::transport::pcsc_service::SERVICE
             ),
             other => eprintln!("keytally: PC/SC cannot be used: {other}"),
         }

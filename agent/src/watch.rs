@@ -10,17 +10,22 @@
 //!   [`Changes::sync`]) or the push worker's shutdown ([`Wake`]);
 //! - the caller's timeout (its next timer) passes.
 //!
-//! While pcscd is down it says so once on stderr, tries again every 2 s (a USB change, a
-//! request or a stop cuts the pause short), and says when PC/SC is back.
+//! While the PC/SC service is not running (pcscd down; on Windows, the Smart Card service
+//! stopped with the last reader) it says so once on stderr and waits for it
+//! (`PcscWatcher::wait_for_service`: the service's started event on Windows, a 2 s poll for
+//! pcscd and wherever the event tells nothing), which a USB change, a request or a stop cuts
+//! short; it says when PC/SC is back. Other PC/SC failures are tried again every 2 s.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use keytally_device::error::LinkError;
+use keytally_device::transport::pcsc_service;
 use keytally_device::transport::pcsc_watch::{Canceller, PcscEvent, PcscWatcher};
 use keytally_device::transport::usb_watch::UsbWatch;
 
-/// How often PC/SC is tried again while pcscd is down.
+/// How often PC/SC is tried again after a failure other than "no service".
 const PCSC_RETRY: Duration = Duration::from_secs(2);
 /// How often a raised [`Request`] wakes the loop again until taken, and for how long.
 const REWAKE_EVERY: Duration = Duration::from_millis(100);
@@ -163,8 +168,8 @@ impl Watch {
         let pending = self.usb.as_ref().is_some_and(|u| u.pending()) || self.sync.pending();
         // Until the watcher has a context there is nothing to cancel a blocking wait with, so
         // the first wait (and the first after pcscd comes back) only connects.
-        let timeout = if self.pcsc.canceller().is_some() && !pending { timeout } else { Duration::ZERO };
-        let pcsc = match self.pcsc.wait(timeout) {
+        let pcsc_timeout = if self.pcsc.canceller().is_some() && !pending { timeout } else { Duration::ZERO };
+        let pcsc = match self.pcsc.wait(pcsc_timeout) {
             Ok(events) => {
                 if !self.pcsc_up && self.told_down {
                     eprintln!("keytally: PC/SC is back");
@@ -180,10 +185,15 @@ impl Watch {
                 self.wake.set(None);
                 if !self.told_down {
                     let usb = if self.usb.is_some() { "; USB keys are still read over HID" } else { "" };
-                    eprintln!("keytally: PC/SC is not available ({e}); waiting for pcscd{usb}");
+                    eprintln!("keytally: PC/SC is not available ({e}); waiting for {}{usb}", pcsc_service::SERVICE);
                     self.told_down = true;
                 }
-                self.pause(PCSC_RETRY);
+                if e == LinkError::NoService {
+                    let (stop, sync, usb) = (self.stop.as_deref(), &self.sync, self.usb.as_deref());
+                    self.pcsc.wait_for_service(timeout, &|| interrupted(stop, sync, usb));
+                } else {
+                    self.pause(PCSC_RETRY);
+                }
                 Vec::new()
             }
         };
@@ -194,12 +204,17 @@ impl Watch {
     fn pause(&self, d: Duration) {
         let end = Instant::now() + d;
         while Instant::now() < end {
-            if self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) || self.sync.pending() || self.usb.as_ref().is_some_and(|u| u.pending()) {
+            if interrupted(self.stop.as_deref(), &self.sync, self.usb.as_deref()) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Whether a pause for PC/SC ends early: the caller stops, or a request waits for the loop.
+fn interrupted(stop: Option<&AtomicBool>, sync: &Request, usb: Option<&Request>) -> bool {
+    stop.is_some_and(|s| s.load(Ordering::SeqCst)) || sync.pending() || usb.is_some_and(Request::pending)
 }
 
 /// Raises `changed` whenever a Yubico USB device comes or goes, from a thread of its own.

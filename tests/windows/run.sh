@@ -67,6 +67,7 @@ phase "cross-build"
 phase "smoke"
 "$HERE/msi.sh" || FAILED=$((FAILED + 1))
 phase "msi"
+"$HERE/pcsc_restart.sh" || FAILED=$((FAILED + 1)); phase "pcsc restart"   # pcscd stopped and started under run and the service
 
 # 5. Test binaries under Wine. A test that cannot make sense on Windows is #[cfg(unix)] in the
 # code; nothing is skipped here.
