@@ -174,8 +174,10 @@ impl fmt::Display for CtapHidError {
 /// Failures of the link itself, independent of what is on the other end.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
-    /// The PC/SC service is not running (or stopped during the call).
-    #[error("PC/SC service (pcscd) is not running")]
+    /// The PC/SC service is not running (or stopped during the call): pcscd, or Windows'
+    /// Smart Card service.
+    #[cfg_attr(windows, error("the Smart Card service (SCardSvr) is not running"))]
+    #[cfg_attr(not(windows), error("PC/SC service (pcscd) is not running"))]
     NoService,
     /// The reader is empty, or the card in it does not answer.
     #[error("no card in the reader")]
