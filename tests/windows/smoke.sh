@@ -2,13 +2,15 @@
 # keytally.exe under the Windows lab (Wine 10 → winscard → the lab's pcscd → vpcd), against a
 # virtual YubiKey 5 NFC and the sandbox, both running on the host's loopback:
 #   --version; scan --json through winscard; sync --once with a static token; sync --once with
-#   OAuth2 client credentials; `secret set` (Credential Manager) then sync --once.
+#   OAuth2 client credentials; `secret set` (Credential Manager) then sync --once; the tray icon
+#   in Wine's notification area on an Xvfb screen, grey, then green with `keytally run` serving
+#   the named pipe.
 # Prints `ok    …` / `FAIL  …` lines (as tests/run.sh counts them); exit 1 if any failed.
 #
 #   tests/windows/smoke.sh [PATH/TO/keytally.exe]
 # Default exe: $CARGO_TARGET_DIR (or target/windows-gnu)/x86_64-pc-windows-gnu/debug/keytally.exe.
 # Host binaries: target/debug/keytally-sandbox and keytally-vkey (built here if missing).
-# Needs root (see lab.sh) and python3.
+# Needs root (see lab.sh), python3, Xvfb and ImageMagick (`import`, `convert`).
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
@@ -153,6 +155,89 @@ else
     show "$WORK/secret-set.out" "$WORK/sync-keyring.out" 2>/dev/null
 fi
 stop_sandbox
+
+# 6. The tray icon itself: `keytally tray` in Wine's notification area (explorer /desktop=shell on
+# an Xvfb screen, reached through its abstract socket: the lab shares the host's network
+# namespace). The icon appears grey (no service), then `keytally run` starts in the same Wine
+# machine and the icon turns green (connected over the named pipe, sync ok). Seen by counting
+# the tone's pixels on screenshots against one taken before the tray started, and in explorer's
+# systray trace. Not shown here: the menu's clicks (Sync now, Quit) and Windows' own shell.
+gui_pixels() {   # $1 colour: how many pixels of it (10 % fuzz) the screen shows now
+    import -display ":$DISP" -window root "$WORK/shot.png" 2>/dev/null \
+        && convert "$WORK/shot.png" -fuzz 10% -fill black +opaque "$1" -fill white -opaque "$1" \
+            -format '%[fx:round(mean*w*h)]' info: 2>/dev/null
+}
+wait_file() { local i=0; while [ ! -e "$1" ] && [ $i -lt $(( $2 * 10 )) ]; do sleep 0.1; i=$((i + 1)); done; [ -e "$1" ]; }
+more_than() { [ -n "$1" ] && [ -n "$2" ] && [ "$1" -ge $(( $2 + 20 )) ]; }   # $1 now, $2 before
+wait_pixels() {   # $1 colour, $2 its count before, $3 seconds: prints the last count
+    local n="" i
+    for i in $(seq $(( $3 * 2 ))); do
+        n="$(gui_pixels "$1")"
+        more_than "$n" "$2" && break
+        sleep 0.5
+    done
+    echo "$n"
+}
+GREY="#9a9a9a" GREEN="#2ea043"   # the icon's Offline and Ok tones (agent/src/tray/icon.rs)
+if ! command -v Xvfb >/dev/null || ! command -v import >/dev/null; then
+    fail "windows: the tray icon under Wine needs Xvfb and ImageMagick (tests/setup.sh installs them)"
+else
+    DISP=""
+    for n in $(seq 71 99); do [ -e "/tmp/.X11-unix/X$n" ] || [ -e "/tmp/.X$n-lock" ] || { DISP=$n; break; }; done
+    Xvfb ":$DISP" -screen 0 1024x768x24 -nolisten tcp >"$WORK/xvfb.log" 2>&1 &
+    PIDS+=($!)
+    start_sandbox gui
+    cat >"$WORK/gui.toml" <<EOF
+state_dir = '$(win "$WORK/state-gui")'
+[profiles.default]
+server = "$SERVER"
+token_file = '$(win "$WORK/gui.token")'
+EOF
+    printf 'smoke-static-token\n' >"$WORK/gui.token"
+    # Inside the lab: explorer's desktop, then the tray, then the service, each when the host
+    # says (files in $WORK); the lab's end takes them all down.
+    cat >"$WORK/gui.sh" <<'EOF'
+#!/bin/sh
+exe="$1" cfg="$2" w="$3"
+wait_file() { i=0; while [ ! -e "$1" ] && [ $i -lt $(( $2 * 10 )) ]; do sleep 0.1; i=$((i + 1)); done; [ -e "$1" ]; }
+WINEDEBUG=-all,+systray wine explorer /desktop=shell,1024x768 >"$w/explorer.log" 2>&1 &
+sleep 5; touch "$w/desktop-up"
+wait_file "$w/start-tray" 60 || exit 1
+wine "$exe" -v tray >"$w/tray.log" 2>&1 &
+wait_file "$w/start-service" 60 || exit 1
+wine "$exe" -v --config "$cfg" run >"$w/run.log" 2>&1 &
+wait_file "$w/done" 120
+EOF
+    chmod +x "$WORK/gui.sh"
+    t0=$SECONDS
+    DISPLAY=":$DISP" lab "$WORK/gui.sh" "$EXE" "$(win "$WORK/gui.toml")" "$WORK" >"$WORK/gui.log" 2>&1 &
+    GUI=$!
+    grey0="" green0="" grey="" green=""
+    if wait_file "$WORK/desktop-up" 60; then
+        grey0="$(gui_pixels "$GREY")" green0="$(gui_pixels "$GREEN")"
+        touch "$WORK/start-tray"
+        grey="$(wait_pixels "$GREY" "$grey0" 30)"
+    fi
+    added="$(grep -ac 'systray:add_icon' "$WORK/explorer.log" 2>/dev/null)"
+    if more_than "$grey" "$grey0" && [ "${added:-0}" -ge 1 ]; then
+        ok "windows: keytally tray shows its icon in Wine's notification area, grey without a service ($((grey - grey0)) more grey pixels; $((SECONDS - t0)) s)"
+    else
+        fail "windows: keytally tray's icon in Wine's notification area (grey pixels ${grey0:-?} -> ${grey:-?}, add_icon seen ${added:-0}x)"
+        show "$WORK/tray.log" "$WORK/gui.log" 2>/dev/null
+    fi
+    t0=$SECONDS
+    touch "$WORK/start-service"
+    green="$(wait_pixels "$GREEN" "$green0" 60)"
+    if more_than "$green" "$green0" && grep -aq 'connected to the service' "$WORK/tray.log"; then
+        ok "windows: the tray icon turns green once keytally run serves the named pipe and has synced ($((green - green0)) green pixels; $((SECONDS - t0)) s)"
+    else
+        fail "windows: the tray icon turning green with the service (green pixels ${green0:-?} -> ${green:-?})"
+        show "$WORK/tray.log" "$WORK/run.log" 2>/dev/null
+    fi
+    touch "$WORK/done"
+    wait "$GUI" 2>/dev/null
+    stop_sandbox
+fi
 
 echo "windows smoke: $PASS passed, $FAILED failed (virtual key answered $(cat "$WORK/apdus" 2>/dev/null || echo 0) APDUs)"
 [ "$FAILED" = 0 ]
