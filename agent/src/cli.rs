@@ -19,7 +19,12 @@ pub struct Cli {
     pub command: Command,
 }
 
+// `defer`: a subcommand's arguments are built only when it is the one run (or when help, the
+// man page or the completions list them); building every subcommand's arguments was most of
+// what clap did for `keytally scan`, whose start-up is timed against a bare PC/SC client
+// (tests/bench/scan.sh).
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Find every attached YubiKey and print what it reports.
     Scan(ScanArgs),
