@@ -145,6 +145,9 @@ pub struct PcscReport {
 /// Scans the PC/SC readers. Fails only when PC/SC itself is unusable (pcscd not running);
 /// a bad card is a [`ReaderProblem`] and the other readers are still read.
 pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, LinkError> {
+    // The first reader's thread is started before the readers are listed, so that its start-up
+    // overlaps the round trips to pcscd rather than following them.
+    let standby = Standby::start();
     let ctx = PcscContext::establish()?;
     let filter = opts.reader_filter.as_ref().map(|f| f.to_lowercase());
     let readers: Vec<String> = ctx
@@ -164,7 +167,7 @@ pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, LinkError> {
     }
     let to_read: Vec<String> = to_read.into_iter().map(|(reader, _)| reader).collect();
     // The listing context goes on to read the first reader, in that reader's thread.
-    for (reader, outcome) in start_reads(&to_read, Some(ctx), opts.reader_timeout, &opts.posture) {
+    for (reader, outcome) in start_reads(&to_read, Some(ctx), standby, opts.reader_timeout, &opts.posture) {
         match outcome {
             Ok(Some(found)) => {
                 if let Some(OnKey(tell)) = opts.on_key.as_ref().filter(|_| Pid::from_reader_name(&found.reader).is_none()) {
@@ -212,17 +215,34 @@ pub type ReaderOutcome = Result<Option<FoundKey>, Error>;
 /// Outcomes come in the order the reads finish; readers past the deadline come last, as
 /// [`LinkError::Timeout`].
 pub fn read_readers(readers: &[String], timeout: Duration) -> ReaderReads {
-    start_reads(readers, None, timeout, &PostureWanted::Never)
+    start_reads(readers, None, None, timeout, &PostureWanted::Never)
 }
 
 /// [`read_readers`], reading the posture of the keys `posture` wants.
 pub fn read_readers_with(readers: &[String], timeout: Duration, posture: &PostureWanted) -> ReaderReads {
-    start_reads(readers, None, timeout, posture)
+    start_reads(readers, None, None, timeout, posture)
+}
+
+/// A reader thread started before its reader is known: it runs the one read it is handed, or
+/// ends unused. Starting a thread (a clone, a stack, a malloc arena, and the wait for a CPU)
+/// took a few hundred microseconds on a busy two-CPU machine, as long as reading a key.
+struct Standby(mpsc::Sender<Box<dyn FnOnce() + Send>>);
+
+impl Standby {
+    fn start() -> Option<Standby> {
+        let (tx, rx) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let run = move || {
+            if let Ok(read) = rx.recv() {
+                read();
+            }
+        };
+        thread::Builder::new().name("pcsc:reader".into()).spawn(run).ok().map(|_| Standby(tx))
+    }
 }
 
 /// [`read_readers`], the first reader read over `ctx` (moved into its thread: a context is
-/// never used by two threads).
-fn start_reads(readers: &[String], mut ctx: Option<PcscContext>, timeout: Duration, posture: &PostureWanted) -> ReaderReads {
+/// never used by two threads) on the `standby` thread.
+fn start_reads(readers: &[String], mut ctx: Option<PcscContext>, mut standby: Option<Standby>, timeout: Duration, posture: &PostureWanted) -> ReaderReads {
     let deadline = Instant::now() + timeout;
     let (tx, rx) = mpsc::channel();
     let mut reads = ReaderReads { rx, pending: Vec::new(), ready: VecDeque::new(), deadline };
@@ -233,7 +253,7 @@ fn start_reads(readers: &[String], mut ctx: Option<PcscContext>, timeout: Durati
             continue;
         }
         let (tx, name, ctx, posture) = (tx.clone(), reader.clone(), ctx.take(), posture.clone());
-        let spawned = thread::Builder::new().name(format!("pcsc:{reader}")).spawn(move || {
+        let read: Box<dyn FnOnce() + Send> = Box::new(move || {
             let outcome = ctx.map_or_else(PcscContext::establish, Ok).map_err(Error::from).and_then(|ctx| read_reader_with(&ctx, &name, &posture));
             // Under the lock, so that the reader cannot be marked stalled after it ended.
             let mut stalled = stalled();
@@ -242,6 +262,11 @@ fn start_reads(readers: &[String], mut ctx: Option<PcscContext>, timeout: Durati
             }
             let _ = tx.send((index, outcome));
         });
+        let handed = match standby.take() {
+            Some(Standby(standby)) => standby.send(read).map_err(|unsent| unsent.0),
+            None => Err(read),
+        };
+        let spawned = handed.or_else(|read| thread::Builder::new().name(format!("pcsc:{reader}")).spawn(read).map(drop));
         match spawned {
             Ok(_) => reads.pending.push((index, reader.clone())),
             Err(e) => {
