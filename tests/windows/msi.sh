@@ -114,6 +114,7 @@ i=0; while [ $i -lt 20 ] && [ ! -e "$data/state/outbox.sqlite" ]; do sleep 1; i=
 wine sc stop keytally >/dev/null 2>&1; wait_state STOPPED 20
 t=$(date +%s); wine msiexec /i "$msi2" /qn; say upgrade_rc $?; say upgrade_s $(( $(date +%s) - t ))
 [ "$(regv server)" = "$server" ] && [ "$(cat "$data/secret" 2>/dev/null)" = msi-static-token ] && [ -e "$data/state/outbox.sqlite" ] && say upgrade_kept yes
+wine reg query 'HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Run' /v keytally-tray >/dev/null 2>&1 && say upgrade_run_value yes
 if wait_state RUNNING 20; then say upgrade_running yes; elif [ -z "$(svc ImagePath)" ]; then say upgrade_state ", the service is not registered after the upgrade"; else say upgrade_state ", state $(state)"; fi
 wine msiexec /x "$msi2" /qn PURGE=1; say purge_rc $?
 [ ! -e "$data" ] && ! wine reg query 'HKLM\SOFTWARE\keytally' >/dev/null 2>&1 && say purged yes
@@ -179,7 +180,7 @@ c=$?; check "msiexec /x /qn removes the service and the program, keeps C:\\Progr
 [ "$(r badurl_rc)" != 0 ] && [ "$(r badurl_rolled_back)" = yes ]; c=$?; check "SERVER_URL that is not a URL: the install fails and rolls back (exit $(r badurl_rc))"
 [ "$(r props_rc)" = 0 ] && [ "$(r props_secret)" = yes ] && [ "$(r secret_not_in_registry)" = yes ] && [ "$(r props_running)" = yes ]
 c=$?; check "msiexec /qn SERVER_URL=… TOKEN=… without PowerShell: settings in HKLM\\SOFTWARE\\keytally ($(r props_settings)), the token only in the secret file, the service running on them (exit $(r props_rc))"
-[ "$(r upgrade_rc)" = 0 ] && [ "$(r upgrade_kept)" = yes ] && [ "$(r upgrade_running)" = yes ]; c=$?; check "upgrade to 0.1.1 without properties keeps the settings, the secret and the outbox, service running (exit $(r upgrade_rc), $(r upgrade_s) s$(r upgrade_state))"
+[ "$(r upgrade_rc)" = 0 ] && [ "$(r upgrade_kept)" = yes ] && [ "$(r upgrade_running)" = yes ] && [ "$(r upgrade_run_value)" = yes ]; c=$?; check "upgrade to 0.1.1 without properties keeps the settings, the secret and the outbox, the tray's Run value, service running (exit $(r upgrade_rc), $(r upgrade_s) s$(r upgrade_state))"
 [ "$(r purge_rc)" = 0 ] && [ "$(r purged)" = yes ]; c=$?; check "msiexec /x PURGE=1 also removes C:\\ProgramData\\keytally and HKLM\\SOFTWARE\\keytally (exit $(r purge_rc))"
 if [ "$FAILED" != 0 ]; then sed 's/^/      | /' "$WORK/results" "$WORK/lab.log" 2>/dev/null | tail -n 40; fi
 echo "windows msi: $PASS passed, $FAILED failed ($((SECONDS - t0)) s under the lab)"
