@@ -161,7 +161,9 @@ stop_sandbox
 # namespace). The icon appears grey (no service), then `keytally run` starts in the same Wine
 # machine and the icon turns green (connected over the named pipe, sync ok). Seen by counting
 # the tone's pixels on screenshots against one taken before the tray started, and in explorer's
-# systray trace. Not shown here: the menu's clicks (Sync now, Quit) and Windows' own shell.
+# systray trace. Then a close to its windows (taskkill without /f) ends it and it removes the
+# icon (explorer's trace: Wine's notification area on Xvfb is not repainted after that).
+# Not shown here: the menu's clicks (Sync now, Quit) and Windows' own shell.
 gui_pixels() {   # $1 colour: how many pixels of it (10 % fuzz) the screen shows now
     import -display ":$DISP" -window root "$WORK/shot.png" 2>/dev/null \
         && convert "$WORK/shot.png" -fuzz 10% -fill black +opaque "$1" -fill white -opaque "$1" \
@@ -204,9 +206,15 @@ WINEDEBUG=-all,+systray wine explorer /desktop=shell,1024x768 >"$w/explorer.log"
 sleep 5; touch "$w/desktop-up"
 wait_file "$w/start-tray" 60 || exit 1
 wine "$exe" -v tray >"$w/tray.log" 2>&1 &
+tray=$!
 wait_file "$w/start-service" 60 || exit 1
 wine "$exe" -v --config "$cfg" run >"$w/run.log" 2>&1 &
-wait_file "$w/done" 120
+wait_file "$w/stop-tray" 120 || exit 1
+# As the Restart Manager or a logoff would: a close to its windows (taskkill without /f).
+wine taskkill /im keytally.exe >"$w/taskkill.log" 2>&1
+i=0; while kill -0 "$tray" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+kill -0 "$tray" 2>/dev/null || touch "$w/tray-exited"
+wait_file "$w/done" 60
 EOF
     chmod +x "$WORK/gui.sh"
     t0=$SECONDS
@@ -233,6 +241,21 @@ EOF
     else
         fail "windows: the tray icon turning green with the service (green pixels ${green0:-?} -> ${green:-?})"
         show "$WORK/tray.log" "$WORK/run.log" 2>/dev/null
+    fi
+    t0=$SECONDS
+    hidden0="$(grep -ac 'systray:hide_icon' "$WORK/explorer.log" 2>/dev/null)"
+    touch "$WORK/stop-tray"
+    wait_file "$WORK/tray-exited" 15
+    sleep 1
+    hidden="$(grep -ac 'systray:hide_icon' "$WORK/explorer.log" 2>/dev/null)"
+    # The icon's removal is read from explorer's trace (NIM_DELETE -> hide_icon): Wine's
+    # notification area on Xvfb keeps the last picture of the icon on the screen afterwards.
+    if [ -e "$WORK/tray-exited" ] && grep -aq 'stopping on request' "$WORK/tray.log" \
+        && ! grep -aq 'Error removing system tray icon' "$WORK/tray.log" && [ "${hidden:-0}" -gt "${hidden0:-0}" ]; then
+        ok "windows: the tray ends cleanly on a close to its windows (taskkill without /f, as the Restart Manager and a logoff ask) and removes its icon ($((SECONDS - t0)) s)"
+    else
+        fail "windows: the tray ending on a close (exited: $([ -e "$WORK/tray-exited" ] && echo yes || echo no), icon hidden ${hidden0:-0} -> ${hidden:-0})"
+        show "$WORK/tray.log" "$WORK/taskkill.log" 2>/dev/null
     fi
     touch "$WORK/done"
     wait "$GUI" 2>/dev/null

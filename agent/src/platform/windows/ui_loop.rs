@@ -3,15 +3,24 @@
 //! (`GetMessageW` / `DispatchMessageW`; the menu's clicks arrive that way). Other threads hand
 //! the loop an event by sending it on the channel and then posting a message to the thread
 //! ([`Waker::wake`]), which ends the wait; the loop drains the channel after every message.
-//! A stop request is Ctrl+C, Ctrl+Break or the console closing (when there is a console).
+//! A stop request is Ctrl+C, Ctrl+Break or the console closing (when there is a console), or a
+//! message to the loop's own hidden top-level window: WM_CLOSE (`taskkill` without /f) or the
+//! session ending (logoff; the Restart Manager closing the tray so that an MSI upgrade or
+//! uninstall can replace keytally.exe: WM_QUERYENDSESSION / WM_ENDSESSION). The tray registers
+//! for restart (`RegisterApplicationRestart`, "tray", not after a reboot), so the Restart
+//! Manager starts it again after an upgrade.
 
 use std::sync::OnceLock;
 
 use crossbeam_channel::Receiver;
+use windows_sys::Win32::Foundation::{HWND, LPARAM, LRESULT, WPARAM};
 use windows_sys::Win32::System::Console::{FreeConsole, GetConsoleProcessList, SetConsoleCtrlHandler};
+use windows_sys::Win32::System::LibraryLoader::GetModuleHandleW;
+use windows_sys::Win32::System::Recovery::{RegisterApplicationRestart, RESTART_NO_REBOOT};
 use windows_sys::Win32::System::Threading::GetCurrentThreadId;
 use windows_sys::Win32::UI::WindowsAndMessaging::{
-    DispatchMessageW, GetMessageW, PeekMessageW, PostThreadMessageW, TranslateMessage, MSG, PM_NOREMOVE, WM_APP,
+    CreateWindowExW, DefWindowProcW, DispatchMessageW, GetMessageW, PeekMessageW, PostThreadMessageW, RegisterClassW, TranslateMessage, MSG,
+    PM_NOREMOVE, WM_APP, WM_CLOSE, WM_ENDSESSION, WM_QUERYENDSESSION, WNDCLASSW, WS_OVERLAPPED,
 };
 
 /// The thread message that only wakes the loop.
@@ -61,6 +70,15 @@ pub fn run<E, F: FnMut(E) -> bool>(events: &Receiver<E>, mut handle: F) {
         if msg.hwnd.is_null() && msg.message == WM_WAKE {
             continue;
         }
+        // A close posted to any of this thread's windows (taskkill without /f posts one to
+        // each) is a stop request, not dispatched: tray-icon's own window would be destroyed by
+        // it, and the icon left behind, no longer removable.
+        if msg.message == WM_CLOSE {
+            if let Some(stop) = STOP.get() {
+                stop();
+            }
+            continue;
+        }
         // SAFETY: a message just taken from the queue.
         unsafe {
             TranslateMessage(&msg);
@@ -83,12 +101,72 @@ unsafe extern "system" fn on_console_event(_event: u32) -> i32 {
     }
 }
 
-/// Calls `stop` on Ctrl+C, Ctrl+Break or the console closing (once set, for good).
-pub fn on_stop_request(stop: Box<dyn Fn() + Send + Sync>) {
-    if STOP.set(stop).is_ok() {
-        // SAFETY: a handler with the right signature, for the life of the process.
-        unsafe { SetConsoleCtrlHandler(Some(on_console_event), 1) };
+/// The hidden window's messages: a close or the session's end asks the loop to stop.
+unsafe extern "system" fn on_window_message(hwnd: HWND, msg: u32, wparam: WPARAM, lparam: LPARAM) -> LRESULT {
+    match msg {
+        // Yes, the session may end (or the Restart Manager may close us).
+        WM_QUERYENDSESSION => 1,
+        WM_ENDSESSION if wparam != 0 => {
+            if let Some(stop) = STOP.get() {
+                stop();
+            }
+            0
+        }
+        // Not destroyed here: the loop ends and the process exits, removing the icon first.
+        WM_CLOSE => {
+            if let Some(stop) = STOP.get() {
+                stop();
+            }
+            0
+        }
+        // SAFETY: the default handling, with the message as given.
+        _ => unsafe { DefWindowProcW(hwnd, msg, wparam, lparam) },
     }
+}
+
+/// Calls `stop` on Ctrl+C, Ctrl+Break or the console closing, on WM_CLOSE to the calling
+/// thread's hidden window (made here: call this on the loop's thread) and at the session's
+/// end; registers the tray for restart by the Restart Manager. Once per process.
+pub fn on_stop_request(stop: Box<dyn Fn() + Send + Sync>) {
+    if STOP.set(stop).is_err() {
+        return;
+    }
+    // SAFETY: a handler with the right signature, for the life of the process.
+    unsafe { SetConsoleCtrlHandler(Some(on_console_event), 1) };
+    let class: Vec<u16> = "keytally-tray-session".encode_utf16().chain(Some(0)).collect();
+    // SAFETY: this module's instance; a class with a valid window procedure and a
+    // NUL-terminated name that lives through the calls (Windows copies it).
+    unsafe {
+        let instance = GetModuleHandleW(std::ptr::null());
+        let mut wc: WNDCLASSW = std::mem::zeroed();
+        wc.lpfnWndProc = Some(on_window_message);
+        wc.hInstance = instance;
+        wc.lpszClassName = class.as_ptr();
+        RegisterClassW(&wc);
+        // A top-level window, never shown: the session's end and WM_CLOSE are sent to those.
+        let hwnd = CreateWindowExW(
+            0,
+            class.as_ptr(),
+            class.as_ptr(),
+            WS_OVERLAPPED,
+            0,
+            0,
+            0,
+            0,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            instance,
+            std::ptr::null(),
+        );
+        if hwnd.is_null() {
+            tracing::warn!("tray: no window for the session's end: {}", std::io::Error::last_os_error());
+        }
+    }
+    // Restarted after the Restart Manager closed it (an upgrade) or after a crash; not after a
+    // reboot, where the Run value starts it at logon.
+    let args: Vec<u16> = "tray".encode_utf16().chain(Some(0)).collect();
+    // SAFETY: a NUL-terminated command line (the arguments after the program).
+    unsafe { RegisterApplicationRestart(args.as_ptr(), RESTART_NO_REBOOT) };
 }
 
 /// Leaves the console when this process is the only one on it: `keytally tray` started at
