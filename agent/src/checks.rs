@@ -12,6 +12,7 @@ use keytally_protocol::http::Failure;
 
 use crate::clients::client_for;
 use crate::config::{self, AuthConfig, Config, Profile};
+use crate::platform::service_manager::ADVICE;
 
 /// The service's config file, as the packaged unit passes it.
 pub const SYSTEM_CONFIG: &str = "/etc/keytally/config.toml";
@@ -134,13 +135,9 @@ fn check_pcscd() -> Check {
     use keytally_device::error::LinkError;
     use keytally_device::transport::pcsc::PcscContext;
     match PcscContext::establish().and_then(|ctx| ctx.readers()) {
-        Ok(readers) => Check::ok("pcscd", format!("PC/SC context established, {} reader(s)", readers.len())),
-        Err(LinkError::NoService) => Check::fail(
-            "pcscd",
-            "PC/SC service not reachable",
-            "sudo apt install pcscd && sudo systemctl enable --now pcscd.socket",
-        ),
-        Err(e) => Check::fail("pcscd", format!("PC/SC: {e}"), "sudo systemctl restart pcscd; check `journalctl -u pcscd`"),
+        Ok(readers) => Check::ok(ADVICE.pcsc_service, format!("PC/SC context established, {} reader(s)", readers.len())),
+        Err(LinkError::NoService) => Check::fail(ADVICE.pcsc_service, "PC/SC service not reachable", ADVICE.start_pcsc),
+        Err(e) => Check::fail(ADVICE.pcsc_service, format!("PC/SC: {e}"), ADVICE.restart_pcsc),
     }
 }
 
@@ -150,8 +147,8 @@ fn check_service() -> Check {
     use crate::control::{service_state, ClientError};
     match service_state(Duration::from_secs(2)) {
         Ok(s) => Check::ok("service", format!("running: {} key(s) attached, sync {}, {} pending", s.keys.len(), s.sync.state, s.sync.pending)),
-        Err(e @ ClientError::Refused(_)) => Check::warn("service", e.to_string(), "run doctor as root or as the user logged in at this machine"),
-        Err(e) => Check::warn("service", e.to_string(), "sudo systemctl enable --now keytally; see `journalctl -u keytally`"),
+        Err(e @ ClientError::Refused(_)) => Check::warn("service", e.to_string(), ADVICE.ask_as_admitted),
+        Err(e) => Check::warn("service", e.to_string(), ADVICE.start_service),
     }
 }
 

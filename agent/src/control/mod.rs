@@ -96,7 +96,7 @@ pub enum Message {
 /// Why a client could not talk to the service.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("the keytally service is not running (no control socket at {0})")]
+    #[error("the keytally service is not running (nothing listens at {0})")]
     NotRunning(String),
     #[error("cannot reach the keytally service at {path}: {error}")]
     Io { path: String, error: std::io::Error },
@@ -106,7 +106,7 @@ pub enum ClientError {
     Closed,
     #[error("the keytally service sent something this keytally does not understand: {0}")]
     Protocol(String),
-    #[error("the service's control socket is not available on this platform yet")]
+    #[error("the service's control channel is not available on this platform")]
     Unsupported,
 }
 

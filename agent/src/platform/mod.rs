@@ -68,6 +68,7 @@ fn interface() {
     let _: fn(&channel::Peer) -> Result<(), String> = channel::Peer::admit;
     let _: fn(RunService, fn(u8)) -> Option<std::process::ExitCode> = service_manager::run_if_started_by_it;
     let _: fn() -> bool = service_manager::stamps_log_lines;
+    let _: &Advice = &service_manager::ADVICE;
     let _ = service_manager::asked_to_stop; // async fn() resolving when the manager says stop
     let _: fn(&str, &str, Duration) -> Result<Vec<u8>, SecretStoreError> = secrets::read;
     let _: fn(&str, &str, &str, &str, Duration) -> Result<(), SecretStoreError> = secrets::write;
@@ -96,6 +97,20 @@ pub struct Setting {
     pub policy: bool,
     pub name: String,
     pub value: Result<String, String>,
+}
+
+/// What `doctor` tells a person to do, in this OS's words and commands.
+pub struct Advice {
+    /// What the PC/SC service is called here (`pcscd`; Windows' Smart Card service).
+    pub pcsc_service: &'static str,
+    /// How to install and start the PC/SC service when it is not reachable.
+    pub start_pcsc: &'static str,
+    /// How to restart the PC/SC service when it answers with an error, and where its log is.
+    pub restart_pcsc: &'static str,
+    /// How to start the keytally service, and where its log is.
+    pub start_service: &'static str,
+    /// Who may ask the service, when it refused this user.
+    pub ask_as_admitted: &'static str,
 }
 
 /// The `run` command's entry, which `main` hands to [`service_manager::run_if_started_by_it`]

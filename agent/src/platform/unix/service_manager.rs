@@ -5,7 +5,16 @@
 
 use std::process::ExitCode;
 
-use super::super::RunService;
+use super::super::{Advice, RunService};
+
+/// `doctor`'s advice on a systemd machine (the .deb's units).
+pub const ADVICE: Advice = Advice {
+    pcsc_service: "pcscd",
+    start_pcsc: "sudo apt install pcscd && sudo systemctl enable --now pcscd.socket",
+    restart_pcsc: "sudo systemctl restart pcscd; check `journalctl -u pcscd`",
+    start_service: "sudo systemctl enable --now keytally; see `journalctl -u keytally`",
+    ask_as_admitted: "run doctor as root or as the user logged in at this machine",
+};
 
 /// Never: systemd (or launchd, or a shell) runs `keytally run` directly.
 pub fn run_if_started_by_it(_run: RunService, _init_logging: fn(u8)) -> Option<ExitCode> {

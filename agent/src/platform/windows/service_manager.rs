@@ -26,7 +26,16 @@ use windows_service::{define_windows_service, service_dispatcher};
 
 use super::event_log;
 use crate::cli::{Cli, Command};
-use crate::platform::RunService;
+use crate::platform::{Advice, RunService};
+
+/// `doctor`'s advice on Windows (the MSI's service; the Application event log).
+pub const ADVICE: Advice = Advice {
+    pcsc_service: "Smart Card service",
+    start_pcsc: "attach a smart-card or NFC reader (Windows starts the Smart Card service, SCardSvr, with the first one), or run `sc start SCardSvr` from an elevated prompt",
+    restart_pcsc: "from an elevated prompt: `sc stop SCardSvr` then `sc start SCardSvr`; see the System event log",
+    start_service: "from an elevated prompt: `sc start keytally`; see the Application event log (source keytally)",
+    ask_as_admitted: "run doctor from an elevated prompt, or as the user signed in at this machine's console",
+};
 
 /// The service name the MSI installs (`ServiceInstall Name="keytally"`).
 pub const SERVICE_NAME: &str = "keytally";
