@@ -4,9 +4,10 @@
 #
 #   installer/windows/build-msi.sh [--exe PATH] [--version X.Y.Z]
 #
-# Without --exe it cross-builds the release keytally.exe first
-# (cargo build --release --locked --target x86_64-pc-windows-gnu -p keytally; CARGO_TARGET_DIR
-# defaults to target/windows-gnu). The MSI is written next to the exe.
+# Without --exe it cross-builds the release keytally.exe and keytally-tray.exe (the tray's
+# logon launcher) first (cargo build --release --locked --target x86_64-pc-windows-gnu -p keytally;
+# CARGO_TARGET_DIR defaults to target/windows-gnu). With --exe, keytally-tray.exe is taken from
+# the same folder. The MSI is written next to the exe.
 #
 # wixl builds a reduced MSI: the .wxs marks what wixl 0.101 cannot build with
 # <?ifndef var.Wixl?> (this script defines Wixl=1), so these are NOT in it: the data folder's ACL (util:PermissionEx),
@@ -36,6 +37,8 @@ if [ -z "$EXE" ]; then
 fi
 EXE="$(realpath "$EXE")"
 [ -f "$EXE" ] || { echo "build-msi.sh: no $EXE" >&2; exit 2; }
+TRAY_EXE="$(dirname "$EXE")/keytally-tray.exe"
+[ -f "$TRAY_EXE" ] || { echo "build-msi.sh: no $TRAY_EXE (cargo build --target x86_64-pc-windows-gnu -p keytally builds it with keytally.exe)" >&2; exit 2; }
 if [ -z "$VERSION" ]; then
     VERSION="$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$REPO/Cargo.toml" | head -n1)"
 fi
@@ -51,7 +54,8 @@ OUT="$(dirname "$EXE")/keytally-$MSI_VERSION-x64.msi"
 STAGE="$(mktemp -d)"
 trap 'rm -rf "$STAGE"' EXIT
 cp "$EXE" "$STAGE/keytally.exe"
-(cd "$STAGE" && wixl --arch x64 -D Wixl=1 -D "Version=$MSI_VERSION" -D KeytallyExe=keytally.exe \
+cp "$TRAY_EXE" "$STAGE/keytally-tray.exe"
+(cd "$STAGE" && wixl --arch x64 -D Wixl=1 -D "Version=$MSI_VERSION" -D KeytallyExe=keytally.exe -D KeytallyTrayExe=keytally-tray.exe \
     -o "$STAGE/out.msi" "$HERE/keytally.wxs" 2>"$STAGE/wixl.log") \
     || { cat "$STAGE/wixl.log" >&2; echo "build-msi.sh: wixl failed" >&2; exit 1; }
 # wixl's GLib warnings name the attributes it ignored; anything else is worth seeing.

@@ -8,7 +8,8 @@
 //! service runs its menu says so, and it reconnects on its own once the service is up; the
 //! dbusmenu (GetLayout) then lists the key with its name, serial, owner and status; clicking
 //! "Sync now" (dbusmenu Event) makes the service push again; "Quit" ends the tray with exit 0
-//! and the item leaves the watcher. Another user without a session here (nobody) is refused by
+//! and the item leaves the watcher. A second tray while the first runs says so in one line and
+//! exits 0, the first staying registered. Another user without a session here (nobody) is refused by
 //! the service's peer-credential check, which `tray --once` reports. Without a watcher, and
 //! without a session bus at all, the tray logs one line and exits 0. A screenshot of the
 //! screen with the menu opened (right click on the icon) is saved as
@@ -140,12 +141,13 @@ fn run_tray_to_end(cmd: &mut Command, limit: Duration) -> (Output, Duration) {
     (Output { status, stdout, stderr }, t.elapsed())
 }
 
-fn assert_one_line_clean_exit(out: &Output, took: Duration, expect: &str) {
+/// Exit 0 quickly, nothing on stdout, one line on stderr containing each of `expect`.
+fn assert_one_line_clean_exit(out: &Output, took: Duration, expect: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("keytally tray: exit {:?} after {took:?}: {}", out.status.code(), stderr.trim());
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
-    assert!(stderr.contains("no StatusNotifier host") && stderr.contains(expect), "{stderr}");
+    assert!(expect.iter().all(|e| stderr.contains(e)), "{expect:?}: {stderr}");
     assert!(out.stdout.is_empty());
     assert!(took < Duration::from_secs(6), "{took:?}");
 }
@@ -283,14 +285,14 @@ fn tray_on_a_virtual_desktop() {
 
     // (1) A session bus but no tray host yet: one line, exit 0.
     let (o, took) = run_tray_to_end(&mut tray_cmd(), Duration::from_secs(10));
-    assert_one_line_clean_exit(&o, took, "no org.kde.StatusNotifierWatcher");
+    assert_one_line_clean_exit(&o, took, &["no StatusNotifier host", "no org.kde.StatusNotifierWatcher"]);
     // (2) No session bus and no display at all: the same.
     let no_bus = tempfile::tempdir().unwrap();
     let (o, took) = run_tray_to_end(
         tray_cmd().env_remove("DBUS_SESSION_BUS_ADDRESS").env_remove("DISPLAY").env("XDG_RUNTIME_DIR", no_bus.path()),
         Duration::from_secs(10),
     );
-    assert_one_line_clean_exit(&o, took, "no D-Bus session bus");
+    assert_one_line_clean_exit(&o, took, &["no StatusNotifier host", "no D-Bus session bus"]);
 
     // The panel, and its StatusNotifier host.
     let mut panel_cmd = Command::new("xfce4-panel");
@@ -343,6 +345,13 @@ fn tray_on_a_virtual_desktop() {
     let entries = menu_with("keytally service not running", Duration::from_secs(10));
     let sync = entries.iter().find(|e| e.label == "Sync now").expect("a Sync now item");
     assert!(!sync.enabled, "Sync now is disabled without a service");
+
+    // (3b) A second tray in the same session (same runtime directory): one line, exit 0, no
+    // second item; the first stays registered. (`tray --once` below needs no claim.)
+    let (o, took) = run_tray_to_end(&mut tray_cmd(), Duration::from_secs(10));
+    assert_one_line_clean_exit(&o, took, &["a keytally tray is already running in this session"]);
+    assert_eq!(registered_items(&bus), vec![item.clone()], "only the first tray is registered");
+    assert!(tray.0.try_wait().unwrap().is_none(), "the first tray still runs");
 
     // The service, with a virtual YubiKey 5 NFC plugged in and the sandbox server knowing
     // its owner and status.

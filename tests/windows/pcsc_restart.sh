@@ -17,33 +17,12 @@
 # if missing; the virtual keys run inside the lab, the sandbox on the host).
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-REPO="$(cd "$HERE/../.." && pwd)"
-cd "$REPO"
-EXE="${1:-${CARGO_TARGET_DIR:-$REPO/target/windows-gnu}/x86_64-pc-windows-gnu/debug/keytally.exe}"
-EXE="$(realpath "$EXE")"
-case "$EXE" in "$REPO"/*) ;; *) echo "pcsc_restart.sh: $EXE must be inside $REPO (the lab sees only the repository)" >&2; exit 2 ;; esac
-[ -f "$EXE" ] || { echo "pcsc_restart.sh: no $EXE (build it: cargo build --target x86_64-pc-windows-gnu -p keytally)" >&2; exit 2; }
-HOSTBIN="$REPO/target/debug"
-if [ ! -x "$HOSTBIN/keytally-sandbox" ] || [ ! -x "$HOSTBIN/keytally-vkey" ]; then
-    (unset CARGO_TARGET_DIR; cargo build -q --locked -p keytally-sandbox -p keytally-virtual-key) || exit 2
-fi
-
-mkdir -p "$HERE/.cache"
-WORK="$(mktemp -d "$HERE/.cache/pcsc-restart.XXXXXX")"   # inside the repository: the lab sees it
-SB_PID=""
-cleanup() { [ -n "$SB_PID" ] && kill "$SB_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-PASS=0 FAILED=0
-ok() { echo "ok    $*"; PASS=$((PASS + 1)); }
-fail() { echo "FAIL  $*"; FAILED=$((FAILED + 1)); }
-show() { sed 's/^/      | /' "$@" | tail -n 15; }
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+. "$HERE/common.sh" "$@"
+work_dir pcsc-restart
 
 VPORT="$(free_port)" SB_PORT="$(free_port)"
 "$HOSTBIN/keytally-sandbox" --listen "127.0.0.1:$SB_PORT" --machine-token restart-static-token 2>"$WORK/sandbox.log" &
-SB_PID=$!
+PIDS+=($!)
 SERVER="http://127.0.0.1:$SB_PORT/api/external/ybk-management"
 
 # Everything inside one lab session; results go to $WORK/results as key=value lines. The lab's

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The Windows part of CI: everything under the Wine lab, one phase after the other, each timed.
 #   1. the lab (tests/windows/lab.sh; created once, ~4 min, then cached in tests/windows/.cache)
-#   2. the cross-build: keytally.exe (x86_64-pc-windows-gnu, debug) + the host's sandbox and
-#      virtual key
-#   3. smoke.sh: --version, scan --json via winscard, sync --once (token, OAuth2), secret set + sync
-#   4. msi.sh: the wixl MSI installed silently, the service registered, pushing, stopped, removed
+#   2. the cross-build: keytally.exe and keytally-tray.exe, the tray's logon launcher
+#      (x86_64-pc-windows-gnu, debug) + the host's sandbox and virtual key
+#   3. smoke.sh: --version, scan --json via winscard, sync --once (token, OAuth2), secret set + sync,
+#      the tray started by its launcher (icon on an Xvfb screen, one tray per session)
+#   4. msi.sh: the wixl MSI installed silently, the service registered, pushing, stopped, removed,
+#      the tray's Run value pointing at the launcher
 #   5. the Windows test binaries under Wine (cargo runner): device + protocol --lib, agent --bins
 # Prints `ok    …` / `FAIL  …` lines (tests/run.sh counts them) and a timing line per phase;
 # exit 1 if anything failed.

@@ -25,6 +25,10 @@ pub fn run(args: &TrayArgs) -> ExitCode {
             eprintln!("keytally tray: no StatusNotifier host on this desktop ({why}); the service runs without the tray");
             ExitCode::SUCCESS
         }
+        Ok(Ended::AlreadyRunning) => {
+            eprintln!("keytally tray: a keytally tray is already running in this session; not starting another");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("keytally tray: {e}");
             ExitCode::FAILURE

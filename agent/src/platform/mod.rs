@@ -8,7 +8,7 @@
 //! | [`user`] | who is logged in at this machine: `logged_in_user() -> Option<LocalUser>`, a `LocalUser` having `name`, `sid()` (the id the owner record's `sid` carries) and `entra_id()` | systemd-logind's sessions, NSS names | as Unix (no logind: the agent's own user) | the active console session's `DOMAIN\name` and SID (WTS + its token), the Entra ID object id from an `S-1-12-1-…` SID ([`entra_sid`]) |
 //! | [`channel`] | the tray↔service channel: where it lives (`server_endpoint`, `client_endpoints`), the client's blocking `Stream` (`connect`), the service's `Listener` (`bind`, `accept`) and who connected (`peer`, `Peer::admit`) | a stream socket in the runtime directory, `SO_PEERCRED` | as Unix | the named pipe `\\.\pipe\keytally-control` (a DACL for SYSTEM, Administrators and the interactive user), its client's process token; the client checks the pipe's owner |
 //! | [`service_manager`] | running under the OS's service manager: `run_if_started_by_it(run, init_logging)`, its stop request (`asked_to_stop`), and whether it stamps log lines itself (`stamps_log_lines`) | systemd runs `keytally run` as is, SIGTERM; journald | as Unix | the Service Control Manager (`keytally service`, its Stop control) |
-//! | [`ui_loop`] | the tray's main-thread loop: `Waker` (`for_this_thread`, `wake`), `run(events, handle)`, `on_stop_request`, `leave_console` | a wait on the tray's events; SIGTERM/SIGINT | no tray | the Win32 message loop tray-icon's window needs, woken by a thread message; Ctrl+C / console close; leaves a console of its own (started at logon) |
+//! | [`ui_loop`] | the tray's main-thread loop: `Waker` (`for_this_thread`, `wake`), `run(events, handle)`, `on_stop_request`, `leave_console`; one tray per user session: `claim_single_instance() -> io::Result<Option<SingleInstance>>` (`None`: another tray holds it) | a wait on the tray's events; SIGTERM/SIGINT; a non-blocking `flock` on `$XDG_RUNTIME_DIR/keytally/tray.lock` (else `/tmp/keytally-UID/`) | no tray | the Win32 message loop tray-icon's window needs, woken by a thread message; Ctrl+C / console close; leaves a console of its own (started at logon); the named mutex `Local\keytally-tray` |
 //! | [`settings`] | configuration from the OS's settings store: `read() -> Vec<Setting>` | none | none | `HKLM\SOFTWARE\keytally` and the policy key `HKLM\SOFTWARE\Policies\keytally` (Group Policy, Intune) |
 //! | [`secrets`] | the OS keyring: `read`/`write` of an entry's bytes, [`SecretStoreError`], `UNAVAILABLE` (what "no keyring here" means, for messages) | the freedesktop Secret Service (D-Bus) | the login Keychain | Credential Manager |
 //!
@@ -83,6 +83,7 @@ fn interface() {
         let _: fn(&crossbeam_channel::Receiver<()>, fn(()) -> bool) = ui_loop::run::<(), fn(()) -> bool>;
         let _: fn(Box<dyn Fn() + Send + Sync>) = ui_loop::on_stop_request;
         let _: fn() = ui_loop::leave_console;
+        let _: fn() -> io::Result<Option<ui_loop::SingleInstance>> = ui_loop::claim_single_instance;
     }
 }
 

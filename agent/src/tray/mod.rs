@@ -7,7 +7,8 @@
 //! (tray-icon's ksni backend, no GTK); its menu is a dbusmenu the desktop's tray host draws.
 //! tray-icon assumes a host is there, so this checks first: with no session bus, no
 //! StatusNotifierWatcher or no host registered with it, one line on stderr and exit 0, since a
-//! desktop without a tray is not an error. On Windows it is a notification-area icon
+//! desktop without a tray is not an error. One tray per user session: a second `keytally tray`
+//! says that one is running and exits 0 (`--once` needs no claim). On Windows it is a notification-area icon
 //! (Shell_NotifyIconW) with a native menu; the shell is the host (tray-icon adds the icon again
 //! when Explorer restarts), and the MSI starts it for every user at logon.
 //!
@@ -45,12 +46,25 @@ pub enum Ended {
     /// whose shell is the host.)
     #[cfg_attr(windows, allow(dead_code))]
     NoHost(String),
+    /// Another tray runs in this user session (its single-instance claim is held): nothing
+    /// was shown.
+    AlreadyRunning,
 }
 
-/// Shows the icon until "Quit" or a stop request. A desktop without a tray host is not an
-/// error.
+/// Shows the icon until "Quit" or a stop request, when it is the session's only tray
+/// ([`crate::platform::ui_loop::claim_single_instance`], held until it ends). A desktop
+/// without a tray host is not an error; nor is a tray already running.
 #[cfg(any(windows, all(unix, not(target_os = "macos"))))]
 pub fn run() -> Result<Ended, String> {
+    let _instance = match crate::platform::ui_loop::claim_single_instance() {
+        Ok(Some(claim)) => Some(claim),
+        Ok(None) => return Ok(Ended::AlreadyRunning),
+        // Better a second icon than none: shown, and said once.
+        Err(e) => {
+            tracing::warn!("tray: cannot make sure it is the only one in this session ({e}); starting anyway");
+            None
+        }
+    };
     #[cfg(all(unix, not(target_os = "macos")))]
     if let Err(why) = host::check_host() {
         return Ok(Ended::NoHost(why));

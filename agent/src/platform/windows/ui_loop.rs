@@ -8,16 +8,18 @@
 //! session ending (logoff; the Restart Manager closing the tray so that an MSI upgrade or
 //! uninstall can replace keytally.exe: WM_QUERYENDSESSION / WM_ENDSESSION). The tray registers
 //! for restart (`RegisterApplicationRestart`, "tray", not after a reboot), so the Restart
-//! Manager starts it again after an upgrade.
+//! Manager starts it again after an upgrade. One tray per session: the named mutex
+//! `Local\keytally-tray` (the session's own namespace), held for the tray's life; Windows
+//! closes the handle when the process ends, however it ends.
 
 use std::sync::OnceLock;
 
 use crossbeam_channel::Receiver;
-use windows_sys::Win32::Foundation::{HWND, LPARAM, LRESULT, WPARAM};
+use windows_sys::Win32::Foundation::{CloseHandle, GetLastError, ERROR_ACCESS_DENIED, ERROR_ALREADY_EXISTS, HANDLE, HWND, LPARAM, LRESULT, WPARAM};
 use windows_sys::Win32::System::Console::{FreeConsole, GetConsoleProcessList, SetConsoleCtrlHandler};
 use windows_sys::Win32::System::LibraryLoader::GetModuleHandleW;
 use windows_sys::Win32::System::Recovery::{RegisterApplicationRestart, RESTART_NO_REBOOT};
-use windows_sys::Win32::System::Threading::GetCurrentThreadId;
+use windows_sys::Win32::System::Threading::{CreateMutexW, GetCurrentThreadId};
 use windows_sys::Win32::UI::WindowsAndMessaging::{
     CreateWindowExW, DefWindowProcW, DispatchMessageW, GetMessageW, PeekMessageW, PostThreadMessageW, RegisterClassW, TranslateMessage, MSG,
     PM_NOREMOVE, WM_APP, WM_CLOSE, WM_ENDSESSION, WM_QUERYENDSESSION, WNDCLASSW, WS_OVERLAPPED,
@@ -181,6 +183,48 @@ pub fn leave_console() {
     }
 }
 
+/// The single-instance mutex's name: in `Local\`, the session's namespace, so every logged-on
+/// user (console, RDP, fast user switching) has a tray of their own.
+const INSTANCE_MUTEX: &str = "Local\\keytally-tray";
+
+/// This tray's claim to be the session's only one: a handle on the named mutex, closed on
+/// drop (and by Windows when the process ends).
+#[derive(Debug)]
+pub struct SingleInstance {
+    mutex: HANDLE,
+}
+
+impl Drop for SingleInstance {
+    fn drop(&mut self) {
+        // SAFETY: a handle this value owns, closed once.
+        unsafe { CloseHandle(self.mutex) };
+    }
+}
+
+/// Claims the session's single tray: `Ok(None)` when another tray in this session holds it,
+/// `Err` when the mutex cannot be made.
+pub fn claim_single_instance() -> std::io::Result<Option<SingleInstance>> {
+    let name: Vec<u16> = INSTANCE_MUTEX.encode_utf16().chain(Some(0)).collect();
+    // SAFETY: default security, not owned (its existence is the claim), a NUL-terminated name.
+    let mutex = unsafe { CreateMutexW(std::ptr::null(), 0, name.as_ptr()) };
+    // SAFETY: no arguments; read at once, before any other call.
+    let error = unsafe { GetLastError() };
+    if mutex.is_null() {
+        // Made by another tray with a security descriptor this process may not open (an
+        // elevated one): taken all the same.
+        if error == ERROR_ACCESS_DENIED {
+            return Ok(None);
+        }
+        return Err(std::io::Error::from_raw_os_error(error as i32));
+    }
+    if error == ERROR_ALREADY_EXISTS {
+        // SAFETY: the handle just opened, closed once.
+        unsafe { CloseHandle(mutex) };
+        return Ok(None);
+    }
+    Ok(Some(SingleInstance { mutex }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +249,18 @@ mod tests {
             i < 4
         });
         assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    }
+
+    /// A second claim in the same session is refused while the first is held (the mutex
+    /// exists), and succeeds once the first handle is closed.
+    #[test]
+    fn one_claim_per_session() {
+        let Some(first) = claim_single_instance().unwrap() else {
+            eprintln!("a keytally tray runs in this session already: not tested here");
+            return;
+        };
+        assert!(claim_single_instance().unwrap().is_none(), "a second claim while the first is held");
+        drop(first);
+        assert!(claim_single_instance().unwrap().is_some(), "a claim after the first was dropped");
     }
 }
