@@ -182,7 +182,7 @@ fn worker(
             }
         }
         stop.store(true, Ordering::SeqCst);
-        wake.now();
+        wake.now_and_again();
         // Records read but not yet pushed are in the channel: put them in the outbox and
         // give the server one short chance; what does not make it stays queued.
         let mut left = Vec::new();

@@ -44,6 +44,24 @@ impl Wake {
         }
     }
 
+    /// Ends the wait in progress and, for the next 3 s, every wait begun meanwhile: PC/SC
+    /// cancels only a wait in progress, so a stop that lands while the loop is between two
+    /// waits (handling a burst of taps, say) would otherwise leave it blocked until its
+    /// timeout. The repeats run on a thread of their own; a wake with no wait is a no-op.
+    pub fn now_and_again(&self) {
+        self.now();
+        let again = self.clone();
+        let spawned = std::thread::Builder::new().name("stop-wake".into()).spawn(move || {
+            for _ in 0..REWAKE_TIMES {
+                std::thread::sleep(REWAKE_EVERY);
+                again.now();
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the thread that repeats the stop's wake-up: {e}");
+        }
+    }
+
     fn set(&self, canceller: Option<Canceller>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = canceller;
     }
@@ -165,9 +183,11 @@ impl Watch {
 
     /// Blocks until something changes or `timeout` passes.
     pub fn next(&mut self, timeout: Duration) -> Changes {
-        let pending = self.usb.as_ref().is_some_and(|u| u.pending()) || self.sync.pending();
+        let stopping = self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+        let pending = stopping || self.usb.as_ref().is_some_and(|u| u.pending()) || self.sync.pending();
         // Until the watcher has a context there is nothing to cancel a blocking wait with, so
-        // the first wait (and the first after pcscd comes back) only connects.
+        // the first wait (and the first after pcscd comes back) only connects. A stop already
+        // raised does not block at all.
         let pcsc_timeout = if self.pcsc.canceller().is_some() && !pending { timeout } else { Duration::ZERO };
         let pcsc = match self.pcsc.wait(pcsc_timeout) {
             Ok(events) => {
@@ -274,5 +294,61 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
         asker.join().unwrap();
         assert!(!watch.next(Duration::ZERO).sync, "taken once");
+    }
+
+    /// A stop's wake-up that lands between two waits (the loop busy with a burst of taps)
+    /// still ends the next wait of an hour: PC/SC cancels only a wait in progress, so the
+    /// wake is repeated. And once the stop is raised, no wait blocks at all. Run through a
+    /// real pcscd (the virtual-key lab): the test runs its body in a child process of this
+    /// test binary, pointed at the lab's socket (libpcsclite reads that once per process).
+    #[test]
+    fn a_stop_between_two_waits_is_not_lost() {
+        if std::env::var_os(STOP_RACE_CHILD).is_some() {
+            return stop_race_body();
+        }
+        let lab = match keytally_virtual_key::lab::PcscLab::start() {
+            Ok(lab) => lab,
+            Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI=true, so pcscd and vpcd must be installed: {e}"),
+            Err(e) => return eprintln!("skipped: no pcscd lab here ({e})"),
+        };
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "watch::tests::a_stop_between_two_waits_is_not_lost", "--nocapture"])
+            .envs(lab.env())
+            .env(STOP_RACE_CHILD, "1")
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the wait was not ended by the stop's wake-up within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{status:?}");
+    }
+
+    const STOP_RACE_CHILD: &str = "KEYTALLY_TEST_STOP_RACE_CHILD";
+
+    fn stop_race_body() {
+        let wake = Wake::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut watch = Watch::start(Some("no reader is called this"), false, wake.clone()).stop_on(Arc::clone(&stop));
+        watch.next(Duration::ZERO); // connects
+        assert!(watch.pcsc_up(), "the lab's pcscd answers");
+        wake.now_and_again(); // no wait in progress: the first cancel finds nothing to end
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        watch.next(Duration::from_secs(3600));
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+        stop.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        watch.next(Duration::from_secs(3600));
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
     }
 }
