@@ -2,13 +2,11 @@
 //! YubiKeys' USB HID nodes, each physical key once; see `keytally_device::enumerate`), their
 //! records, and the keys and readers that could not be read (reported on stderr as found).
 
-use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use keytally_device::error::LinkError;
-use keytally_device::enumerate::{reader_stalled, FoundKey, OnKey, PostureWanted, ScanOptions};
+use keytally_device::enumerate::{FoundKey, OnKey, PostureWanted, ScanOptions};
 use keytally_device::identify::Identified;
 use keytally_device::posture::PostureRead;
 use keytally_device::enumerate::{scan_all, FullScanOptions, InterfaceOrder, Report, ScannedKey, UnreadableKey};
@@ -130,21 +128,11 @@ pub fn collect_records(reader: Option<&str>, state_dir: &Path) -> anyhow::Result
     Ok(scan(reader, &InterfaceOrder::default(), state_dir)?.records)
 }
 
-/// Readers already named as not answering whose read is still stalled: the service rescans
-/// at every change, and a stalled reader (which then fails at once) is named once, not at
-/// every rescan, until its card leaves.
-static NAMED_STALLED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
-
-/// Whether `reader`'s problem is to be said now: always, except a stall already named.
-fn first_word(reader: &str) -> bool {
-    let mut named = NAMED_STALLED.lock().unwrap_or_else(PoisonError::into_inner);
-    named.retain(|r| reader_stalled(r));
-    !reader_stalled(reader) || named.insert(reader.to_string())
-}
-
 fn warn_problems(report: &Report, interfaces: &InterfaceOrder) {
     for p in &report.reader_problems {
-        if !first_word(&p.reader) {
+        // The stall was named when its read was given up (a Timeout); the service rescans at
+        // every change and would otherwise name it again at each, until its card leaves.
+        if p.error == keytally_device::Error::Link(LinkError::StillStalled) {
             tracing::debug!(reader = p.reader, "the reader's read is still stalled");
             continue;
         }

@@ -191,6 +191,10 @@ pub enum LinkError {
     /// The reader or device did not answer before the deadline.
     #[error("the reader did not answer in time")]
     Timeout,
+    /// The reader's last read was given up at its deadline ([`LinkError::Timeout`]) and has
+    /// not ended yet, so it was not read again: the same stall, already told.
+    #[error("the reader did not answer in time (its last read has not ended yet)")]
+    StillStalled,
     /// The reader is gone or unknown to the service.
     #[error("the reader is not available any more")]
     ReaderUnavailable,

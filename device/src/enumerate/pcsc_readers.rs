@@ -186,7 +186,7 @@ pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, LinkError> {
 
 /// Readers whose last read was given up at its deadline and has not ended yet (the card has
 /// neither answered nor left). Reading such a reader again fails at once with
-/// [`LinkError::Timeout`] rather than queueing a second thread behind the first.
+/// [`LinkError::StillStalled`] rather than queueing a second thread behind the first.
 static STALLED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 fn stalled() -> MutexGuard<'static, BTreeSet<String>> {
@@ -213,7 +213,8 @@ pub type ReaderOutcome = Result<Option<FoundKey>, Error>;
 /// thread ends when the card answers or leaves) and its reader is named once in the log.
 ///
 /// Outcomes come in the order the reads finish; readers past the deadline come last, as
-/// [`LinkError::Timeout`].
+/// [`LinkError::Timeout`]; readers whose last read is still stalled at once, as
+/// [`LinkError::StillStalled`].
 pub fn read_readers(readers: &[String], timeout: Duration) -> ReaderReads {
     start_reads(readers, None, None, timeout, &PostureWanted::Never)
 }
@@ -254,7 +255,7 @@ fn start_reads(readers: &[String], mut ctx: Option<PcscContext>, mut standby: Op
     for (index, reader) in readers.iter().enumerate() {
         if stalled().contains(reader) {
             tracing::debug!(reader, "the reader's last read has not ended yet");
-            reads.ready.push_back((reader.clone(), Err(LinkError::Timeout.into())));
+            reads.ready.push_back((reader.clone(), Err(LinkError::StillStalled.into())));
             continue;
         }
         let (tx, name, ctx, posture) = (tx.clone(), reader.clone(), ctx.take(), posture.clone());
