@@ -5,7 +5,7 @@
 # (server + token file under C:\ProgramData\keytally) starts it, sees it push a virtual YubiKey 5
 # NFC to the sandbox, `keytally.exe tray --once` shows that key over the named pipe, the tray's
 # Run value is there, stops it (sc stop, timed), starts and at once stops it again, and uninstalls;
-# then the MSI's properties: a bad SERVER_URL rolls back, SERVER_URL + TOKEN configure it (registry
+# then the MSI's properties: a bad SERVER_URL rolls back, SERVER_URL + API_TOKEN configure it (registry
 # + secret file), an upgrade keeps that, and uninstall with PURGE=1 removes the data (msiexec /x … /qn: service and
 # program gone, C:\ProgramData\keytally kept).
 # Prints `ok    …` / `FAIL  …` lines; exit 1 if any failed.
@@ -85,10 +85,10 @@ t=$(date +%s); wine msiexec /x "$msi" /qn; say uninstall_rc $?; say uninstall_s 
 wine reg query 'HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Run' /v keytally-tray >/dev/null 2>&1 || say run_value_removed yes
 # The MSI's properties, written by keytally.exe itself (install-config custom action, as SYSTEM).
 regv() { wine reg query 'HKLM\SOFTWARE\keytally' /v "$1" 2>/dev/null | tr -d '\r' | awk -v n="$1" '$1 == n { $1 = ""; $2 = ""; sub(/^ +/, ""); print }'; }
-wine msiexec /i "$msi" /qn SERVER_URL=notaurl TOKEN=abc >/dev/null 2>&1; say badurl_rc $?
+wine msiexec /i "$msi" /qn SERVER_URL=notaurl API_TOKEN=abc >/dev/null 2>&1; say badurl_rc $?
 [ ! -e "$pf/keytally.exe" ] && [ -z "$(svc ImagePath)" ] && say badurl_rolled_back yes
 rm -f "$data/config.toml"
-wine msiexec /i "$msi" /qn SERVER_URL="$server" TOKEN=msi-static-token; say props_rc $?
+wine msiexec /i "$msi" /qn SERVER_URL="$server" API_TOKEN=msi-static-token; say props_rc $?
 say props_settings "server=$(regv server) token_file=$(regv token_file) state_dir=$(regv state_dir)"
 [ "$(cat "$data/secret" 2>/dev/null)" = msi-static-token ] && say props_secret yes
 [ "$(wine reg query 'HKLM\SOFTWARE' /s 2>/dev/null | grep -c msi-static-token)" = 0 ] && say secret_not_in_registry yes
@@ -167,7 +167,7 @@ c=$?; check "msiexec /x /qn removes the service and the program, keeps C:\\Progr
 [ "$(r run_value_removed)" = yes ]; c=$?; check "msiexec /x /qn removes the tray's Run value"
 [ "$(r badurl_rc)" != 0 ] && [ "$(r badurl_rolled_back)" = yes ]; c=$?; check "SERVER_URL that is not a URL: the install fails and rolls back (exit $(r badurl_rc))"
 [ "$(r props_rc)" = 0 ] && [ "$(r props_secret)" = yes ] && [ "$(r secret_not_in_registry)" = yes ] && [ "$(r props_running)" = yes ]
-c=$?; check "msiexec /qn SERVER_URL=… TOKEN=… without PowerShell: settings in HKLM\\SOFTWARE\\keytally ($(r props_settings)), the token only in the secret file, the service running on them (exit $(r props_rc))"
+c=$?; check "msiexec /qn SERVER_URL=… API_TOKEN=… without PowerShell: settings in HKLM\\SOFTWARE\\keytally ($(r props_settings)), the token only in the secret file, the service running on them (exit $(r props_rc))"
 [ "$(r upgrade_rc)" = 0 ] && [ "$(r upgrade_kept)" = yes ] && [ "$(r upgrade_running)" = yes ] && [ "$(r upgrade_run_value)" = yes ]; c=$?; check "upgrade to 0.1.1 without properties keeps the settings, the secret and the outbox, the tray's Run value, service running (exit $(r upgrade_rc), $(r upgrade_s) s$(r upgrade_state))"
 [ "$(r purge_rc)" = 0 ] && [ "$(r purged)" = yes ]; c=$?; check "msiexec /x PURGE=1 also removes C:\\ProgramData\\keytally and HKLM\\SOFTWARE\\keytally (exit $(r purge_rc))"
 if [ "$FAILED" != 0 ]; then sed 's/^/      | /' "$WORK/results" "$WORK/lab.log" 2>/dev/null | tail -n 40; fi

@@ -111,13 +111,13 @@ fn apply(a: &Args) -> Result<(), String> {
             return Err("CLIENT_ID, TOKEN_URL and CLIENT_SECRET go together".into());
         };
         if a.token.is_some() {
-            return Err("give either TOKEN or CLIENT_SECRET, not both".into());
+            return Err("give either API_TOKEN or CLIENT_SECRET, not both".into());
         }
         keytally_protocol::http::parse_secure_url("TOKEN_URL", url).map_err(|e| e.to_string())?;
         let file = dir.join("secret").display().to_string();
         (secret, vec![("client_id", id.clone()), ("token_url", url.clone()), ("client_secret_file", file)])
     } else {
-        let Some(token) = &a.token else { return Err("SERVER_URL needs TOKEN, or CLIENT_ID + TOKEN_URL + CLIENT_SECRET".into()) };
+        let Some(token) = &a.token else { return Err("SERVER_URL needs API_TOKEN, or CLIENT_ID + TOKEN_URL + CLIENT_SECRET".into()) };
         (token, vec![("token_file", dir.join("secret").display().to_string())])
     };
     std::fs::create_dir_all(dir.join("state")).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -358,7 +358,7 @@ mod tests {
         let e = apply(&parse(&v(&["--data-dir", &d, "--server", "https://x.example/api", "--client-secret", "sekrit"])).unwrap()).unwrap_err();
         assert!(e.contains("go together") && !e.contains("sekrit"), "{e}");
         let e = apply(&parse(&v(&["--data-dir", &d, "--server", "https://x.example/api"])).unwrap()).unwrap_err();
-        assert!(e.contains("needs TOKEN"), "{e}");
+        assert!(e.contains("needs API_TOKEN"), "{e}");
         // Nothing was written.
         assert!(!dir.path().join("secret").exists());
         // No server: nothing to do (an upgrade without properties).
