@@ -19,8 +19,8 @@ SUDO=""
 
 # What the main job needs: build, link, and run the virtual key on a real pcscd.
 DEMO_APT_PACKAGES=(
-  gcc libc6-dev pkg-config                # the C parts of dependencies (ring, SQLite, hidapi)
-  libpcsclite-dev libudev-dev             # PC/SC and hidapi's hidraw backend
+  gcc libc6-dev pkg-config                # the C parts of dependencies (ring, SQLite)
+  libpcsclite-dev                         # PC/SC (hidapi's hidraw backend is Rust: no libudev)
   pcscd vsmartcard-vpcd util-linux        # PC/SC: the real daemon, the virtual reader, unshare for its isolated lab
   python3 ca-certificates curl            # demo.sh's server check; rustup when Rust is missing
 )

@@ -48,18 +48,10 @@ impl Totals {
 /// the summary and exits). Fails only when the async runtime cannot start or the outbox
 /// cannot be opened.
 pub fn run(cfg: Config, args: &EnrollArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().context("cannot start the async runtime")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     let outbox = Outbox::open(&cfg.outbox_path(), cfg.max_pending).context("cannot open the outbox")?;
     let totals = Arc::new(Totals::default());
-    {
-        let totals = Arc::clone(&totals);
-        rt.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                println!("\n{}", totals.summary());
-                std::process::exit(0);
-            }
-        });
-    }
+    summary_on_ctrl_c(Arc::clone(&totals));
     let agent_id = crate::agent_id::agent_id(&cfg.state_dir);
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let mut desk = Desk { cfg, outbox, args, rt: &rt, totals: Arc::clone(&totals), stdin: io::stdin().lock(), clients: Clients::default() };
@@ -82,6 +74,22 @@ pub fn run(cfg: Config, args: &EnrollArgs) -> anyhow::Result<()> {
     }
     println!("\n{}", totals.summary());
     Ok(())
+}
+
+/// Ctrl-C prints the summary and exits, whatever the desk is waiting for (a key, the person's
+/// answer, the server): a thread of its own waits for it, as the desk's runtime only runs
+/// while the desk pushes.
+fn summary_on_ctrl_c(totals: Arc<Totals>) {
+    let spawned = std::thread::Builder::new().name("desk-ctrl-c".into()).spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        if rt.block_on(tokio::signal::ctrl_c()).is_ok() {
+            println!("\n{}", totals.summary());
+            std::process::exit(0);
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot watch for Ctrl-C ({e}): it will end the desk without the summary");
+    }
 }
 
 /// End of input: stop and print the summary.

@@ -112,14 +112,7 @@ pub struct PcscCard {
 
 impl PcscCard {
     fn new(card: Card, reader: &str) -> Result<Self, LinkError> {
-        // One `SCardStatus` (a round trip to pcscd) into buffers that fit any reader name and
-        // ATR, rather than one call for the lengths and one for the values.
-        let (mut names, mut atr) = ([0u8; 1024], [0u8; pcsc::MAX_ATR_SIZE]);
-        let atr = match card.status2(&mut names, &mut atr) {
-            Ok(status) => status.atr().to_vec(),
-            Err(pcsc::Error::InsufficientBuffer) => card.status2_owned().map_err(map_error)?.atr().to_vec(),
-            Err(e) => return Err(map_error(e)),
-        };
+        let atr = read_atr(&card)?;
         let transport = transport_of(is_yubikey_reader(reader), &atr);
         Ok(Self { card, atr, transport })
     }
@@ -158,6 +151,26 @@ impl PcscCard {
     }
 }
 
+/// The ATR of a connected card. `SCardGetAttrib(SCARD_ATTR_ATR_STRING)` is one round trip
+/// to pcscd; `SCardStatus` is two in pcsc-lite (it first fetches every reader's state), so
+/// it is only the fallback, for a driver that does not give the attribute. Both go into
+/// buffers that fit any ATR and reader name, rather than asking for the lengths first.
+fn read_atr(card: &Card) -> Result<Vec<u8>, LinkError> {
+    let mut atr = [0u8; pcsc::MAX_ATR_SIZE];
+    match card.get_attribute(pcsc::Attribute::AtrString, &mut atr) {
+        Ok(atr) if !atr.is_empty() => return Ok(atr.to_vec()),
+        Ok(_) => tracing::debug!("the reader gives an empty ATR attribute; asking SCardStatus"),
+        // A card that went away says so again below, with the same error.
+        Err(e) => tracing::debug!("the reader gives no ATR attribute ({e}); asking SCardStatus"),
+    }
+    let mut names = [0u8; 1024];
+    match card.status2(&mut names, &mut atr) {
+        Ok(status) => Ok(status.atr().to_vec()),
+        Err(pcsc::Error::InsufficientBuffer) => Ok(card.status2_owned().map_err(map_error)?.atr().to_vec()),
+        Err(e) => Err(map_error(e)),
+    }
+}
+
 /// USB or NFC: a YubiKey's own reader is USB; otherwise the ATR decides, as in yubikit
 /// (`atr[1] & 0xF0 == 0xF0` is the USB interface's ATR).
 pub fn transport_of(yubikey_reader: bool, atr: &[u8]) -> Transport {
@@ -174,8 +187,12 @@ struct CardLink<'a> {
 }
 
 impl SmartCardConnection for CardLink<'_> {
+    /// Sends one short APDU. Its answer is at most 256 bytes and SW1 SW2 (longer data comes in
+    /// `61xx` pieces), so a card that says more is refused by PC/SC (`InsufficientBuffer`)
+    /// rather than read: the buffer is the short-APDU size, not the 64 KiB extended one, whose
+    /// zeroing alone touched 16 fresh stack pages of each reader's thread.
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, LinkError> {
-        let mut buf = [0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
+        let mut buf = [0u8; pcsc::MAX_BUFFER_SIZE];
         self.card.transmit(command, &mut buf).map(<[u8]>::to_vec).map_err(map_error)
     }
 
