@@ -6,9 +6,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use keytally_device::error::LinkError;
-use keytally_device::enumerate::{FoundKey, OnKey, PostureWanted, ScanOptions};
-use keytally_device::identify::Identified;
-use keytally_device::posture::PostureRead;
+use keytally_device::enumerate::{OnKey, PostureWanted, ScanOptions};
 use keytally_device::enumerate::{scan_all, FullScanOptions, InterfaceOrder, Report, ScannedKey, UnreadableKey};
 use keytally_protocol::mapping::{record_for, set_posture, ObservationContext};
 use keytally_protocol::record::DeviceRecord;
@@ -44,9 +42,10 @@ pub fn scan_with_posture(reader: Option<&str>, interfaces: &InterfaceOrder, stat
     scan_telling(reader, interfaces, state_dir, posture, None)
 }
 
-/// [`scan_with_posture`], telling `on_key` of each key on an NFC or contact reader as soon as
-/// its read ends, while slower readers are still being read (`ScanOptions::on_key`); make its
-/// record with [`record_of_found`].
+/// [`scan_with_posture`], telling `on_key` of each key as soon as its read ends when its entry
+/// is already final (`FullScanOptions::on_key`: a key on an NFC or contact reader, or a USB
+/// key read through its own CCID reader), while slower readers are still being read; make its
+/// record with [`early_record`].
 pub fn scan_telling(
     reader: Option<&str>,
     interfaces: &InterfaceOrder,
@@ -55,12 +54,12 @@ pub fn scan_telling(
     on_key: Option<OnKey>,
 ) -> Result<ScanResult, LinkError> {
     let opts = FullScanOptions {
-        pcsc: ScanOptions { reader_filter: reader.map(str::to_string), reader_timeout: READER_DEADLINE, ..ScanOptions::default() },
+        pcsc: ScanOptions { reader_filter: reader.map(str::to_string), reader_timeout: READER_DEADLINE, posture, ..ScanOptions::default() },
         order: interfaces.clone(),
         usb: reader.is_none(),
+        on_key,
         ..FullScanOptions::default()
     };
-    let opts = FullScanOptions { pcsc: ScanOptions { posture, on_key, ..opts.pcsc }, ..opts };
     let report = scan_all(&opts);
     if let Some(e) = &report.usb_error {
         tracing::info!("USB devices cannot be listed: {e}");
@@ -90,7 +89,7 @@ pub fn scan_telling(
         );
     }
     let ctx = observation_context(state_dir);
-    let records = report.keys.iter().map(|k| record_of(&k.key, k.place(), k.posture.as_ref(), &ctx)).collect();
+    let records = report.keys.iter().map(|k| record_of(k, &ctx)).collect();
     let nfc_restricted: Vec<String> =
         report.reader_problems.iter().filter(|p| p.error == keytally_device::Error::NfcRestricted).map(|p| p.reader.clone()).collect();
     Ok(ScanResult {
@@ -111,16 +110,16 @@ fn observation_context(state_dir: &Path) -> ObservationContext {
     }
 }
 
-fn record_of(key: &Identified, place: Option<&str>, posture: Option<&PostureRead>, ctx: &ObservationContext) -> DeviceRecord {
-    let mut record = record_for(key, place, ctx);
-    set_posture(&mut record, posture.map(|p| &p.posture));
+fn record_of(k: &ScannedKey, ctx: &ObservationContext) -> DeviceRecord {
+    let mut record = record_for(&k.key, k.place(), ctx);
+    set_posture(&mut record, k.posture.as_ref().map(|p| &p.posture));
     record
 }
 
-/// The record of a key [`scan_telling`] told of: the one its scan returns for it (a key on
-/// an NFC or contact reader is seen at that reader).
-pub fn record_of_found(found: &FoundKey, state_dir: &Path) -> DeviceRecord {
-    record_of(&found.key, Some(&found.reader), found.posture.as_ref(), &observation_context(state_dir))
+/// The record of a key [`scan_telling`] told of: the one its scan returns for it (the device
+/// layer tells the entry its report will hold).
+pub fn early_record(k: &ScannedKey, state_dir: &Path) -> DeviceRecord {
+    record_of(k, &observation_context(state_dir))
 }
 
 /// Scans every transport and returns just the records (`sync --once`).

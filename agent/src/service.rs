@@ -5,8 +5,9 @@
 //! going, the tray's "Sync now") with the next timer as its only timeout, and hands records to
 //! the [`Pusher`], the only part that talks to the server:
 //! - a full scan at start and after every change; keys it finds but cannot read yet are
-//!   scanned again 1, 2 and 4 s later; a key on an NFC or contact reader is pushed as soon as
-//!   its reader's read ends, never after another reader's stall;
+//!   scanned again 1, 2 and 4 s later; a key on an NFC or contact reader, or a USB key read
+//!   through its own CCID reader, is pushed as soon as its read ends, never after another
+//!   reader's stall;
 //! - attached keys are re-sent at a jittered heartbeat (the outbox pushes only changed
 //!   records otherwise);
 //! - each record carries the logged-in user as a suggested owner;
@@ -21,7 +22,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use keytally_device::enumerate::{FoundKey, InterfaceOrder, OnKey};
+use keytally_device::enumerate::{InterfaceOrder, OnKey, ScannedKey};
 use keytally_device::error::LinkError;
 use keytally_protocol::mapping::rfc3339;
 use keytally_protocol::record::{DeviceRecord, Owner, Owners};
@@ -127,10 +128,11 @@ impl Service {
     /// Reads every key and pushes what changed. `asked`: a "Sync now" (push even with no
     /// key, so a backlog goes at once, and ask the server for the owners).
     ///
-    /// A key on an NFC or contact reader is pushed the moment its read ends ([`Self::scan`]),
-    /// not when the slowest reader is done: a card that stalls another reader (given up at
-    /// `inventory::READER_DEADLINE`) never holds it back. The scan's full set of records then
-    /// goes as before; the outbox drops the ones already pushed unchanged.
+    /// A key whose entry is final as its read ends (on an NFC or contact reader, or a USB key
+    /// read through its own CCID reader: `FullScanOptions::on_key`) is pushed at that moment
+    /// ([`Self::scan`]), not when the slowest reader is done: a card that stalls another
+    /// reader (given up at `inventory::READER_DEADLINE`) never holds it back. The scan's full
+    /// set of records then goes as before; the outbox drops the ones already pushed unchanged.
     fn rescan(&mut self, pusher: &Pusher, asked: bool) {
         let suggestion = user::logged_in_user().map(|u| suggested_owner(&u));
         let (scanned, early) = self.scan(pusher, suggestion.as_ref());
@@ -172,17 +174,16 @@ impl Service {
     }
 
     /// One scan of every transport on a thread of its own, while this one pushes each key
-    /// the scan tells of as its reader's read ends. Returns the scan and the uniqueIds
-    /// pushed early.
+    /// the scan tells of as its read ends. Returns the scan and the uniqueIds pushed early.
     fn scan(&self, pusher: &Pusher, suggestion: Option<&Owner>) -> (Result<ScanResult, LinkError>, HashSet<String>) {
         enum Told {
-            Key(Box<FoundKey>),
+            Key(Box<ScannedKey>),
             Done(Result<ScanResult, LinkError>),
         }
         let (tx, rx) = mpsc::channel();
         let tell = tx.clone();
-        let on_key = OnKey(Arc::new(move |found: &FoundKey| {
-            let _ = tell.send(Told::Key(Box::new(found.clone())));
+        let on_key = OnKey(Arc::new(move |k: &ScannedKey| {
+            let _ = tell.send(Told::Key(Box::new(k.clone())));
         }));
         let (reader, state_dir, wanted) = (self.reader.as_deref(), self.state_dir.as_path(), self.posture.wanted());
         let mut early = HashSet::new();
@@ -198,8 +199,8 @@ impl Service {
             // has dropped every sender.
             loop {
                 match rx.recv() {
-                    Ok(Told::Key(found)) => {
-                        early.insert(self.push_early(&found, pusher, suggestion));
+                    Ok(Told::Key(k)) => {
+                        early.insert(self.push_early(&k, pusher, suggestion));
                     }
                     Ok(Told::Done(scanned)) => break scanned,
                     Err(_) => break Err(LinkError::Other("the scan thread ended without a result".into())),
@@ -209,11 +210,11 @@ impl Service {
         (scanned, early)
     }
 
-    /// Pushes the record of a key read on an NFC or contact reader at once (as the scan will
-    /// return it: posture, suggested owner); returns its uniqueId.
-    fn push_early(&self, found: &FoundKey, pusher: &Pusher, suggestion: Option<&Owner>) -> String {
-        let mut records = [crate::inventory::record_of_found(found, &self.state_dir)];
-        self.posture.remember(&[&found.key], &[found.posture.as_ref()], &mut records);
+    /// Pushes the record of a key the scan told of at once (as the scan will return it:
+    /// place, posture, suggested owner); returns its uniqueId.
+    fn push_early(&self, k: &ScannedKey, pusher: &Pusher, suggestion: Option<&Owner>) -> String {
+        let mut records = [crate::inventory::early_record(k, &self.state_dir)];
+        self.posture.remember(&[&k.key], &[k.posture.as_ref()], &mut records);
         let [mut record] = records;
         if let Some(owner) = suggestion {
             record.owners = Owners::one(owner.clone());
@@ -221,7 +222,7 @@ impl Service {
         let uid = record.yubikey.unique_id.clone();
         let arrived = !self.attached.contains_key(&uid);
         if arrived {
-            tracing::info!(unique_id = uid, name = record.yubikey.name, reader = found.reader, "key attached");
+            tracing::info!(unique_id = uid, name = record.yubikey.name, place = k.place().unwrap_or("-"), "key attached");
         }
         pusher.send(Job { records: vec![record], tap: None, lookup: arrived });
         uid

@@ -547,6 +547,23 @@ fn service_names_a_stalled_reader_once_and_pushes_the_keys_beside_it() {
 #[test]
 fn service_pushes_a_key_before_a_stall_in_the_same_scan_is_given_up() {
     let Some(lab) = lab() else { return };
+    let on_server = pushes_a_key_before_a_stall(&lab);
+    assert_eq!(on_server["observation"]["transport"], "nfc", "{on_server}");
+}
+
+/// The same with readers named like USB YubiKeys' own CCID readers (no USB device behind
+/// them): a key read through its own CCID reader is pushed as its read ends too, as the USB
+/// key it is, seen at that reader, and the scan's full push after the stall is the same record.
+#[test]
+fn service_pushes_a_usb_ccid_key_before_a_stall_in_the_same_scan_is_given_up() {
+    let Some(lab) = lab_as(keytally_virtual_key::ReaderModel::YubiKeyCcid) else { return };
+    let on_server = pushes_a_key_before_a_stall(&lab);
+    let observation = &on_server["observation"];
+    assert_eq!((&observation["transport"], &observation["reader"]), (&"usb".into(), &lab.reader(1).name.into()), "{on_server}");
+}
+
+/// The steps of the two tests above; returns the good key as the server has it.
+fn pushes_a_key_before_a_stall(lab: &PcscLab) -> serde_json::Value {
     let stalled_reader = lab.reader(0).name;
     let sb = support::sandbox();
     let state = tempfile::tempdir().unwrap();
@@ -554,7 +571,7 @@ fn service_pushes_a_key_before_a_stall_in_the_same_scan_is_given_up() {
     let stalled = lab.tap(0, keytally_virtual_key::Card::new(stall), Duration::from_secs(10)).unwrap();
     let good = lab.tap(1, key("yk5nfc", 70_000_011), Duration::from_secs(10)).unwrap();
 
-    let mut service = keytally_on(&lab, &sb, state.path(), &["run", "--retry-every", "1s"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut service = keytally_on(lab, &sb, state.path(), &["run", "--retry-every", "1s"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     // Each stderr line with the moment it came.
     let stderr = BufReader::new(service.stderr.take().unwrap());
     let (tx, said) = mpsc::channel();
@@ -581,6 +598,7 @@ fn service_pushes_a_key_before_a_stall_in_the_same_scan_is_given_up() {
     assert!(arrived < named_at, "the good key reached the server only {:?} after the stall was given up", arrived - named_at);
     eprintln!("good key on the server {:?} before the stall beside it was given up", named_at - arrived);
     assert_eq!(sb.store().puts_applied(), 1, "the scan's full push after the stall sent the key again");
+    let on_server = sb.store().device("70000011").unwrap();
     good.remove().unwrap();
 
     // The stalled card leaves: reader 0 reads again (its key reaches the server).
@@ -592,4 +610,5 @@ fn service_pushes_a_key_before_a_stall_in_the_same_scan_is_given_up() {
     terminate_within(&mut service, Duration::from_secs(5));
     lines.extend(said.try_iter().map(|(_, line)| line));
     assert_eq!(lines.iter().filter(|l| names_the_stall(l)).count(), 1, "the stall is named once: {lines:#?}");
+    on_server
 }

@@ -18,15 +18,21 @@
 //!
 //! With CCID not first, the HID nodes are read first and the YubiKey readers of PID groups
 //! they fully resolved are left out of the PC/SC scan.
+//!
+//! A caller that wants keys before the whole scan is done ([`FullScanOptions::on_key`]) is
+//! told of each PC/SC read the moment it ends when nothing later can change its entry
+//! ([`final_entry`]): the long-running service pushes it without waiting for a stalled
+//! reader or the HID reads.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use super::hid_reads::{read_devices, Attempt, DeviceRead, HidReader, HidapiReader};
 use super::interfaces::{Interface, InterfaceOrder};
-use super::pcsc_readers::{scan_pcsc, PcscReport, ReaderProblem, ScanOptions};
+use super::pcsc_readers::{scan_pcsc, FoundKey, OnRead, PcscReport, ReaderProblem, ScanOptions};
 use super::usb_devices::{discover, UsbKeyDevice};
 use crate::error::{Error, LinkError};
 use crate::caps::{Capabilities, Transport};
@@ -35,7 +41,7 @@ use crate::posture::PostureRead;
 use crate::usb_ids::{Pid, UsbInterfaces};
 
 /// A key, read.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScannedKey {
     /// The key, identified.
     pub key: Identified,
@@ -109,6 +115,20 @@ pub struct FullScanOptions {
     pub usb: bool,
     /// How long reading one USB device over HID may take.
     pub device_timeout: Duration,
+    /// Told of each key whose entry is already final the moment its PC/SC read ends, before
+    /// the scan waits for slower readers and the HID reads ([`final_entry`] says which); the
+    /// entry is the one the [`Report`] returns for that key. Called on the scanning thread.
+    pub on_key: Option<OnKey>,
+}
+
+/// A callback for [`FullScanOptions::on_key`].
+#[derive(Clone)]
+pub struct OnKey(pub Arc<dyn Fn(&ScannedKey) + Send + Sync>);
+
+impl fmt::Debug for OnKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OnKey(..)")
+    }
 }
 
 impl Default for FullScanOptions {
@@ -118,6 +138,7 @@ impl Default for FullScanOptions {
             order: InterfaceOrder::default(),
             usb: true,
             device_timeout: Duration::from_secs(10),
+            on_key: None,
         }
     }
 }
@@ -142,6 +163,9 @@ pub fn scan_with(
     });
     let mut pcsc_opts = opts.pcsc.clone();
     pcsc_opts.skip_yubikey_readers |= !opts.order.uses(Interface::Ccid);
+    if let Some(on_key) = &opts.on_key {
+        pcsc_opts.on_read = Some(tell_final(on_key.clone(), opts.pcsc.on_read.clone(), &devices, opts.order.ccid_first()));
+    }
 
     let (pcsc_report, reads) = if opts.order.ccid_first() {
         // Keys without a CCID interface cannot be read through PC/SC: read them meanwhile.
@@ -194,23 +218,80 @@ pub fn scan_with(
     report
 }
 
-/// A USB key read through its CCID reader or its OTP HID node has its FIDO2 posture on its
-/// FIDO HID node (CCID on USB has no FIDO applet; OTP HID has none at all): read it there,
+/// An [`OnRead`] that tells `on_key` of each PC/SC read whose entry is already final
+/// ([`final_entry`]), after telling `also` (the caller's own PC/SC hook, if any) of every read.
+fn tell_final(on_key: OnKey, also: Option<OnRead>, devices: &[UsbKeyDevice], ccid_first: bool) -> OnRead {
+    let devices = devices.to_vec();
+    OnRead(Arc::new(move |found: &FoundKey| {
+        if let Some(OnRead(also)) = &also {
+            also(found);
+        }
+        if let Some(entry) = final_entry(found, &devices, ccid_first) {
+            (on_key.0)(&entry);
+        }
+    }))
+}
+
+/// The entry a PC/SC read will have in the [`Report`], when that is known as the read ends:
+/// - a key on an NFC or contact reader: no merge changes it;
+/// - a key on a YubiKey's own CCID reader, with CCID first (no HID read of its device is
+///   made, or could replace it) and at most one USB device of its PID: that device's port is
+///   its port, as [`merge`] sets it (none without a device: USB off or not listed);
+///
+/// in both cases unless its FIDO2 posture is still to be read on its FIDO HID node
+/// ([`fido2_node`]). Any other read waits for the whole scan.
+///
+/// The USB devices are those listed before the PC/SC scan began: a second key of the same PID
+/// plugged in between the two gets a reader of its own, and the Report then gives neither key
+/// a port, where the key told early had one (the Report's entries are the ones to keep).
+fn final_entry(found: &FoundKey, devices: &[UsbKeyDevice], ccid_first: bool) -> Option<ScannedKey> {
+    let mut entry = ccid_entry(found.clone());
+    if let Some(pid) = Pid::from_reader_name(&found.reader) {
+        let mut group = devices.iter().filter(|d| d.pid == pid);
+        match (ccid_first, group.next(), group.next()) {
+            (true, Some(device), None) => entry.port = Some(device.port.clone()),
+            (true, None, _) => {}
+            _ => return None,
+        }
+    }
+    fido2_node(&entry, devices).is_none().then_some(entry)
+}
+
+/// A key read through a PC/SC reader, before any merge: seen at that reader.
+fn ccid_entry(found: FoundKey) -> ScannedKey {
+    ScannedKey {
+        key: found.key,
+        interface: Interface::Ccid,
+        reader: Some(found.reader),
+        port: None,
+        transfers: found.apdus,
+        posture: found.posture,
+    }
+}
+
+/// The FIDO HID node a key's FIDO2 posture is still to be read on: a USB key read through its
+/// CCID reader or its OTP HID node (CCID on USB has no FIDO applet; OTP HID has none at all)
+/// whose posture was read without FIDO2, with FIDO2 on over USB, at a port with a FIDO node.
+fn fido2_node<'a>(k: &ScannedKey, devices: &'a [UsbKeyDevice]) -> Option<&'a str> {
+    let read = k.posture.as_ref()?;
+    let fido2_known = read.posture.fido2_pin_set.is_some() || read.warnings.iter().any(|w| w.applet == crate::posture::Applet::Fido2);
+    let fido2_on_usb = k.key.info.enabled.usb.or(k.key.info.supported.usb).is_some_and(|c| c.contains(Capabilities::FIDO2));
+    if !matches!(k.interface, Interface::Ccid | Interface::Otp) || k.key.transport != Transport::Usb || fido2_known || !fido2_on_usb {
+        return None;
+    }
+    let port = k.port.as_deref()?;
+    devices.iter().find(|d| d.port == port)?.fido.first().map(String::as_str)
+}
+
+/// Reads the FIDO2 posture of the keys that have it on their FIDO HID node ([`fido2_node`]),
 /// one key after the other, each bounded by CTAPHID's deadline.
 fn add_fido2_posture(report: &mut Report, devices: &[UsbKeyDevice], reader: &dyn HidReader) {
     for k in &mut report.keys {
+        let Some(path) = fido2_node(k, devices) else { continue };
         let Some(read) = k.posture.as_mut() else { continue };
-        let fido2_known = read.posture.fido2_pin_set.is_some() || read.warnings.iter().any(|w| w.applet == crate::posture::Applet::Fido2);
-        let fido2_on_usb = k.key.info.enabled.usb.or(k.key.info.supported.usb).is_some_and(|c| c.contains(Capabilities::FIDO2));
-        if !matches!(k.interface, Interface::Ccid | Interface::Otp) || k.key.transport != Transport::Usb || fido2_known || !fido2_on_usb {
-            continue;
-        }
-        let node = k.port.as_deref().and_then(|port| devices.iter().find(|d| d.port == port)).and_then(|d| d.fido.first());
-        if let Some(path) = node {
-            let before = read.transfers;
-            reader.add_fido2_posture(path, &k.key.info, read);
-            k.transfers += read.transfers - before;
-        }
+        let before = read.transfers;
+        reader.add_fido2_posture(path, &k.key.info, read);
+        k.transfers += read.transfers - before;
     }
 }
 
@@ -257,15 +338,9 @@ fn merge(
 ) {
     let mut by_pid: BTreeMap<u16, Vec<ScannedKey>> = BTreeMap::new();
     for found in pcsc.keys {
-        let entry = ScannedKey {
-            key: found.key,
-            interface: Interface::Ccid,
-            reader: Some(found.reader.clone()),
-            port: None,
-            transfers: found.apdus,
-            posture: found.posture,
-        };
-        match Pid::from_reader_name(&found.reader) {
+        let pid = Pid::from_reader_name(&found.reader);
+        let entry = ccid_entry(found);
+        match pid {
             Some(pid) => by_pid.entry(pid.value()).or_default().push(entry),
             // An external or NFC reader: not a USB device of its own.
             None => report.keys.push(entry),
@@ -377,7 +452,8 @@ mod tests {
         }
     }
 
-    /// Answers HID reads from a table of path → result, and records what was opened.
+    /// Answers HID reads from a table of path → result, and records what was opened. A FIDO2
+    /// posture read finds a PIN set.
     #[derive(Default)]
     struct FakeReader {
         answers: HashMap<String, Result<Identified, Error>>,
@@ -402,17 +478,32 @@ mod tests {
             }
             self.answers.get(path).cloned().unwrap_or(Err(LinkError::AccessDenied.into())).map(|k| (k, 4))
         }
+
+        fn add_fido2_posture(&self, path: &str, _info: &DeviceInfo, read: &mut PostureRead) {
+            self.opened.lock().unwrap().push(path.into());
+            read.posture.fido2_pin_set = Some(true);
+            read.transfers += 3;
+        }
+    }
+
+    fn found(reader: &str, key: Identified) -> FoundKey {
+        FoundKey { key, reader: reader.into(), atr: vec![], apdus: 2, posture: None }
+    }
+
+    /// A PC/SC scan that finds `keys` (in the readers it is asked to read) and, as
+    /// `scan_pcsc` does, tells `ScanOptions::on_read` of each as its read ends.
+    fn pcsc_of(keys: Vec<FoundKey>) -> impl FnOnce(&ScanOptions) -> Result<PcscReport, LinkError> {
+        move |opts: &ScanOptions| {
+            let keys: Vec<FoundKey> = keys.into_iter().filter(|k| opts.wants(&k.reader, None)).collect();
+            if let Some(OnRead(tell)) = &opts.on_read {
+                keys.iter().for_each(|k| tell(k));
+            }
+            Ok(PcscReport { readers: vec![], keys, problems: vec![] })
+        }
     }
 
     fn pcsc_with(keys: Vec<(&'static str, Identified)>) -> impl FnOnce(&ScanOptions) -> Result<PcscReport, LinkError> {
-        move |opts: &ScanOptions| {
-            let keys = keys
-                .into_iter()
-                .filter(|(r, _)| opts.wants(r, None))
-                .map(|(reader, key)| FoundKey { key, reader: reader.into(), atr: vec![], apdus: 2, posture: None })
-                .collect();
-            Ok(PcscReport { readers: vec![], keys, problems: vec![] })
-        }
+        pcsc_of(keys.into_iter().map(|(reader, key)| found(reader, key)).collect())
     }
 
     fn run(
@@ -429,7 +520,101 @@ mod tests {
         scan_with(&opts, pcsc, Ok(devices), Arc::clone(reader) as Arc<dyn HidReader>)
     }
 
+    /// [`run`] with a `FullScanOptions::on_key` hook: the report, the keys told, and how many
+    /// of them were told before the PC/SC scan returned (that is, before the scan waited for
+    /// any other reader or read any HID node).
+    fn run_telling(order: &str, keys: Vec<FoundKey>, devices: Vec<UsbKeyDevice>, reader: &Arc<FakeReader>) -> (Report, Vec<ScannedKey>, usize) {
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&told);
+        let opts = FullScanOptions {
+            order: order.parse().unwrap(),
+            device_timeout: Duration::from_millis(500),
+            on_key: Some(OnKey(Arc::new(move |k: &ScannedKey| sink.lock().unwrap().push(k.clone())))),
+            ..FullScanOptions::default()
+        };
+        let mut told_in_scan = 0;
+        let pcsc = |o: &ScanOptions| {
+            let scanned = pcsc_of(keys)(o);
+            told_in_scan = told.lock().unwrap().len();
+            scanned
+        };
+        let report = scan_with(&opts, pcsc, Ok(devices), Arc::clone(reader) as Arc<dyn HidReader>);
+        let told = told.lock().unwrap().clone();
+        (report, told, told_in_scan)
+    }
+
     const READER: &str = "Yubico YubiKey OTP+FIDO+CCID 00 00";
+    const NFC: &str = "ACS ACR122U 00 00";
+
+    #[test]
+    fn a_key_on_its_own_ccid_reader_is_told_with_its_port_as_its_read_ends() {
+        let reader = Arc::new(FakeReader::default());
+        let keys = vec![found(READER, key(0x0407, Some(7))), found(NFC, key(0x0407, Some(9)))];
+        let (report, told, told_in_scan) = run_telling("ccid,otp,fido", keys, vec![device("1-1", 0x0407, true, true)], &reader);
+        assert_eq!(told_in_scan, 2, "both told before the PC/SC scan returned");
+        assert_eq!(told.iter().map(|k| k.place()).collect::<Vec<_>>(), vec![Some("1-1"), Some(NFC)]);
+        assert_eq!(told[0].reader.as_deref(), Some(READER));
+        for k in &told {
+            assert!(report.keys.contains(k), "told {k:?}, the report has {:?}", report.keys);
+        }
+        assert_eq!(report.keys.len(), 2);
+
+        // With posture read, but FIDO2 off over USB: nothing is added later.
+        let mut no_fido2 = found(READER, key(0x0407, Some(7)));
+        no_fido2.key.info.enabled.usb = Some(Capabilities(0x003F));
+        no_fido2.posture = Some(PostureRead::default());
+        let (report, told, told_in_scan) = run_telling("ccid,otp,fido", vec![no_fido2], vec![device("1-1", 0x0407, true, true)], &reader);
+        assert_eq!((told_in_scan, report.keys.len()), (1, 1));
+        assert_eq!(told[0], report.keys[0]);
+        assert!(reader.opened().is_empty(), "no HID node was opened");
+    }
+
+    #[test]
+    fn a_key_on_a_yubikey_reader_without_a_usb_device_is_told_without_a_port() {
+        // USB off (`--reader`) or not listed: the merge leaves the read as it is.
+        let reader = Arc::new(FakeReader::default());
+        let (report, told, told_in_scan) = run_telling("ccid,otp,fido", vec![found(READER, key(0x0407, Some(7)))], vec![], &reader);
+        assert_eq!(told_in_scan, 1);
+        assert_eq!(told[0].port, None);
+        assert_eq!(report.keys, told);
+    }
+
+    #[test]
+    fn keys_of_a_pid_with_two_usb_devices_wait_for_the_whole_scan() {
+        let reader = Arc::new(FakeReader::default());
+        let keys = vec![
+            found(READER, key(0x0407, Some(7))),
+            found("Yubico YubiKey OTP+FIDO+CCID 01 00", key(0x0407, Some(8))),
+            found(NFC, key(0x0407, Some(9))),
+        ];
+        let devices = vec![device("1-1", 0x0407, true, true), device("1-2", 0x0407, true, true)];
+        let (report, told, _) = run_telling("ccid,otp,fido", keys, devices, &reader);
+        assert_eq!(told.iter().map(|k| k.key.info.serial).collect::<Vec<_>>(), vec![Some(9)], "only the NFC key is told");
+        assert_eq!(report.keys.len(), 3);
+    }
+
+    #[test]
+    fn a_key_whose_fido2_posture_is_on_its_fido_node_waits_for_the_whole_scan() {
+        let reader = Arc::new(FakeReader::default());
+        let mut with_posture = found(READER, key(0x0407, Some(7)));
+        with_posture.posture = Some(PostureRead::default());
+        let (report, told, _) = run_telling("ccid,otp,fido", vec![with_posture], vec![device("1-1", 0x0407, true, true)], &reader);
+        assert!(told.is_empty(), "told {told:?}");
+        assert_eq!(reader.opened(), vec!["/dev/hidraw-fido-1-1"]);
+        let posture = report.keys[0].posture.as_ref().unwrap();
+        assert_eq!((posture.posture.fido2_pin_set, report.keys[0].transfers), (Some(true), 5));
+    }
+
+    #[test]
+    fn with_hid_first_a_key_on_its_ccid_reader_waits_for_the_whole_scan() {
+        // Its HID nodes could not be read, so its CCID reader is read after them and merged.
+        let reader = Arc::new(FakeReader::default());
+        let keys = vec![found(READER, key(0x0407, Some(7))), found(NFC, key(0x0407, Some(9)))];
+        let (report, told, _) = run_telling("otp,fido,ccid", keys, vec![device("1-1", 0x0407, true, true)], &reader);
+        assert_eq!(told.iter().map(|k| k.place()).collect::<Vec<_>>(), vec![Some(NFC)], "only the NFC key is told");
+        let ccid: Vec<_> = report.keys.iter().map(|k| (k.interface, k.port.as_deref(), k.key.info.serial)).collect();
+        assert_eq!(ccid, vec![(Interface::Ccid, Some("1-1"), Some(7)), (Interface::Ccid, None, Some(9))]);
+    }
 
     #[test]
     fn a_ccid_reader_and_the_hid_nodes_of_the_same_key_are_one_key() {

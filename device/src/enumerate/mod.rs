@@ -22,9 +22,9 @@ mod usb_devices;
 
 pub use hid_reads::{Attempt, HidReader, HidapiReader};
 pub use interfaces::{Interface, InterfaceOrder};
-pub use merge::{scan_all, scan_with, FullScanOptions, Report, ScannedKey, UnreadableKey};
+pub use merge::{scan_all, scan_with, FullScanOptions, OnKey, Report, ScannedKey, UnreadableKey};
 pub use pcsc_readers::{
-    read_reader, read_reader_with, read_readers, read_readers_with, reader_stalled, scan_pcsc, FoundKey, OnKey, PcscReport, PostureWanted, ReaderOutcome,
+    read_reader, read_reader_with, read_readers, read_readers_with, reader_stalled, scan_pcsc, FoundKey, OnRead, PcscReport, PostureWanted, ReaderOutcome,
     ReaderProblem, ReaderReads, ScanOptions,
 };
 pub use usb_devices::{discover, UsbKeyDevice};

@@ -31,19 +31,19 @@ pub struct ScanOptions {
     pub skip_pids: Vec<Pid>,
     /// Which keys to read the posture of (in the same transaction, after identification).
     pub posture: PostureWanted,
-    /// Told of each key on a reader that is not a YubiKey's own (an NFC or contact reader,
-    /// whose entry no merge changes) the moment its read ends, before the scan waits for
-    /// slower readers: the long-running service pushes it without waiting out a stall.
-    pub on_key: Option<OnKey>,
+    /// Told of every key read, the moment its read ends, before the scan waits for slower
+    /// readers (the merge decides which of these reads are already final keys: see
+    /// `FullScanOptions::on_key`).
+    pub on_read: Option<OnRead>,
 }
 
-/// A callback for [`ScanOptions::on_key`], called on the scanning thread.
+/// A callback for [`ScanOptions::on_read`], called on the scanning thread.
 #[derive(Clone)]
-pub struct OnKey(pub Arc<dyn Fn(&FoundKey) + Send + Sync>);
+pub struct OnRead(pub Arc<dyn Fn(&FoundKey) + Send + Sync>);
 
-impl fmt::Debug for OnKey {
+impl fmt::Debug for OnRead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("OnKey(..)")
+        f.write_str("OnRead(..)")
     }
 }
 
@@ -89,7 +89,7 @@ impl Default for ScanOptions {
             skip_yubikey_readers: false,
             skip_pids: Vec::new(),
             posture: PostureWanted::Never,
-            on_key: None,
+            on_read: None,
         }
     }
 }
@@ -170,7 +170,7 @@ pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, LinkError> {
     for (reader, outcome) in start_reads(&to_read, Some(ctx), standby, opts.reader_timeout, &opts.posture) {
         match outcome {
             Ok(Some(found)) => {
-                if let Some(OnKey(tell)) = opts.on_key.as_ref().filter(|_| Pid::from_reader_name(&found.reader).is_none()) {
+                if let Some(OnRead(tell)) = &opts.on_read {
                     tell(&found);
                 }
                 report.keys.push(found);

@@ -77,6 +77,9 @@ pub enum ReaderModel {
     /// itself with `90 xx`, as that reader does, so the card never sees it. What it was told
     /// is kept per card ([`InsertedCard::reader_commands`]).
     Acr122,
+    /// Named like a USB YubiKey's own CCID reader (`Yubico YubiKey OTP+FIDO+CCID 00 00`), with
+    /// no USB device behind it: keytally takes its card for a USB key of PID 0x0407.
+    YubiKeyCcid,
 }
 
 impl ReaderModel {
@@ -84,6 +87,7 @@ impl ReaderModel {
         match self {
             ReaderModel::Plain => "Virtual PCD",
             ReaderModel::Acr122 => "ACS ACR122U PICC Interface",
+            ReaderModel::YubiKeyCcid => "Yubico YubiKey OTP+FIDO+CCID",
         }
     }
 }
@@ -334,6 +338,7 @@ impl PcscLab {
         match self.model {
             ReaderModel::Plain => READER_NAME,
             ReaderModel::Acr122 => "ACS ACR122U PICC Interface 00 00",
+            ReaderModel::YubiKeyCcid => "Yubico YubiKey OTP+FIDO+CCID 00 00",
         }
     }
 
