@@ -3,8 +3,10 @@
 //! One `SCardGetStatusChange` call waits on every reader plus the PnP pseudo-reader. Each
 //! reader's current state is synced from its event state before the next wait, so the call
 //! blocks until something really changes (passing the PnP entry as UNAWARE every time is the
-//! well-known busy loop). A lost context (pcscd restarted or stopped) is rebuilt on the next
-//! wait. A PC/SC layer that answers "changed" at once with nothing changed, again and again
+//! well-known busy loop). A card present at two waits in a row was inserted again only when
+//! the reader's event counter moved by two or more (`card_change`: pcscd can show a new card
+//! before it counts its insertion). A lost context (pcscd restarted or stopped) is rebuilt on
+//! the next wait. A PC/SC layer that answers "changed" at once with nothing changed, again and again
 //! (Wine's winscard passes every current state to pcscd as UNAWARE), must not make the
 //! watcher spin: `SpinGuard` notices and slows the waits down, logged once. While the PC/SC
 //! service is not running, [`PcscWatcher::wait_for_service`] waits for it to start
@@ -44,7 +46,31 @@ pub enum PcscEvent {
 /// Per-reader bookkeeping between two waits.
 struct Known {
     present: bool,
+    /// The reader's event counter at the last wait (the high 16 bits of `dwEventState`).
     event_count: u32,
+}
+
+/// What the card in a reader did since the last wait, from what was known then and the
+/// reader's state now: (removed, inserted). A card present at both waits was removed and
+/// inserted again when the reader's event counter moved by two or more.
+///
+/// pcsc-lite adds one to the counter at every removal and every insertion (Windows counts
+/// the same events, MS-RDPESC 2.2.7), so a card that left and came back between two waits
+/// moves it by two. It moves by one with the card
+/// present at both waits when the earlier state was read in the middle of the insertion:
+/// pcscd's thread for the reader stores the PRESENT state before it counts the insertion
+/// (`EHStatusHandlerThread`, eventhandler.c), and pcscd hands the reader states to a
+/// waiting client without a lock (`CMD_GET_READERS_STATE`, winscard_svc.c). A wait woken
+/// in that moment by another reader's event sees the new card with the old count, and the
+/// next wait sees the count catch up. Taken as a reinsertion, that was a second tap of one
+/// card (the kiosk printed two lines for one tap). It also moves by one when pcscd lost the
+/// reader for a moment (`SCARD_UNKNOWN`) and powered the card that stayed in it again: no
+/// new tap either.
+fn card_change(known: &Known, present: bool, count: u32) -> (bool, bool) {
+    let came_back = known.present && present && (count.wrapping_sub(known.event_count) & 0xFFFF) >= 2;
+    let removed = known.present && (!present || came_back);
+    let inserted = present && (!known.present || came_back);
+    (removed, inserted)
 }
 
 /// Blocks on PC/SC changes. Readers whose name does not contain the filter are ignored.
@@ -171,12 +197,16 @@ impl PcscWatcher {
             }
             let present = ev.contains(State::PRESENT) && !ev.contains(State::MUTE);
             let count = s.event_count();
+            tracing::trace!(reader = %name, state = format_args!("{:#x}", ev.bits()), count, "reader state");
             let known = self.known.entry(name.clone()).or_insert(Known { present: false, event_count: count });
-            let reinserted = known.present && present && count != known.event_count;
-            if known.present && (!present || reinserted) {
+            let (removed, inserted) = card_change(known, present, count);
+            if known.present && present && count != known.event_count && !inserted {
+                tracing::debug!(reader = %name, "the event counter moved by one with the card present throughout (its insertion counted after its state was read, or the card powered again): the same card");
+            }
+            if removed {
                 events.push(PcscEvent::CardRemoved { reader: name.clone() });
             }
-            if present && (!known.present || reinserted) {
+            if inserted {
                 events.push(PcscEvent::CardInserted { reader: name.clone(), atr: s.atr().to_vec() });
             }
             known.present = present;
@@ -279,6 +309,25 @@ mod tests {
         }
         assert_eq!(g.after_wait(SEC, SEC, false), None);
         assert_eq!(g.after_wait(SEC, early, false), None);
+    }
+
+    #[test]
+    fn a_card_is_inserted_again_only_when_the_event_counter_says_it_left_and_came_back() {
+        let was = |present: bool, event_count: u32| Known { present, event_count };
+        assert_eq!(card_change(&was(false, 4), true, 5), (false, true), "arrived");
+        assert_eq!(card_change(&was(false, 0), true, 0), (false, true), "present at the first wait");
+        assert_eq!(card_change(&was(true, 5), false, 6), (true, false), "left");
+        assert_eq!(card_change(&was(false, 6), false, 6), (false, false), "still empty");
+        assert_eq!(card_change(&was(true, 5), true, 5), (false, false), "still there");
+        // Left and came back between two waits: removal + insertion.
+        assert_eq!(card_change(&was(true, 5), true, 7), (true, true), "tapped again");
+        assert_eq!(card_change(&was(true, 0xFFFF), true, 1), (true, true), "tapped again, the counter wrapped");
+        // The earlier state was read mid-insertion (PRESENT, the insertion not yet counted):
+        // the same card.
+        assert_eq!(card_change(&was(true, 4), true, 5), (false, false), "the insertion counted late");
+        assert_eq!(card_change(&was(true, 0xFFFF), true, 0), (false, false), "counted late, wrapped");
+        // ...then left and came back as well.
+        assert_eq!(card_change(&was(true, 4), true, 7), (true, true), "counted late, then tapped again");
     }
 
     #[test]
