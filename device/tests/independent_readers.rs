@@ -13,6 +13,7 @@ use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
 use keytally_device::enumerate::{read_readers, reader_stalled, scan_pcsc, PcscReport, ScanOptions};
+use keytally_device::caps::Transport;
 use keytally_device::{Error, LinkError};
 use keytally_virtual_key::{Card, Fault, KeyModel, PcscLab};
 
@@ -128,6 +129,14 @@ fn a_stalled_or_flooding_reader_never_holds_up_another() {
     // And the scan says the same: two keys, two readers named once each.
     let report = scan_pcsc(&options("virtual pcd")).unwrap();
     assert_eq!(keys(&report), vec![(names[2].clone(), Some(2002)), (names[3].clone(), Some(3003))]);
+    // A scan of several readers takes each card's ATR from the one reader-state call that
+    // also tells the empty readers (no SCardStatus per card): it is the ATR a read of that
+    // reader alone asks the card for, and the key is on NFC, as that ATR says.
+    let alone = read_readers(&names[2..3], DEADLINE).next().expect("one outcome").1.expect("read").expect("a key");
+    let scanned = report.keys.iter().find(|k| k.reader == names[2]).unwrap();
+    assert_eq!(scanned.atr, alone.atr);
+    assert!(!scanned.atr.is_empty());
+    assert_eq!((scanned.key.transport, alone.key.transport), (Transport::Nfc, Transport::Nfc));
     let named: Vec<String> = report.problems.iter().map(|p| p.reader.clone()).collect();
     assert_eq!(named, names[..2]);
     for card in cards {

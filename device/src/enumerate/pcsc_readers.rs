@@ -15,7 +15,7 @@ use crate::error::{Error, LinkError};
 use crate::identify::{identify_smartcard, Identified};
 use crate::posture::{self, PostureRead};
 use crate::smartcard::SmartCardProtocol;
-use crate::transport::pcsc::PcscContext;
+use crate::transport::pcsc::{InReader, PcscContext};
 use crate::usb_ids::Pid;
 
 /// What to scan.
@@ -159,15 +159,15 @@ pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, LinkError> {
     let mut report = PcscReport { readers: readers.clone(), ..Default::default() };
     // Readers pcscd knows to be empty get no thread and no context of their own (asking costs
     // a round trip to pcscd, which a single reader's connect answers as well).
-    let present = if readers.len() > 1 { ctx.cards_present(&readers) } else { vec![true; readers.len()] };
-    let (to_read, empty): (Vec<(String, bool)>, Vec<(String, bool)>) =
-        readers.into_iter().zip(present).partition(|(reader, present)| *present || reader_stalled(reader));
+    // The same call gives each card's ATR, which the read then need not ask for again.
+    let contents = if readers.len() > 1 { ctx.reader_contents(&readers) } else { vec![InReader::Unknown; readers.len()] };
+    let (to_read, empty): (Vec<(String, InReader)>, Vec<(String, InReader)>) =
+        readers.into_iter().zip(contents).partition(|(reader, seen)| *seen != InReader::Empty || reader_stalled(reader));
     for (reader, _) in empty {
         tracing::debug!(reader, "empty reader");
     }
-    let to_read: Vec<String> = to_read.into_iter().map(|(reader, _)| reader).collect();
     // The listing context goes on to read the first reader, in that reader's thread.
-    for (reader, outcome) in start_reads(&to_read, Some(ctx), standby, opts.reader_timeout, &opts.posture) {
+    for (reader, outcome) in start_reads(to_read, Some(ctx), standby, opts.reader_timeout, &opts.posture) {
         match outcome {
             Ok(Some(found)) => {
                 if let Some(OnRead(tell)) = &opts.on_read {
@@ -216,11 +216,12 @@ pub type ReaderOutcome = Result<Option<FoundKey>, Error>;
 /// [`LinkError::Timeout`]; readers whose last read is still stalled at once, as
 /// [`LinkError::StillStalled`].
 pub fn read_readers(readers: &[String], timeout: Duration) -> ReaderReads {
-    start_reads(readers, None, None, timeout, &PostureWanted::Never)
+    read_readers_with(readers, timeout, &PostureWanted::Never)
 }
 
 /// [`read_readers`], reading the posture of the keys `posture` wants.
 pub fn read_readers_with(readers: &[String], timeout: Duration, posture: &PostureWanted) -> ReaderReads {
+    let readers = readers.iter().map(|r| (r.clone(), InReader::Unknown)).collect();
     start_reads(readers, None, None, timeout, posture)
 }
 
@@ -246,21 +247,22 @@ impl Standby {
     }
 }
 
-/// [`read_readers`], the first reader read over `ctx` (moved into its thread: a context is
-/// never used by two threads) on the `standby` thread.
-fn start_reads(readers: &[String], mut ctx: Option<PcscContext>, mut standby: Option<Standby>, timeout: Duration, posture: &PostureWanted) -> ReaderReads {
+/// [`read_readers`] of readers whose contents pcscd may have told already, the first read over
+/// `ctx` (moved into its thread: a context is never used by two threads) on the `standby`
+/// thread.
+fn start_reads(readers: Vec<(String, InReader)>, mut ctx: Option<PcscContext>, mut standby: Option<Standby>, timeout: Duration, posture: &PostureWanted) -> ReaderReads {
     let deadline = Instant::now() + timeout;
     let (tx, rx) = mpsc::channel();
     let mut reads = ReaderReads { rx, pending: Vec::new(), ready: VecDeque::new(), deadline };
-    for (index, reader) in readers.iter().enumerate() {
-        if stalled().contains(reader) {
+    for (index, (reader, seen)) in readers.into_iter().enumerate() {
+        if stalled().contains(&reader) {
             tracing::debug!(reader, "the reader's last read has not ended yet");
             reads.ready.push_back((reader.clone(), Err(LinkError::StillStalled.into())));
             continue;
         }
         let (tx, name, ctx, posture) = (tx.clone(), reader.clone(), ctx.take(), posture.clone());
         let read: Box<dyn FnOnce() + Send> = Box::new(move || {
-            let outcome = ctx.map_or_else(PcscContext::establish, Ok).map_err(Error::from).and_then(|ctx| read_reader_with(&ctx, &name, &posture));
+            let outcome = ctx.map_or_else(PcscContext::establish, Ok).map_err(Error::from).and_then(|ctx| read_seen(&ctx, &name, &seen, &posture));
             // Under the lock, so that the reader cannot be marked stalled after it ended.
             let mut stalled = stalled();
             if stalled.remove(&name) {
@@ -274,10 +276,10 @@ fn start_reads(readers: &[String], mut ctx: Option<PcscContext>, mut standby: Op
         };
         let spawned = handed.or_else(|read| thread::Builder::new().name(format!("pcsc:{reader}")).spawn(read).map(drop));
         match spawned {
-            Ok(_) => reads.pending.push((index, reader.clone())),
+            Ok(_) => reads.pending.push((index, reader)),
             Err(e) => {
                 let error = LinkError::Other(format!("cannot start a reader thread: {e}"));
-                reads.ready.push_back((reader.clone(), Err(error.into())));
+                reads.ready.push_back((reader, Err(error.into())));
             }
         }
     }
@@ -358,7 +360,12 @@ pub fn read_reader(ctx: &PcscContext, reader: &str) -> Result<Option<FoundKey>, 
 
 /// [`read_reader`], and the key's posture when `posture` wants it, in the same transaction.
 pub fn read_reader_with(ctx: &PcscContext, reader: &str, posture: &PostureWanted) -> Result<Option<FoundKey>, Error> {
-    let Some(mut card) = ctx.connect(reader)? else { return Ok(None) };
+    read_seen(ctx, reader, &InReader::Unknown, posture)
+}
+
+/// [`read_reader_with`] of a reader whose contents pcscd may have told already.
+fn read_seen(ctx: &PcscContext, reader: &str, seen: &InReader, posture: &PostureWanted) -> Result<Option<FoundKey>, Error> {
+    let Some(mut card) = ctx.connect_seen(reader, seen)? else { return Ok(None) };
     let pid = Pid::from_reader_name(reader);
     let atr = card.atr().to_vec();
     let (key, apdus, posture) = card.transact(|conn| {

@@ -67,30 +67,48 @@ impl PcscContext {
         }
     }
 
-    /// For each of `readers`, whether a card may be in it: `false` only where pcscd says the
-    /// reader is empty. One `SCardGetStatusChange` for all of them, without waiting; when
-    /// that fails, every reader may have a card.
-    pub fn cards_present(&self, readers: &[String]) -> Vec<bool> {
+    /// What pcscd says is in each of `readers`, in one `SCardGetStatusChange` without waiting:
+    /// [`InReader::Empty`] only where it says the reader is empty; when the call fails, every
+    /// reader is [`InReader::Unknown`].
+    pub fn reader_contents(&self, readers: &[String]) -> Vec<InReader> {
         let names: Option<Vec<CString>> = readers.iter().map(|r| CString::new(r.as_str()).ok()).collect();
-        let Some(names) = names else { return vec![true; readers.len()] };
+        let Some(names) = names else { return vec![InReader::Unknown; readers.len()] };
         let mut states: Vec<ReaderState> = names.into_iter().map(|n| ReaderState::new(n, State::UNAWARE)).collect();
         if let Err(e) = self.ctx.get_status_change(Duration::ZERO, &mut states) {
             tracing::debug!("reader states: {e}");
-            return vec![true; readers.len()];
+            return vec![InReader::Unknown; readers.len()];
         }
         states
             .iter()
-            .map(|s| !(s.event_state().contains(State::EMPTY) && !s.event_state().contains(State::PRESENT)))
+            .map(|s| match s.event_state() {
+                st if st.contains(State::EMPTY) && !st.contains(State::PRESENT) => InReader::Empty,
+                st if st.contains(State::PRESENT) && !s.atr().is_empty() => InReader::Card { atr: s.atr().to_vec() },
+                _ => InReader::Unknown,
+            })
             .collect()
     }
 
     /// Connects to the card in `reader` in SHARED mode. `Ok(None)` means the reader is empty.
     pub fn connect(&self, reader: &str) -> Result<Option<PcscCard>, LinkError> {
+        self.connect_seen(reader, &InReader::Unknown)
+    }
+
+    /// [`Self::connect`] to a card whose ATR pcscd gave a moment ago ([`Self::reader_contents`]):
+    /// that ATR is taken rather than asked for again, a round trip less. (A card swapped for
+    /// another within that moment would be told USB or NFC by the first one's ATR; the swap
+    /// itself is a PC/SC event, and the card is read again.)
+    pub fn connect_seen(&self, reader: &str, seen: &InReader) -> Result<Option<PcscCard>, LinkError> {
         let name = CString::new(reader).map_err(|_| LinkError::ReaderUnavailable)?;
         let mut tries = 0;
         loop {
             match self.ctx.connect(&name, ShareMode::Shared, Protocols::ANY) {
-                Ok(card) => return PcscCard::new(card, reader).map(Some),
+                Ok(card) => {
+                    let atr = match seen {
+                        InReader::Card { atr } => atr.clone(),
+                        InReader::Empty | InReader::Unknown => read_atr(&card)?,
+                    };
+                    return Ok(Some(PcscCard::new(card, reader, atr)));
+                }
                 Err(pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard) => return Ok(None),
                 Err(pcsc::Error::SharingViolation) if tries < SHARING_RETRIES => {
                     tries += 1;
@@ -103,6 +121,20 @@ impl PcscContext {
     }
 }
 
+/// What pcscd says is in a reader ([`PcscContext::reader_contents`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InReader {
+    /// No card.
+    Empty,
+    /// A card, with its ATR.
+    Card {
+        /// The card's answer to reset.
+        atr: Vec<u8>,
+    },
+    /// Not known (not asked, or pcscd could not say): there may be a card.
+    Unknown,
+}
+
 /// A connected card: its ATR and whether it came over USB or NFC.
 pub struct PcscCard {
     card: Card,
@@ -111,10 +143,9 @@ pub struct PcscCard {
 }
 
 impl PcscCard {
-    fn new(card: Card, reader: &str) -> Result<Self, LinkError> {
-        let atr = read_atr(&card)?;
+    fn new(card: Card, reader: &str, atr: Vec<u8>) -> Self {
         let transport = transport_of(is_yubikey_reader(reader), &atr);
-        Ok(Self { card, atr, transport })
+        Self { card, atr, transport }
     }
 
     /// The card's ATR.
