@@ -24,6 +24,8 @@ VPORT="$(free_port)" SB_PORT="$(free_port)"
 "$HOSTBIN/keytally-sandbox" --listen "127.0.0.1:$SB_PORT" --machine-token restart-static-token 2>"$WORK/sandbox.log" &
 PIDS+=($!)
 SERVER="http://127.0.0.1:$SB_PORT/api/external/ybk-management"
+# The service's config (part 2), as the lab will see it.
+write_token_config "$WORK/svc" "$SERVER" restart-static-token "$(win "$WORK/svc/state")" "$(win "$WORK/svc/secret")" || exit 2
 
 # Everything inside one lab session; results go to $WORK/results as key=value lines. The lab's
 # pcscd was started by lab.sh (its pid in /run/pcscd/pcscd.pid); a new one is started here with
@@ -88,15 +90,8 @@ untap
 t=$SECONDS; kill -INT "$run"; wait_for 10 gone "$run" && say run_sigint_exit_s "$((SECONDS - t))"
 gone "$run" || kill -KILL "$run"
 
-# ---- 2. The Windows service (`keytally service`, the command line the MSI registers).
-mkdir -p "$w/svc"
-printf 'restart-static-token\n' >"$w/svc/secret"
-cat >"$w/svc/config.toml" <<CFG
-state_dir = '$(win "$w/svc/state")'
-[profiles.default]
-server = "$server"
-token_file = '$(win "$w/svc/secret")'
-CFG
+# ---- 2. The Windows service (`keytally service`, the command line the MSI registers), on the
+# config the host wrote into $w/svc.
 state() { wine sc query keytally 2>/dev/null | tr -d '\r' | awk '/STATE/ { print $4; exit }'; }
 is_state() { [ "$(state)" = "$1" ]; }
 wine sc create keytally binPath= "\"$(win "$exe")\" --config $(win "$w/svc/config.toml") service" start= demand >"$w/sc-create.out" 2>&1

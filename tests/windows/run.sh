@@ -6,7 +6,8 @@
 #   3. smoke.sh: --version, scan --json via winscard, sync --once (token, OAuth2), secret set + sync,
 #      the tray started by its launcher (icon on an Xvfb screen, one tray per session)
 #   4. msi.sh: the wixl MSI installed silently, the service registered, pushing, stopped, removed,
-#      the tray's Run value pointing at the launcher
+#      the tray's Run value pointing at the launcher; installs with SERVER_URL + API_TOKEN and with
+#      the OAuth2 properties (TOKEN_URL, CLIENT_ID, CLIENT_SECRET; a wrong secret too)
 #   5. the Windows test binaries under Wine (cargo runner): device + protocol --lib, agent --bins
 # Prints `ok    …` / `FAIL  …` lines (tests/run.sh counts them) and a timing line per phase;
 # exit 1 if anything failed.
