@@ -102,6 +102,38 @@ service_line=$(timeout 60 keytally --config /etc/keytally/config.toml doctor 2>&
 grep -qE '^ok +service: running: 1 key\(s\) attached' <<<"$service_line" \
     && ok "keytally doctor over the control socket: $(sed 's/^ok *//' <<<"$service_line")" || bad "keytally doctor: '${service_line:-no service line}'"
 
+# 3b. A USB CCID key (a YubiKey 5 NFC with only its CCID interface, 0x0404) in place of the
+# first: pcscd (libccid) gives it a reader of its own, and the running service reads it through
+# that reader and pushes it as its read ends, carrying the key's USB port (the early push of
+# issue 12: its "key attached" line names the port, where a key that waits for the whole scan
+# has no place in that line).
+kill -TERM "$gadget" 2>/dev/null
+timeout 10 tail --pid="$gadget" -f /dev/null || kill -KILL "$gadget" 2>/dev/null
+ccid_serial=$(keytally-gadget --describe --model yk5nfc --pid 0x0404 | sed -n 's/.*"serial":"\([0-9]*\)".*/\1/p')
+keytally-gadget --model yk5nfc --pid 0x0404 --udc dummy_udc.0 >/run/keytally-gadget-ccid.log 2>&1 &
+gadget=$!
+# The key's port as the kernel names it (the sysfs device whose idProduct is 0404).
+ccid_port() {
+    local d
+    for d in /sys/bus/usb/devices/*; do
+        [ "$(cat "$d/idVendor" 2>/dev/null):$(cat "$d/idProduct" 2>/dev/null)" = 1050:0404 ] && { basename "$d"; return 0; }
+    done
+    return 1
+}
+wait_for 30 ccid_port >/dev/null
+port=$(ccid_port)
+ccid_attached() { journalctl -b _PID="$pid" --no-pager -o cat 2>/dev/null | grep "key attached" | grep -q "$ccid_serial"; }
+if [ -n "$ccid_serial" ] && [ -n "$port" ] && wait_for 30 ccid_attached; then
+    line=$(journalctl -b _PID="$pid" --no-pager -o cat 2>/dev/null | grep "key attached" | grep -m1 "$ccid_serial")
+    if grep -Eq "place=\"?$port\"?( |$)" <<<"$line"; then
+        ok "a USB CCID key plugged in was read through pcscd's reader for it and handed to the push as its read ended, with its USB port ($port): $line"
+    else
+        bad "the USB CCID key's 'key attached' line does not carry its port $port: $line"
+    fi
+else
+    bad "no 'key attached' for the USB CCID key (serial ${ccid_serial:-?}, port ${port:-none}) within 30 s: $(journalctl -b _PID="${pid:-0}" --no-pager -o cat 2>/dev/null | tail -n 4 | tr '\n' '|') gadget: $(tail -n 3 /run/keytally-gadget-ccid.log | tr '\n' '|')"
+fi
+
 # 4. systemctl stop (the key still plugged in): SIGTERM, the agent flushes within its push
 # timeout (2 s) and exits 0.
 t0=$(date +%s%N)
