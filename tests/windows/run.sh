@@ -3,7 +3,8 @@
 #   1. the lab (tests/windows/lab.sh; created once, ~4 min, then cached in tests/windows/.cache)
 #   2. the cross-build: keytally.exe and keytally-tray.exe, the tray's logon launcher
 #      (x86_64-pc-windows-gnu, debug) + the host's sandbox and virtual key
-#   3. smoke.sh: --version, scan --json via winscard, sync --once (token, OAuth2), secret set + sync,
+#   3. smoke.sh: --version, scan --json via winscard (and --posture, and a key in NFC restricted
+#      mode), sync --once (token, OAuth2), secret set + sync,
 #      the tray started by its launcher (icon on an Xvfb screen, one tray per session)
 #   4. msi.sh: the wixl MSI installed silently, the service registered, pushing, stopped, removed,
 #      the tray's Run value pointing at the launcher; installs with SERVER_URL + API_TOKEN and with

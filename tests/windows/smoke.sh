@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # keytally.exe under the Windows lab (Wine 10 → winscard → the lab's pcscd → vpcd), against a
 # virtual YubiKey 5 NFC and the sandbox, both running on the host's loopback:
-#   --version; scan --json through winscard; sync --once with a static token; sync --once with
+#   --version; scan --json through winscard; scan --json --posture (posture and advisories);
+#   sync --once with a static token; sync --once with
 #   OAuth2 client credentials; `secret set` (Credential Manager) then sync --once; the tray's
 #   logon launcher keytally-tray.exe (a GUI-subsystem program) starting the tray, whose icon
 #   shows in Wine's notification area on an Xvfb screen, grey, then green with `keytally run`
-#   serving the named pipe; a second tray in the session exits with one line, no second icon.
+#   serving the named pipe; a second tray in the session exits with one line, no second icon;
+#   last, a key in NFC restricted mode named by scan (stderr, table) with no record.
 # Prints `ok    …` / `FAIL  …` lines (as tests/run.sh counts them); exit 1 if any failed.
 #
 #   tests/windows/smoke.sh [PATH/TO/keytally.exe]
@@ -23,7 +25,8 @@ lab() { "$HERE/lab.sh" --vpcd-port "$VPORT" -- "$@"; }
 # The virtual YubiKey 5 NFC, serial 12345678: connects to the lab's vpcd (and reconnects to
 # every new lab) until killed.
 "$HOSTBIN/keytally-vkey" --model yk5nfc --port "$VPORT" --count-file "$WORK/apdus" 2>"$WORK/vkey.log" &
-PIDS+=($!)
+VKEY_PID=$!
+PIDS+=("$VKEY_PID")
 
 SB_PID=""
 start_sandbox() {   # $1: name
@@ -82,6 +85,32 @@ then
     ok "windows: scan --json reads the virtual YubiKey 5 NFC through winscard (serial 12345678, fw 5.4.3; $((SECONDS - t0)) s)"
 else
     fail "windows: scan --json through winscard"; show "$WORK/scan.json" "$WORK/scan.err"
+fi
+
+# 2b. scan --json --posture through winscard: the factory key's posture (PIV, FIDO2 over NFCCTAP,
+# OpenPGP, OATH, OTP) and its advisories, as on Linux (tests/e2e/posture.rs, ykman the referee).
+t0=$SECONDS
+lab sh -c 'for i in 1 2 3 4 5; do
+        wine "$1" scan --json --posture >"$2" 2>"$3" && grep -q 12345678 "$2" && exit 0; sleep 1
+    done; exit 1' sh "$EXE" "$WORK/posture.json" "$WORK/posture.err"
+if python3 - "$WORK/posture.json" <<'PY'
+import json, sys
+recs = json.load(open(sys.argv[1]))
+assert isinstance(recs, list) and len(recs) == 1, f"{len(recs)} records"
+obs = recs[0].get("observation") or {}
+p = obs.get("posture") or {}
+want = {"pivPinDefault": True, "pivPukDefault": True, "pivManagementKeyDefault": True, "pivPinRetries": 3,
+        "pivPukRetries": 3, "fido2PinSet": False, "fido2ForcePinChange": False, "fido2MinPinLength": 4,
+        "openpgpPinRetries": [3, 0, 3], "oathPasswordSet": False, "otpSlotsConfigured": [False, False]}
+for k, v in want.items():
+    assert p.get(k) == v, f"posture {k} = {p.get(k)!r}, want {v!r}"
+ids = {a["id"]: a["applies"] for a in obs.get("advisories") or []}
+assert ids.get("YSA-2024-03") == "yes", f"advisories {ids}"
+PY
+then
+    ok "windows: scan --json --posture reads the factory key's PIV, FIDO2, OpenPGP, OATH and OTP posture and its advisories through winscard ($((SECONDS - t0)) s)"
+else
+    fail "windows: scan --json --posture through winscard"; show "$WORK/posture.json" "$WORK/posture.err"
 fi
 
 # `wine keytally.exe sync --once ARGS… >OUT 2>ERR` (sh -c "$SYNC_ONCE_WHEN_CONNECTED" sh EXE OUT ERR
@@ -284,5 +313,26 @@ EOF
     stop_sandbox
 fi
 
-echo "windows smoke: $PASS passed, $FAILED failed (virtual key answered $(cat "$WORK/apdus" 2>/dev/null || echo 0) APDUs)"
+# 7. A key in NFC restricted mode (last: the virtual key is swapped for one that answers only its
+# NDEF applet): `scan` names it on stderr and in its table, and writes no record.
+apdus="$(cat "$WORK/apdus" 2>/dev/null || echo 0)"
+kill "$VKEY_PID" 2>/dev/null; wait "$VKEY_PID" 2>/dev/null
+"$HOSTBIN/keytally-vkey" --model yk5nfc --nfc-restricted --port "$VPORT" 2>"$WORK/vkey-restricted.log" &
+PIDS+=($!)
+t0=$SECONDS
+# Until the key has reached this lab's vpcd; then scan --json in the same lab (same pcscd).
+lab sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do
+        wine "$1" scan >"$2" 2>"$3"; grep -q "restricted" "$3" && break; sleep 1
+    done; wine "$1" scan --json >"$4" 2>"$5"' \
+    sh "$EXE" "$WORK/restricted.out" "$WORK/restricted.err" "$WORK/restricted.json" "$WORK/restricted-json.err"
+msg="YubiKey in NFC restricted mode: plug it into a USB port once to enable NFC"
+if grep -qF "$msg" "$WORK/restricted.err" && grep -qF "$msg" "$WORK/restricted.out" && grep -qF "$msg" "$WORK/restricted-json.err" \
+    && [ "$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))))' "$WORK/restricted.json" 2>/dev/null)" = 0 ]; then
+    ok "windows: a key in NFC restricted mode is named on stderr and in scan's table ('$msg'), with no record in scan --json ($((SECONDS - t0)) s)"
+else
+    fail "windows: a key in NFC restricted mode through winscard"
+    show "$WORK/restricted.out" "$WORK/restricted.err" "$WORK/restricted.json" "$WORK/restricted-json.err" 2>/dev/null
+fi
+
+echo "windows smoke: $PASS passed, $FAILED failed (virtual key answered $apdus APDUs)"
 [ "$FAILED" = 0 ]
