@@ -5,7 +5,8 @@
 #      (x86_64-pc-windows-gnu, debug) + the host's sandbox and virtual key
 #   3. smoke.sh: --version, scan --json via winscard (and --posture, and a key in NFC restricted
 #      mode), sync --once (token, OAuth2), secret set + sync,
-#      the tray started by its launcher (icon on an Xvfb screen, one tray per session)
+#      the tray started by its launcher (icon on an Xvfb screen, one tray per session), the
+#      enrollment desk, the kiosk
 #   4. msi.sh: the wixl MSI installed silently, the service registered, pushing, stopped, removed,
 #      the tray's Run value pointing at the launcher; installs with SERVER_URL + API_TOKEN and with
 #      the OAuth2 properties (TOKEN_URL, CLIENT_ID, CLIENT_SECRET; a wrong secret too)

@@ -7,7 +7,9 @@
 #   logon launcher keytally-tray.exe (a GUI-subsystem program) starting the tray, whose icon
 #   shows in Wine's notification area on an Xvfb screen, grey, then green with `keytally run`
 #   serving the named pipe; a second tray in the session exits with one line, no second icon;
-#   last, a key in NFC restricted mode named by scan (stderr, table) with no record.
+#   the enrollment desk (`enroll --count 1` with owner, tags, status: found, pushed, removal,
+#   summary); the kiosk (a tap is a line and a push; a key in NFC restricted mode is a line
+#   saying so); last, that key named by scan (stderr, table) with no record.
 # Prints `ok    …` / `FAIL  …` lines (as tests/run.sh counts them); exit 1 if any failed.
 #
 #   tests/windows/smoke.sh [PATH/TO/keytally.exe]
@@ -313,19 +315,99 @@ EOF
     stop_sandbox
 fi
 
-# 7. A key in NFC restricted mode (last: the virtual key is swapped for one that answers only its
-# NDEF applet): `scan` names it on stderr and in its table, and writes no record.
+# From here on the virtual key is taken away and put back (a removal, a tap) and swapped for one
+# in NFC restricted mode; the APDU count above is the first key's.
 apdus="$(cat "$WORK/apdus" 2>/dev/null || echo 0)"
-kill "$VKEY_PID" 2>/dev/null; wait "$VKEY_PID" 2>/dev/null
-"$HOSTBIN/keytally-vkey" --model yk5nfc --nfc-restricted --port "$VPORT" 2>"$WORK/vkey-restricted.log" &
-PIDS+=($!)
+start_vkey() { "$HOSTBIN/keytally-vkey" --model yk5nfc --port "$VPORT" "$@" 2>>"$WORK/vkey.log" & VKEY_PID=$!; PIDS+=("$VKEY_PID"); }
+stop_vkey() { kill "$VKEY_PID" 2>/dev/null; wait "$VKEY_PID" 2>/dev/null; }
+wait_grep() {   # $1 file, $2 extended regex, $3 seconds: true once a line of the file matches
+    local i=0
+    until grep -Eq "$2" "$1" 2>/dev/null; do
+        [ $i -ge $(( $3 * 10 )) ] && return 1
+        sleep 0.1; i=$((i + 1))
+    done
+}
+# The device the sandbox has for serial $1: owner email, tags, status, tappedAt or "-".
+on_server() {
+    python3 - "$SERVER/devices" "$1" <<'PY'
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer sandbox-admin-token"})
+body = json.load(urllib.request.urlopen(req, timeout=5))
+for d in (body["items"] if isinstance(body, dict) else body):
+    if d["yubikey"].get("serialNumber") == sys.argv[2]:
+        owners = [o.get("email") for o in (d.get("owners") or {}).get("items", [])]
+        tags = [t.get("name") for t in d.get("tags") or []]
+        status = (d.get("status") or {}).get("name")
+        print(",".join(owners), ",".join(tags), status, "tapped" if (d.get("observation") or {}).get("tappedAt") else "-")
+PY
+}
+
+# 7. The enrollment desk: `enroll --count 1` with the owner, tags and status given finds the key
+# on the lab's reader, pushes it with them and asks for its removal; the key taken away, the
+# desk ends with its summary, exit 0.
+start_sandbox desk
+t0=$SECONDS
+lab env KEYTALLY_SERVER="$SERVER" KEYTALLY_TOKEN=smoke-static-token KEYTALLY_STATE_DIR="$(win "$WORK/state-desk")" \
+    sh -c 'wine "$1" enroll --count 1 --owner it@example.com --tags desk,windows --status Active >"$2" 2>"$3"; echo $? >"$4"' \
+    sh "$EXE" "$WORK/desk.out" "$WORK/desk.err" "$WORK/desk.rc" &
+DESK_LAB=$!
+asked=0
+wait_grep "$WORK/desk.out" '^Remove the key to continue' 60 && asked=1
+stop_vkey
+wait_grep "$WORK/desk.rc" '^[0-9]+$' 30
+kill "$DESK_LAB" 2>/dev/null; wait "$DESK_LAB" 2>/dev/null
+got="$(on_server 12345678 2>&1)"
+if [ "$asked" = 1 ] && [ "$(cat "$WORK/desk.rc" 2>/dev/null)" = 0 ] \
+    && grep -q '^Enrolled YubiKey 5 NFC (12345678) to it@example.com: synced' "$WORK/desk.out" \
+    && grep -q '^Enrolled 1 key(s): 1 synced' "$WORK/desk.out" && [ "$got" = "it@example.com desk,windows Active -" ]; then
+    ok "windows: the enrollment desk found the key on the reader, pushed it with owner, tags and status ($got), asked for its removal and ended with its summary, exit 0 ($((SECONDS - t0)) s)"
+else
+    fail "windows: the enrollment desk (asked to remove: $asked, exit $(cat "$WORK/desk.rc" 2>/dev/null || echo none); server has: ${got:-nothing})"
+    show "$WORK/desk.out" "$WORK/desk.err"
+fi
+stop_sandbox
+
+# 8. The kiosk: a tap (the key put back on the reader) is one line with the key's serial and
+# "synced", and the key on the server with its tappedAt; then a key in NFC restricted mode
+# tapped is one line saying so.
+start_vkey
+start_sandbox kiosk
+t0=$SECONDS
+lab env KEYTALLY_SERVER="$SERVER" KEYTALLY_TOKEN=smoke-static-token KEYTALLY_STATE_DIR="$(win "$WORK/state-kiosk")" \
+    sh -c 'wine "$1" kiosk --merge-window 0s >"$2" 2>"$3" & while [ ! -e "$4" ]; do sleep 0.2; done' \
+    sh "$EXE" "$WORK/kiosk.out" "$WORK/kiosk.err" "$WORK/kiosk-stop" &
+KIOSK_LAB=$!
+got=""
+wait_grep "$WORK/kiosk.out" 'serial 12345678.*(synced|queued)' 60 && got="$(on_server 12345678 2>&1)"
+if grep -Eq 'YubiKey 5 NFC  serial 12345678  advisories [A-Z0-9,-]+  synced' "$WORK/kiosk.out" && [ "${got##* }" = tapped ]; then
+    ok "windows: the kiosk's line for a tap names the key and says synced, and the server has it with tappedAt ($((SECONDS - t0)) s)"
+else
+    fail "windows: the kiosk and a tap (server has: ${got:-nothing})"; show "$WORK/kiosk.out" "$WORK/kiosk.err"
+fi
+# Another key tapped a moment after the first left (pcscd polls the vpcd reader every 0.4 s,
+# and keytally polls Wine's winscard every 0.5 s: Wine's SCardGetStatusChange returns at once).
+stop_vkey
+sleep 2
+start_vkey --nfc-restricted
+t0=$SECONDS
+msg="YubiKey in NFC restricted mode: plug it into a USB port once to enable NFC"
+if wait_grep "$WORK/kiosk.out" "$msg" 30 && [ "$(grep -c 'serial 12345678' "$WORK/kiosk.out")" = 1 ]; then
+    ok "windows: a key in NFC restricted mode tapped at the kiosk is one line: '$(grep -m1 -F "$msg" "$WORK/kiosk.out")' ($((SECONDS - t0)) s)"
+else
+    fail "windows: the kiosk and a key in NFC restricted mode"; show "$WORK/kiosk.out" "$WORK/kiosk.err"
+fi
+touch "$WORK/kiosk-stop"
+wait "$KIOSK_LAB" 2>/dev/null
+stop_sandbox
+
+# 9. A key in NFC restricted mode (still on the reader): `scan` names it on stderr and in its
+# table, and writes no record.
 t0=$SECONDS
 # Until the key has reached this lab's vpcd; then scan --json in the same lab (same pcscd).
 lab sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do
         wine "$1" scan >"$2" 2>"$3"; grep -q "restricted" "$3" && break; sleep 1
     done; wine "$1" scan --json >"$4" 2>"$5"' \
     sh "$EXE" "$WORK/restricted.out" "$WORK/restricted.err" "$WORK/restricted.json" "$WORK/restricted-json.err"
-msg="YubiKey in NFC restricted mode: plug it into a USB port once to enable NFC"
 if grep -qF "$msg" "$WORK/restricted.err" && grep -qF "$msg" "$WORK/restricted.out" && grep -qF "$msg" "$WORK/restricted-json.err" \
     && [ "$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))))' "$WORK/restricted.json" 2>/dev/null)" = 0 ]; then
     ok "windows: a key in NFC restricted mode is named on stderr and in scan's table ('$msg'), with no record in scan --json ($((SECONDS - t0)) s)"
