@@ -327,6 +327,12 @@ wait_grep() {   # $1 file, $2 extended regex, $3 seconds: true once a line of th
         sleep 0.1; i=$((i + 1))
     done
 }
+# lab_with_token NAME COMMAND…: COMMAND in a new lab, keytally.exe set to push to the running
+# sandbox with the static token, its state in WORK/state-NAME.
+lab_with_token() {
+    local name="$1"; shift
+    lab env KEYTALLY_SERVER="$SERVER" KEYTALLY_TOKEN=smoke-static-token KEYTALLY_STATE_DIR="$(win "$WORK/state-$name")" "$@"
+}
 # The device the sandbox has for serial $1: owner email, tags, status, tappedAt or "-".
 on_server() {
     python3 - "$SERVER/devices" "$1" <<'PY'
@@ -347,9 +353,8 @@ PY
 # desk ends with its summary, exit 0.
 start_sandbox desk
 t0=$SECONDS
-lab env KEYTALLY_SERVER="$SERVER" KEYTALLY_TOKEN=smoke-static-token KEYTALLY_STATE_DIR="$(win "$WORK/state-desk")" \
-    sh -c 'wine "$1" enroll --count 1 --owner it@example.com --tags desk,windows --status Active >"$2" 2>"$3"; echo $? >"$4"' \
-    sh "$EXE" "$WORK/desk.out" "$WORK/desk.err" "$WORK/desk.rc" &
+lab_with_token desk sh -c 'wine "$1" enroll --count 1 --owner it@example.com --tags desk,windows --status Active >"$2" 2>"$3"
+    echo $? >"$4"' sh "$EXE" "$WORK/desk.out" "$WORK/desk.err" "$WORK/desk.rc" &
 DESK_LAB=$!
 asked=0
 wait_grep "$WORK/desk.out" '^Remove the key to continue' 60 && asked=1
@@ -373,8 +378,7 @@ stop_sandbox
 start_vkey
 start_sandbox kiosk
 t0=$SECONDS
-lab env KEYTALLY_SERVER="$SERVER" KEYTALLY_TOKEN=smoke-static-token KEYTALLY_STATE_DIR="$(win "$WORK/state-kiosk")" \
-    sh -c 'wine "$1" kiosk --merge-window 0s >"$2" 2>"$3" & while [ ! -e "$4" ]; do sleep 0.2; done' \
+lab_with_token kiosk sh -c 'wine "$1" kiosk --merge-window 0s >"$2" 2>"$3" & while [ ! -e "$4" ]; do sleep 0.2; done' \
     sh "$EXE" "$WORK/kiosk.out" "$WORK/kiosk.err" "$WORK/kiosk-stop" &
 KIOSK_LAB=$!
 got=""
