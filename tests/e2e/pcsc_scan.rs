@@ -385,3 +385,49 @@ fn missing_pcscd_is_one_clear_line_and_exit_2() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("pcscd is not running"), "{stderr}");
 }
+
+/// Another program with the key open (pyscard, from ykman's venv, connected in shared mode
+/// with PIV selected, as a signing or ssh agent would be) is not disturbed by a scan: keytally
+/// disconnects leaving the card as it is, so that program's next command goes through rather
+/// than failing with "Card was reset" (which a reset on disconnect, the `pcsc` crate's default,
+/// gives every other program connected to the key, with the loss of its state).
+#[test]
+fn a_scan_leaves_the_key_as_it_was_for_other_programs() {
+    const HOLDER: &str = r#"
+import sys
+from smartcard.scard import *
+SELECT_PIV = [0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08]
+_, ctx = SCardEstablishContext(SCARD_SCOPE_USER)
+_, readers = SCardListReaders(ctx, [])
+rv, card, proto = SCardConnect(ctx, readers[0], SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1)
+rv, resp = SCardTransmit(card, proto, SELECT_PIV)
+print("ready", hex(rv & 0xffffffff), bytes(resp[-2:]).hex(), flush=True)
+sys.stdin.readline()
+rv, resp = SCardTransmit(card, proto, SELECT_PIV)
+print("after", hex(rv & 0xffffffff), bytes(resp[-2:]).hex(), flush=True)
+SCardDisconnect(card, SCARD_LEAVE_CARD)
+"#;
+    use std::io::{BufRead, BufReader, Write};
+    let Some(lab) = lab() else { return };
+    let Some(ykman) = ykman() else { return };
+    let card = insert(&lab, KeyModel::preset("yk5nfc").unwrap());
+    let mut holder = Command::new(ykman.with_file_name("python3"))
+        .args(["-c", HOLDER])
+        .envs(lab.env())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the other program (ykman's python)");
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(next(), "ready 0x0 9000", "the other program has the key open with PIV selected");
+
+    let (records, stderr) = scan_json(&lab, &[]);
+    assert_eq!(records.len(), 1, "the key is read while another program has it open; stderr: {stderr}");
+
+    holder.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let after = next();
+    let _ = holder.wait();
+    assert_eq!(after, "after 0x0 9000", "the other program's next command after the scan (0x80100068 is 'Card was reset')");
+    card.remove().expect("remove");
+}

@@ -2,7 +2,9 @@
 //!
 //! keytally never asks for exclusive access and never kills other programs (ykman kills
 //! gpg's scdaemon; an inventory agent must not). A reader held exclusively by someone else
-//! gets a short, bounded retry and then a clear error.
+//! gets a short, bounded retry and then a clear error. Nor does it reset the card when it
+//! lets go of it ([`PcscCard`]'s drop), as ykman does: other programs with the key open keep
+//! their state.
 
 use std::ffi::CString;
 use std::thread::sleep;
@@ -136,16 +138,34 @@ pub enum InReader {
 }
 
 /// A connected card: its ATR and whether it came over USB or NFC.
+///
+/// Dropped, it disconnects leaving the card as it is (`SCARD_LEAVE_CARD`), where the `pcsc`
+/// crate's own drop resets it: a reset reaches every other program connected to the key
+/// (they get "Card was reset" and lose what they had set up, a PIN verified for a signing
+/// session among it), and an inventory agent that scans in the background must not do that.
 pub struct PcscCard {
-    card: Card,
+    /// `Some` until the drop takes it to disconnect.
+    card: Option<Card>,
     atr: Vec<u8>,
     transport: Transport,
+}
+
+impl Drop for PcscCard {
+    fn drop(&mut self) {
+        if let Some(card) = self.card.take() {
+            // On failure the card is handed back, and dropping it disconnects it as the crate
+            // does (there is nothing left to leave as it was when the card has gone).
+            if let Err((_, e)) = card.disconnect(pcsc::Disposition::LeaveCard) {
+                tracing::debug!("disconnecting from the card: {e}");
+            }
+        }
+    }
 }
 
 impl PcscCard {
     fn new(card: Card, reader: &str, atr: Vec<u8>) -> Self {
         let transport = transport_of(is_yubikey_reader(reader), &atr);
-        Self { card, atr, transport }
+        Self { card: Some(card), atr, transport }
     }
 
     /// The card's ATR.
@@ -162,9 +182,12 @@ impl PcscCard {
     /// us mid-read. The card is left as it was (no reset) when the transaction ends.
     pub fn transact<T>(&mut self, f: impl FnOnce(&mut dyn SmartCardConnection) -> T) -> Result<T, LinkError> {
         let transport = self.transport;
+        let Some(card) = self.card.as_mut() else {
+            return Err(LinkError::Other("the card was disconnected".into()));
+        };
         let mut tries = 0;
         let tx = loop {
-            match self.card.transaction2() {
+            match card.transaction2() {
                 Ok(tx) => break tx,
                 Err((_, pcsc::Error::SharingViolation)) if tries < SHARING_RETRIES => {
                     tries += 1;
