@@ -161,7 +161,7 @@ pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, LinkError> {
     // a round trip to pcscd, which a single reader's connect answers as well).
     // The same call gives each card's ATR, which the read then need not ask for again.
     let contents = if readers.len() > 1 { ctx.reader_contents(&readers) } else { vec![InReader::Unknown; readers.len()] };
-    let (to_read, empty): (Vec<(String, InReader)>, Vec<(String, InReader)>) =
+    let (to_read, empty): (Vec<_>, Vec<_>) =
         readers.into_iter().zip(contents).partition(|(reader, seen)| *seen != InReader::Empty || reader_stalled(reader));
     for (reader, _) in empty {
         tracing::debug!(reader, "empty reader");
