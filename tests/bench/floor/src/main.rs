@@ -4,9 +4,9 @@
 //! It establishes a PC/SC context, connects to the named reader and sends the APDUs keytally
 //! sends to a 5.x key: SELECT the management applet, then READ CONFIG page by page while tag
 //! 0x10 says more pages follow (and GET RESPONSE on `61xx`); a status word other than 9000
-//! ends the read (a key without READ CONFIG, such as a NEO, answers the first one so). No
-//! reader listing, no transaction, no parsing beyond that, no USB, no logging, no
-//! configuration.
+//! ends the read (a key without READ CONFIG, such as a NEO, answers the first one so); then
+//! it disconnects leaving the card as it is, as keytally does. No reader listing, no
+//! transaction, no parsing beyond that, no USB, no logging, no configuration.
 //!
 //! Usage: `keytally-scan-floor READER` — prints the number of APDUs sent; exits 1 on a PC/SC
 //! error (with the error on stderr).
@@ -14,7 +14,7 @@
 use std::ffi::CString;
 use std::process::ExitCode;
 
-use pcsc::{Context, Protocols, Scope, ShareMode};
+use pcsc::{Card, Context, Disposition, Protocols, Scope, ShareMode};
 
 const SELECT_MANAGEMENT: [u8; 13] = [
     0x00, 0xA4, 0x04, 0x00, 0x08, 0xA0, 0x00, 0x00, 0x05, 0x27, 0x47, 0x11, 0x17,
@@ -44,6 +44,15 @@ fn read(reader: &str) -> Result<u32, String> {
     let card = ctx
         .connect(&name, ShareMode::Shared, Protocols::ANY)
         .map_err(|e| format!("connect: {e}"))?;
+    let apdus = send_apdus(&card);
+    // As keytally lets go of a card: leaving it as it is (no reset).
+    card.disconnect(Disposition::LeaveCard)
+        .map_err(|(_, e)| format!("disconnect: {e}"))?;
+    apdus
+}
+
+/// SELECT management, then READ CONFIG page by page; the number of APDUs sent.
+fn send_apdus(card: &Card) -> Result<u32, String> {
     let mut apdus = 0;
     // The answer's data, or None for a status word other than 9000.
     let mut send = |command: &[u8]| -> Result<Option<Vec<u8>>, String> {
