@@ -69,6 +69,11 @@ mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
 serial=$(keytally-gadget --describe --model yk5cnfc --pid 0x0403 | sed -n 's/.*"serial":"\([0-9]*\)".*/\1/p')
 keytally-gadget --model yk5cnfc --pid 0x0403 --udc dummy_udc.0 >/run/keytally-gadget.log 2>&1 &
 gadget=$!
+# The plugged-in key goes away (the gadget removes itself on SIGTERM).
+unplug() {
+    kill -TERM "$gadget" 2>/dev/null
+    timeout 10 tail --pid="$gadget" -f /dev/null || kill -KILL "$gadget" 2>/dev/null
+}
 hidraw_nodes() { ls /dev/hidraw* 2>/dev/null; }
 two_nodes_keytally() { [ "$(stat -c '%a %G' $(hidraw_nodes) 2>/dev/null | grep -c '^660 keytally$')" = 2 ]; }
 if wait_for 30 two_nodes_keytally; then
@@ -107,8 +112,7 @@ grep -qE '^ok +service: running: 1 key\(s\) attached' <<<"$service_line" \
 # that reader and pushes it as its read ends, carrying the key's USB port (the early push of
 # issue 12: its "key attached" line names the port, where a key that waits for the whole scan
 # has no place in that line).
-kill -TERM "$gadget" 2>/dev/null
-timeout 10 tail --pid="$gadget" -f /dev/null || kill -KILL "$gadget" 2>/dev/null
+unplug
 ccid_serial=$(keytally-gadget --describe --model yk5nfc --pid 0x0404 | sed -n 's/.*"serial":"\([0-9]*\)".*/\1/p')
 keytally-gadget --model yk5nfc --pid 0x0404 --udc dummy_udc.0 >/run/keytally-gadget-ccid.log 2>&1 &
 gadget=$!
@@ -145,9 +149,8 @@ result=$(systemctl show -p Result --value keytally.service) code=$(systemctl sho
     && ok "after stop: inactive, Result=success, exit status 0" \
     || bad "after stop: $(systemctl is-active keytally.service), Result=$result, exit status $code"
 
-# The key goes away (the gadget removes itself on SIGTERM).
-kill -TERM "$gadget" 2>/dev/null
-timeout 10 tail --pid="$gadget" -f /dev/null || kill -KILL "$gadget" 2>/dev/null
+# The key goes away.
+unplug
 
 # 5. No server configured: exit 2 and no restart loop (RestartPreventExitStatus=2).
 echo 'state_dir = "/var/lib/keytally"' >/etc/keytally/config.toml

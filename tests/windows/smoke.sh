@@ -24,11 +24,11 @@ work_dir smoke
 VPORT="$(free_port)"
 lab() { "$HERE/lab.sh" --vpcd-port "$VPORT" -- "$@"; }
 
-# The virtual YubiKey 5 NFC, serial 12345678: connects to the lab's vpcd (and reconnects to
-# every new lab) until killed.
-"$HOSTBIN/keytally-vkey" --model yk5nfc --port "$VPORT" --count-file "$WORK/apdus" 2>"$WORK/vkey.log" &
-VKEY_PID=$!
-PIDS+=("$VKEY_PID")
+# The virtual YubiKey 5 NFC, serial 12345678 (start_vkey [ARG…]: with keytally-vkey's ARGs):
+# connects to the lab's vpcd (and reconnects to every new lab) until stop_vkey.
+start_vkey() { "$HOSTBIN/keytally-vkey" --model yk5nfc --port "$VPORT" "$@" 2>>"$WORK/vkey.log" & VKEY_PID=$!; PIDS+=("$VKEY_PID"); }
+stop_vkey() { kill "$VKEY_PID" 2>/dev/null; wait "$VKEY_PID" 2>/dev/null; }
+start_vkey --count-file "$WORK/apdus"
 
 SB_PID=""
 start_sandbox() {   # $1: name
@@ -44,17 +44,25 @@ start_sandbox() {   # $1: name
     SERVER="http://127.0.0.1:$SB_PORT/api/external/ybk-management"
 }
 stop_sandbox() { kill "$SB_PID" 2>/dev/null; wait "$SB_PID" 2>/dev/null; }
-# What arrived at the sandbox: "serial firmware name" per device.
-arrived() {
-    python3 - "$SERVER/devices" <<'PY'
+# What the sandbox has. Without an argument, "serial firmware name" per device (what arrived);
+# with a serial, that device's owner email, tags, status, and "tapped" or "-" (its tappedAt).
+devices_on_server() {
+    python3 - "$SERVER/devices" "$@" <<'PY'
 import json, sys, urllib.request
 req = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer sandbox-admin-token"})
 body = json.load(urllib.request.urlopen(req, timeout=5))
 for d in (body["items"] if isinstance(body, dict) else body):
     y = d["yubikey"]
-    print(y.get("serialNumber"), y.get("firmwareVersion"), y.get("name"))
+    if len(sys.argv) < 3:
+        print(y.get("serialNumber"), y.get("firmwareVersion"), y.get("name"))
+    elif y.get("serialNumber") == sys.argv[2]:
+        owners = [o.get("email") for o in (d.get("owners") or {}).get("items", [])]
+        tags = [t.get("name") for t in d.get("tags") or []]
+        status = (d.get("status") or {}).get("name")
+        print(",".join(owners), ",".join(tags), status, "tapped" if (d.get("observation") or {}).get("tappedAt") else "-")
 PY
 }
+arrived() { devices_on_server; }
 EXPECT="12345678 5.4.3 YubiKey 5 NFC"
 
 # 1. --version
@@ -66,11 +74,17 @@ else
     fail "windows: keytally.exe --version under Wine"; show "$WORK/version.out" "$WORK/version.err"
 fi
 
-# 2. scan --json through winscard (retried while the virtual key connects to the new vpcd).
+# `wine keytally.exe scan --json ARGS… >OUT 2>ERR` in a new lab (sh -c "$SCAN_JSON_WHEN_CONNECTED"
+# sh TRIES EXE OUT ERR ARGS…), again (up to TRIES times) until the key is in it: the virtual key
+# may not have reached this lab's vpcd yet.
+SCAN_JSON_WHEN_CONNECTED='tries="$1" exe="$2" out="$3" err="$4"; shift 4
+    for i in $(seq "$tries"); do
+        wine "$exe" scan --json "$@" >"$out" 2>"$err" && grep -q 12345678 "$out" && exit 0; sleep 1
+    done; exit 1'
+
+# 2. scan --json through winscard.
 t0=$SECONDS
-lab sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do
-        wine "$1" scan --json >"$2" 2>"$3" && grep -q 12345678 "$2" && exit 0; sleep 1
-    done; exit 1' sh "$EXE" "$WORK/scan.json" "$WORK/scan.err"
+lab sh -c "$SCAN_JSON_WHEN_CONNECTED" sh 10 "$EXE" "$WORK/scan.json" "$WORK/scan.err"
 if python3 - "$WORK/scan.json" <<'PY'
 import json, sys
 recs = json.load(open(sys.argv[1]))
@@ -92,9 +106,7 @@ fi
 # 2b. scan --json --posture through winscard: the factory key's posture (PIV, FIDO2 over NFCCTAP,
 # OpenPGP, OATH, OTP) and its advisories, as on Linux (tests/e2e/posture.rs, ykman the referee).
 t0=$SECONDS
-lab sh -c 'for i in 1 2 3 4 5; do
-        wine "$1" scan --json --posture >"$2" 2>"$3" && grep -q 12345678 "$2" && exit 0; sleep 1
-    done; exit 1' sh "$EXE" "$WORK/posture.json" "$WORK/posture.err"
+lab sh -c "$SCAN_JSON_WHEN_CONNECTED" sh 5 "$EXE" "$WORK/posture.json" "$WORK/posture.err" --posture
 if python3 - "$WORK/posture.json" <<'PY'
 import json, sys
 recs = json.load(open(sys.argv[1]))
@@ -318,8 +330,6 @@ fi
 # From here on the virtual key is taken away and put back (a removal, a tap) and swapped for one
 # in NFC restricted mode; the APDU count above is the first key's.
 apdus="$(cat "$WORK/apdus" 2>/dev/null || echo 0)"
-start_vkey() { "$HOSTBIN/keytally-vkey" --model yk5nfc --port "$VPORT" "$@" 2>>"$WORK/vkey.log" & VKEY_PID=$!; PIDS+=("$VKEY_PID"); }
-stop_vkey() { kill "$VKEY_PID" 2>/dev/null; wait "$VKEY_PID" 2>/dev/null; }
 wait_grep() {   # $1 file, $2 extended regex, $3 seconds: true once a line of the file matches
     local i=0
     until grep -Eq "$2" "$1" 2>/dev/null; do
@@ -332,20 +342,6 @@ wait_grep() {   # $1 file, $2 extended regex, $3 seconds: true once a line of th
 lab_with_token() {
     local name="$1"; shift
     lab env KEYTALLY_SERVER="$SERVER" KEYTALLY_TOKEN=smoke-static-token KEYTALLY_STATE_DIR="$(win "$WORK/state-$name")" "$@"
-}
-# The device the sandbox has for serial $1: owner email, tags, status, tappedAt or "-".
-on_server() {
-    python3 - "$SERVER/devices" "$1" <<'PY'
-import json, sys, urllib.request
-req = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer sandbox-admin-token"})
-body = json.load(urllib.request.urlopen(req, timeout=5))
-for d in (body["items"] if isinstance(body, dict) else body):
-    if d["yubikey"].get("serialNumber") == sys.argv[2]:
-        owners = [o.get("email") for o in (d.get("owners") or {}).get("items", [])]
-        tags = [t.get("name") for t in d.get("tags") or []]
-        status = (d.get("status") or {}).get("name")
-        print(",".join(owners), ",".join(tags), status, "tapped" if (d.get("observation") or {}).get("tappedAt") else "-")
-PY
 }
 
 # 7. The enrollment desk: `enroll --count 1` with the owner, tags and status given finds the key
@@ -361,7 +357,7 @@ wait_grep "$WORK/desk.out" '^Remove the key to continue' 60 && asked=1
 stop_vkey
 wait_grep "$WORK/desk.rc" '^[0-9]+$' 30
 kill "$DESK_LAB" 2>/dev/null; wait "$DESK_LAB" 2>/dev/null
-got="$(on_server 12345678 2>&1)"
+got="$(devices_on_server 12345678 2>&1)"
 if [ "$asked" = 1 ] && [ "$(cat "$WORK/desk.rc" 2>/dev/null)" = 0 ] \
     && grep -q '^Enrolled YubiKey 5 NFC (12345678) to it@example.com: synced' "$WORK/desk.out" \
     && grep -q '^Enrolled 1 key(s): 1 synced' "$WORK/desk.out" && [ "$got" = "it@example.com desk,windows Active -" ]; then
@@ -382,7 +378,7 @@ lab_with_token kiosk sh -c 'wine "$1" kiosk --merge-window 0s >"$2" 2>"$3" & whi
     sh "$EXE" "$WORK/kiosk.out" "$WORK/kiosk.err" "$WORK/kiosk-stop" &
 KIOSK_LAB=$!
 got=""
-wait_grep "$WORK/kiosk.out" 'serial 12345678.*(synced|queued)' 60 && got="$(on_server 12345678 2>&1)"
+wait_grep "$WORK/kiosk.out" 'serial 12345678.*(synced|queued)' 60 && got="$(devices_on_server 12345678 2>&1)"
 if grep -Eq 'YubiKey 5 NFC  serial 12345678  advisories [A-Z0-9,-]+  synced' "$WORK/kiosk.out" && [ "${got##* }" = tapped ]; then
     ok "windows: the kiosk's line for a tap names the key and says synced, and the server has it with tappedAt ($((SECONDS - t0)) s)"
 else
