@@ -80,7 +80,8 @@ fn interface() {
         let _: fn(&ui_loop::Waker) = ui_loop::Waker::wake;
         fn shareable<T: Send + Sync + Copy>() {}
         shareable::<ui_loop::Waker>();
-        let _: fn(&crossbeam_channel::Receiver<()>, fn(()) -> bool) = ui_loop::run::<(), fn(()) -> bool>;
+        type OnMessage = fn(()) -> bool;
+        let _: fn(&crossbeam_channel::Receiver<()>, OnMessage) = ui_loop::run::<(), OnMessage>;
         let _: fn(Box<dyn Fn() + Send + Sync>) = ui_loop::on_stop_request;
         let _: fn() = ui_loop::leave_console;
         let _: fn() -> io::Result<Option<ui_loop::SingleInstance>> = ui_loop::claim_single_instance;

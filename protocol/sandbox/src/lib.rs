@@ -294,7 +294,8 @@ fn check_posture(posture: Option<&Value>) -> Result<(), &'static str> {
     };
     let int_to = |max: u64| move |v: &Value| v.as_u64().is_some_and(|n| n <= max);
     let list = |len: usize, item: &dyn Fn(&Value) -> bool, v: &Value| v.as_array().is_some_and(|a| a.len() == len && a.iter().all(item));
-    let fields: [(&str, &dyn Fn(&Value) -> bool); 13] = [
+    type Check<'a> = &'a dyn Fn(&Value) -> bool;
+    let fields: [(&str, Check); 13] = [
         ("pivPinDefault", &Value::is_boolean),
         ("pivPukDefault", &Value::is_boolean),
         ("pivManagementKeyDefault", &Value::is_boolean),
