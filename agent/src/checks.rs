@@ -335,9 +335,8 @@ async fn check_profile(cfg: &Config, p: &Profile) -> (Check, Check) {
         Err(_) => Err(Failure::retryable(format!("no answer within {}s", NET_TIMEOUT.as_secs()))),
     };
     let info = client.auth().info(SystemTime::now()).await;
-    let expires = info.expires_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_else(|| "unknown".into());
     let source = p.shown_source(&info.source);
-    let mut ok = format!("valid ({} from {source}, expires {expires})", info.kind);
+    let mut ok = format!("valid ({} from {source}, {})", info.kind, info.expiry);
     if let Some(w) = info.expiry_warning {
         ok.push_str(&format!("; {w}"));
     }

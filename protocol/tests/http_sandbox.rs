@@ -125,13 +125,16 @@ async fn token_file_is_reread_once_after_401() {
 async fn oauth_token_is_cached_and_refreshed_once_on_401() {
     let sb = sandbox().await;
     let c = oauth_client(&sb, "sandbox-client-secret", Duration::from_secs(5));
+    let unused = c.auth().info(std::time::SystemTime::now()).await;
+    assert_eq!((unused.expires_at, unused.expiry.as_str()), (None, "access tokens fetched when needed, none held by this process"));
     for i in 0..5 {
         c.put_device("1", &record("1", i), Uuid::new_v4()).await.unwrap();
     }
     assert_eq!(sb.token_request_count(), 1, "the token is cached");
     let info = c.auth().info(std::time::SystemTime::now()).await;
     assert_eq!(info.kind, "oauth2-client-credentials");
-    assert!(info.expires_at.is_some());
+    let exp = info.expires_at.expect("the cached token's lifetime");
+    assert_eq!(info.expiry, format!("expires {}", humantime::format_rfc3339_seconds(exp)));
     assert!(!format!("{info:?}").contains("sandbox-client-secret"));
     // The server forgets the token: 401 → one token request → success.
     sb.store().expire_access_tokens();
@@ -315,5 +318,10 @@ async fn expiring_jwt_api_token_warns_in_info() {
     let info = c.auth().info(std::time::SystemTime::now()).await;
     let w = info.expiry_warning.clone().expect("a warning 3 days before expiry");
     assert!(w.contains("within 7 days"), "{w}");
+    assert!(info.expiry.starts_with("expires 20"), "{}", info.expiry);
     assert!(!format!("{info:?}").contains(&jwt));
+    // An opaque key (Yipii's, the sandbox's) states no expiry.
+    let (_, key) = sb.create_api_key("opaque");
+    let info = static_client(&sb, &key).auth().info(std::time::SystemTime::now()).await;
+    assert_eq!((info.expires_at, info.expiry.as_str()), (None, "no expiry stated in the token"));
 }

@@ -195,7 +195,7 @@ fn sync_status_and_doctor_take_the_token_from_the_keyring() {
 
     let out = run(session.env(&mut keytally(&config, &["status"])), None, LIMIT);
     let (stdout, _) = outs.keep(&out);
-    assert!(stdout.contains("credential:   api-token from keyring keytally/prod"), "{stdout}");
+    assert!(stdout.contains("credential:   api-token from keyring keytally/prod, no expiry stated in the token"), "{stdout}");
     let out = run(session.env(&mut keytally(&config, &["status", "--json"])), None, LIMIT);
     let (stdout, _) = outs.keep(&out);
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();

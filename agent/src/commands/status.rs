@@ -70,7 +70,7 @@ pub fn run(config_path: Option<&Path>, as_json: bool) -> ExitCode {
         if let Some(err) = c.get("error") {
             println!("  credential:   unusable: {}", s(err));
         } else {
-            println!("  credential:   {} from {}, expires {}", s(&c["kind"]), s(&c["source"]), c["expires_at"].as_str().unwrap_or("unknown"));
+            println!("  credential:   {} from {}, {}", s(&c["kind"]), s(&c["source"]), s(&c["expiry"]));
             if let Some(w) = c["expiry_warning"].as_str() {
                 println!("  WARNING:      {w}");
             }

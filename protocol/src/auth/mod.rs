@@ -105,6 +105,10 @@ pub struct CredentialInfo {
     /// When the token expires, if that is known (a JWT's `exp`, an OAuth2 token's lifetime).
     #[serde(with = "opt_rfc3339")]
     pub expires_at: Option<SystemTime>,
+    /// The same in words for people: `expires 2027-…`, or why no date can be given (an OAuth2
+    /// access token is fetched when needed and this process may hold none; an opaque token
+    /// states no expiry).
+    pub expiry: String,
     /// The expiry warning for a long-lived token, when it is due.
     pub expiry_warning: Option<String>,
     /// A machine-token rotation was started and its outcome never recorded.
@@ -197,7 +201,12 @@ impl Authenticator {
             (Credential::OAuth(_), _) | (_, None) => None,
             (_, Some(exp)) => ExpiryWarning::at(exp, now).message("the API token", exp),
         };
-        CredentialInfo { kind, source, expires_at, expiry_warning, rotation_interrupted }
+        let expiry = match (&self.credential, expires_at) {
+            (_, Some(exp)) => format!("expires {}", humantime::format_rfc3339_seconds(exp)),
+            (Credential::OAuth(_), None) => "access tokens fetched when needed, none held by this process".into(),
+            (_, None) => "no expiry stated in the token".into(),
+        };
+        CredentialInfo { kind, source, expires_at, expiry, expiry_warning, rotation_interrupted }
     }
 }
 
