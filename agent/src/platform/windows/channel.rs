@@ -164,7 +164,7 @@ fn pipe_owner(handle: RawHandle) -> io::Result<String> {
     }
     let sid = if owner.is_null() { None } else { sid_string(owner) };
     // SAFETY: allocated by GetSecurityInfo (LocalFree of null is a no-op).
-    unsafe { LocalFree(sd as *mut c_void) };
+    unsafe { LocalFree(sd) };
     sid.ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "not talking to it: the pipe has no owner"))
 }
 
@@ -324,7 +324,7 @@ impl SecurityDescriptor {
 impl Drop for SecurityDescriptor {
     fn drop(&mut self) {
         // SAFETY: allocated by ConvertStringSecurityDescriptorToSecurityDescriptorW.
-        unsafe { LocalFree(self.0 as *mut c_void) };
+        unsafe { LocalFree(self.0) };
     }
 }
 

@@ -163,7 +163,7 @@ pub fn protect(path: &Path) -> Result<(), String> {
         u32::MAX
     };
     // SAFETY: allocated by ConvertStringSecurityDescriptorToSecurityDescriptorW.
-    unsafe { LocalFree(sd as *mut c_void) };
+    unsafe { LocalFree(sd) };
     if rc != ERROR_SUCCESS {
         return Err(format!("cannot set the ACL of {}: error {rc}", path.display()));
     }
@@ -207,7 +207,7 @@ pub fn dacl_sddl(path: &Path) -> Result<String, String> {
     // SAFETY: both allocated by Windows (LocalFree of null is a no-op).
     unsafe {
         LocalFree(text as *mut c_void);
-        LocalFree(sd as *mut c_void);
+        LocalFree(sd);
     }
     out
 }

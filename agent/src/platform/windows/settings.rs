@@ -30,8 +30,11 @@ pub fn read() -> Vec<Setting> {
     out
 }
 
+/// A registry value's name, and its text or why it is unusable.
+type NamedValue = (String, Result<String, String>);
+
 /// The values of one HKLM key; an absent key has none.
-fn values(path: &str) -> Result<Vec<(String, Result<String, String>)>, std::io::Error> {
+fn values(path: &str) -> Result<Vec<NamedValue>, std::io::Error> {
     let wide: Vec<u16> = path.encode_utf16().chain(Some(0)).collect();
     let mut key: HKEY = std::ptr::null_mut();
     // SAFETY: a NUL-terminated subkey; `key` is closed below.

@@ -7,7 +7,7 @@ use std::io;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 
 use windows_sys::Win32::Security::{
-    GetTokenInformation, TokenGroups, TokenSessionId, TokenUser, SID_AND_ATTRIBUTES, TOKEN_GROUPS, TOKEN_INFORMATION_CLASS, TOKEN_QUERY,
+    GetTokenInformation, TokenGroups, TokenSessionId, TokenUser, TOKEN_GROUPS, TOKEN_INFORMATION_CLASS, TOKEN_QUERY,
     TOKEN_USER,
 };
 use windows_sys::Win32::System::SystemServices::{SE_GROUP_ENABLED, SE_GROUP_USE_FOR_DENY_ONLY};
@@ -88,7 +88,7 @@ impl Token {
         // SAFETY: TokenGroups fills a TOKEN_GROUPS with GroupCount entries, all in `buf`.
         let groups = unsafe {
             let g = &*(buf.as_ptr() as *const TOKEN_GROUPS);
-            std::slice::from_raw_parts(g.Groups.as_ptr() as *const SID_AND_ATTRIBUTES, g.GroupCount as usize)
+            std::slice::from_raw_parts(g.Groups.as_ptr(), g.GroupCount as usize)
         };
         Ok(groups.iter().any(|g| {
             let enabled = g.Attributes & SE_GROUP_ENABLED as u32 != 0 && g.Attributes & SE_GROUP_USE_FOR_DENY_ONLY as u32 == 0;
