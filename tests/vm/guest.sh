@@ -4,7 +4,7 @@
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root
 [ "${KT_CI:-}" = true ] && export CI=true
-export KT_KEYTALLY KT_GADGET KT_YKMAN KT_CASES KT_REPO KT_SANDBOX
+export KT_KEYTALLY KT_GADGET KT_YKMAN KT_CASES KT_REPO KT_SANDBOX KT_VKEY
 PY=python3
 # Run the case runner under ykman's own interpreter so ykman can be called in-process.
 if [ -n "${KT_YKMAN:-}" ] && [ -x "$(dirname "$KT_YKMAN")/python3" ]; then

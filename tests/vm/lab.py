@@ -779,6 +779,100 @@ def usb_figures_body(name, keys):
     print("\n".join("# " + l for l in lines), flush=True)
 
 
+def card_on(prefix, timeout):
+    """The name of the first PC/SC reader whose name starts with `prefix` and that holds a card
+    (pyscard, low level: no connection, so nothing is reset), or None after `timeout`."""
+    from smartcard import scard  # noqa: WPS433
+    hr, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    if hr != 0:
+        return None
+    try:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            hr, names = scard.SCardListReaders(ctx, [])
+            for n in [n for n in (names or []) if n.startswith(prefix)] if hr == 0 else []:
+                hr, states = scard.SCardGetStatusChange(ctx, 0, [(n, scard.SCARD_STATE_UNAWARE)])
+                if hr == 0 and states and states[0][1] & scard.SCARD_STATE_PRESENT:
+                    return n
+            time.sleep(0.2)
+        return None
+    finally:
+        scard.SCardReleaseContext(ctx)
+
+
+def key_read_offsets(err, started):
+    """{reader: seconds after `started`} of each `key read` line in `keytally -vv` stderr."""
+    from datetime import datetime, timezone
+    out = {}
+    for m in re.finditer(r'^(\S+Z)\s+DEBUG\b.*\bkey read reader="([^"]+)"', err, re.M):
+        at = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+        out[m.group(2)] = at - started
+    return out
+
+
+def stall_beside_usb_body(name, keys):
+    """Issue 12 §1 on a real USB stack: a card that holds READ CONFIG for 30 s on vpcd's
+    "Virtual PCD 00 00" in the same pcscd as a CCID-only YubiKey on the guest's USB bus
+    (libccid). `keytally -vv scan --json` is run once without the stalling card and once with
+    it: the USB key is listed both times, read within its normal time (its `key read` log
+    line against the start of the process, compared with the first run), and the stalled
+    reader is named once while the scan ends at the reader deadline (3 s)."""
+    vkey = ENV.get("KT_VKEY", "")
+    if not (vkey and os.access(vkey, os.X_OK)):
+        report(False, f"{name}: prerequisites", f"keytally-vkey {vkey!r}")
+        return
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=False)
+    k = keys[0]
+    env = dict(ENV, HOME=ENV.get("HOME", "/root"))
+
+    def scan():
+        started = time.time()
+        rc, out, err, secs = sh([KEYTALLY, "-vv", "scan", "--json"], timeout=60, env=env)
+        try:
+            records = json.loads(out) if out.strip() else []
+        except ValueError:
+            records = []
+        r = match_records(keys, records).get(k.label)
+        probs = check_record(k, r) if r else ["no record"]
+        return rc, records, probs, err, secs, key_read_offsets(err, started)
+
+    rc, records, probs, err, secs, alone = scan()
+    usb = [n for n in alone if "Yubico YubiKey" in n]
+    report(rc == 0 and not probs and len(records) == 1 and len(usb) == 1, f"{name}: keytally reads the USB key alone",
+           f"exit {rc}, {len(records)} record(s), {probs}; key read lines {alone}; stderr: {err.strip()[-400:]}")
+    if len(usb) != 1:
+        return
+    usb = usb[0]
+    log_path = f"{RUN}/vkey-stall.log"
+    card = subprocess.Popen([vkey, "--model", "yk5cnfc", "--fault", "stall", "--stall", "30", "--port", "35963"],
+                            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+    try:
+        stalled = card_on("Virtual PCD", 30)
+        report(stalled is not None, f"{name}: pcscd sees the stalling card on vpcd beside the USB reader",
+               open(log_path).read()[-400:])
+        if stalled is None:
+            return
+        rc, records, probs, err, secs, beside = scan()
+        warnings = [l for l in err.splitlines() if l.startswith("keytally: warning:")]
+        log(f"{name}: the USB key read {alone.get(usb, -1) * 1000:.0f} ms after the start alone, "
+            f"{beside.get(usb, -1) * 1000:.0f} ms beside the stalled reader; that scan took {secs:.1f} s")
+        report(rc == 0 and not probs and len(records) == 1, f"{name}: the USB key is listed beside the stalled reader",
+               f"exit {rc}, {len(records)} record(s), {probs}; stderr: {err.strip()[-600:]}")
+        report(usb in beside and beside[usb] < alone[usb] + 0.5,
+               f"{name}: the USB key is read within its normal time beside the stalled reader",
+               f"alone {alone[usb]:.2f} s, beside {beside.get(usb)}; stderr: {err.strip()[-600:]}")
+        report(len(warnings) == 1 and f'reader "{stalled}"' in warnings[0] and "did not answer in time" in warnings[0],
+               f"{name}: only the stalled reader is named, once", "\n".join(warnings) or err.strip()[-600:])
+        report(3.0 <= secs < 6.0, f"{name}: the scan ends at the reader deadline ({secs:.1f} s)", f"{secs:.1f} s")
+    finally:
+        card.terminate()
+        try:
+            card.wait(10)
+        except subprocess.TimeoutExpired:
+            card.kill()
+            card.wait()
+
+
 def ensure_user(name, groups=()):
     subprocess.run(["groupadd", "-f", "keytally"], check=False)
     if subprocess.run(["id", name], capture_output=True).returncode != 0:
@@ -1032,6 +1126,10 @@ def main():
                               fido2RemainingDiscoverableCredentials=100, openpgpPinRetries=[3, 0, 3],
                               oathPasswordSet=False)),
     ], posture_body)
+
+    # Issue 12 §1 with a real USB stack: a stalled NFC reader (vpcd) beside a CCID-only key on
+    # USB, in the same pcscd.
+    phase("stall-beside-usb", [Key("ccid", "yk5nfc", 0x0404, 0)], stall_beside_usb_body)
 
     # Issue 12 §5: each USB transport read alone, keytally beside ykman, timed and counted.
     phase("usb-figures", [Key("yk5nfc", "yk5nfc", 0x0407, 0, count=True)], usb_figures_body)

@@ -10,6 +10,7 @@
 #   KEYTALLY_BIN         keytally binary to test (default: cargo build -p keytally, then the
 #                        newest of $CARGO_TARGET_DIR|target /{debug,release}/keytally)
 #   KEYTALLY_GADGET_BIN  keytally-gadget binary (default: cargo build -p keytally-usb-gadget)
+#   KEYTALLY_VKEY_BIN    keytally-vkey, the virtual key on vpcd (default: cargo build -p keytally-virtual-key)
 #   KEYTALLY_YKMAN       ykman (default: .venv/bin/ykman, then /tmp/ykvenv/bin/ykman)
 #   KEYTALLY_VM_TIMEOUT  hard limit on the whole VM in seconds (default 480)
 #   KEYTALLY_VM_CASES    comma-separated phase names to run only those (debugging)
@@ -26,12 +27,13 @@ CACHE="${KEYTALLY_VM_CACHE:-$HERE/.cache}"
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 case "$TARGET" in /*) ;; *) TARGET="$REPO/$TARGET" ;; esac
 if [ -z "${KEYTALLY_GADGET_BIN:-}" ] || { [ -z "${KEYTALLY_BIN:-}" ] && [ "${KEYTALLY_VM_BUILD:-1}" = 1 ]; }; then
-    pkgs=(-p keytally-usb-gadget -p keytally-sandbox)
+    pkgs=(-p keytally-usb-gadget -p keytally-sandbox -p keytally-virtual-key)
     [ -z "${KEYTALLY_BIN:-}" ] && pkgs+=(-p keytally)
     cargo build --quiet "${pkgs[@]}" || { echo "FAIL - vm: cargo build ${pkgs[*]}"; echo "0 passed, 1 failed"; exit 1; }
 fi
 GADGET="${KEYTALLY_GADGET_BIN:-$TARGET/debug/keytally-gadget}"
 SANDBOX="${KEYTALLY_SANDBOX_BIN:-$TARGET/debug/keytally-sandbox}"
+VKEY="${KEYTALLY_VKEY_BIN:-$TARGET/debug/keytally-vkey}"
 KT="${KEYTALLY_BIN:-}"
 if [ -z "$KT" ]; then
     KT=$(ls -t "$TARGET"/debug/keytally "$TARGET"/release/keytally 2>/dev/null | head -n1)
@@ -46,10 +48,11 @@ done
 abs() { (cd "$(dirname "$1")" && echo "$PWD/$(basename "$1")"); }
 KT=$(abs "$KT"); GADGET=$(abs "$GADGET"); [ -n "$YK" ] && YK=$(abs "$YK")
 [ -x "$SANDBOX" ] && SANDBOX=$(abs "$SANDBOX")
+[ -x "$VKEY" ] && VKEY=$(abs "$VKEY")
 echo "# vm: keytally=$KT gadget=$GADGET ykman=${YK:-none} (prepared in $(( $(date +%s) - START ))s)"
 
 LOG="${KEYTALLY_VM_LOG:-$CACHE/console.log}"
-APPEND="console=ttyS0 loglevel=3 panic=-1 KT_GUEST=$HERE/guest.sh KT_REPO=$REPO KT_KEYTALLY=$KT KT_GADGET=$GADGET KT_SANDBOX=$SANDBOX"
+APPEND="console=ttyS0 loglevel=3 panic=-1 KT_GUEST=$HERE/guest.sh KT_REPO=$REPO KT_KEYTALLY=$KT KT_GADGET=$GADGET KT_SANDBOX=$SANDBOX KT_VKEY=$VKEY"
 [ -n "$YK" ] && APPEND="$APPEND KT_YKMAN=$YK"
 [ -n "${KEYTALLY_VM_CASES:-}" ] && APPEND="$APPEND KT_CASES=$KEYTALLY_VM_CASES"
 [ "${CI:-}" = true ] && APPEND="$APPEND KT_CI=true"

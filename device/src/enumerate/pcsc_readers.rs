@@ -170,6 +170,9 @@ pub fn scan_pcsc(opts: &ScanOptions) -> Result<PcscReport, LinkError> {
     for (reader, outcome) in start_reads(to_read, Some(ctx), standby, opts.reader_timeout, &opts.posture) {
         match outcome {
             Ok(Some(found)) => {
+                // The moment each key's read ends (the VM lab times a USB key beside a stalled
+                // reader by it).
+                tracing::debug!(reader, "key read");
                 if let Some(OnRead(tell)) = &opts.on_read {
                     tell(&found);
                 }
