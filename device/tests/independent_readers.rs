@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use keytally_device::enumerate::{read_readers, reader_stalled, scan_pcsc, PcscReport, ScanOptions};
 use keytally_device::caps::Transport;
+use keytally_device::transport::pcsc::{InReader, PcscContext};
 use keytally_device::{Error, LinkError};
 use keytally_virtual_key::{Card, Fault, KeyModel, PcscLab};
 
@@ -56,17 +57,16 @@ fn timed_reads(readers: &[String]) -> Vec<(String, Result<Option<u32>, Error>, D
 
 /// Waits (up to 5 s) until pcscd reports `reader` empty.
 fn wait_empty(reader: &str) {
-    let ctx = pcsc::Context::establish(pcsc::Scope::User).expect("a pcscd context");
-    let name = std::ffi::CString::new(reader).unwrap();
-    let mut states = [pcsc::ReaderState::new(name, pcsc::State::UNAWARE)];
+    let ctx = PcscContext::establish().expect("a pcscd context");
+    let readers = [reader.to_string()];
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let _ = ctx.get_status_change(Duration::from_millis(500), &mut states);
-        if states[0].event_state().contains(pcsc::State::EMPTY) {
+        let contents = ctx.reader_contents(&readers);
+        if contents == [InReader::Empty] {
             return;
         }
-        assert!(Instant::now() < deadline, "pcscd still sees a card on {reader}: {:?}", states[0].event_state());
-        states[0].sync_current_state();
+        assert!(Instant::now() < deadline, "pcscd still sees {contents:?} on {reader}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -49,6 +49,17 @@ def report(ok, name, why=""):
             print(f"#     {line}", flush=True)
 
 
+def stop_process(proc):
+    """SIGTERM, then SIGKILL if it has not ended within 10 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def sh(cmd, timeout=60, env=None, user=None):
     """Runs a command; returns (rc, stdout, stderr, seconds). rc 124 = timeout."""
     t = time.monotonic()
@@ -156,14 +167,8 @@ class Key:
         self.proc.send_signal(signal.SIGUSR1)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
         if self.proc:
+            stop_process(self.proc)
             self.logf.close()
 
     def gadget_log(self):
@@ -204,27 +209,22 @@ class Pcscd:
         time.sleep(0.3)  # libccid's first IccPowerOn
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.logf.close()
 
 
 # --------------------------------------------------------------------------------------------
 # keytally and ykman
 
-def keytally_scan(user=None, timeout=60):
+def keytally_scan(user=None, timeout=60, options=()):
+    """`keytally [OPTIONS] scan --json`: (rc, records or None when stdout is not JSON, stderr, seconds)."""
     env = dict(ENV)
     if user is not None:
         env["HOME"] = f"/tmp/home-{user}"
         os.makedirs(env["HOME"], exist_ok=True)
         os.chown(env["HOME"], user, user)
     env.setdefault("HOME", "/root")
-    rc, out, err, secs = sh([KEYTALLY, "scan", "--json"], timeout=timeout, env=env, user=user)
+    rc, out, err, secs = sh([KEYTALLY, *options, "scan", "--json"], timeout=timeout, env=env, user=user)
     try:
         records = json.loads(out) if out.strip() else []
     except ValueError as e:
@@ -823,15 +823,11 @@ def stall_beside_usb_body(name, keys):
         return
     subprocess.run(["ip", "link", "set", "lo", "up"], check=False)
     k = keys[0]
-    env = dict(ENV, HOME=ENV.get("HOME", "/root"))
 
     def scan():
         started = time.time()
-        rc, out, err, secs = sh([KEYTALLY, "-vv", "scan", "--json"], timeout=60, env=env)
-        try:
-            records = json.loads(out) if out.strip() else []
-        except ValueError:
-            records = []
+        rc, records, err, secs = keytally_scan(options=["-vv"])
+        records = records or []
         r = match_records(keys, records).get(k.label)
         probs = check_record(k, r) if r else ["no record"]
         return rc, records, probs, err, secs, key_read_offsets(err, started)
@@ -865,12 +861,7 @@ def stall_beside_usb_body(name, keys):
                f"{name}: only the stalled reader is named, once", "\n".join(warnings) or err.strip()[-600:])
         report(3.0 <= secs < 6.0, f"{name}: the scan ends at the reader deadline ({secs:.1f} s)", f"{secs:.1f} s")
     finally:
-        card.terminate()
-        try:
-            card.wait(10)
-        except subprocess.TimeoutExpired:
-            card.kill()
-            card.wait()
+        stop_process(card)
 
 
 def ensure_user(name, groups=()):
